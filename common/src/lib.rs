@@ -1,0 +1,8 @@
+//! Shared vocabulary of concept-depth.
+//!
+//! This crate knows nothing of gRPC or candle: it owns the task specification
+//! ([`spec`]), and (in their own modules) grids, datasets and prompts, probes
+//! and metrics, concept-depth rules and the storage layout. Both the worker and
+//! the coordinator depend on it; it depends on neither.
+
+pub mod spec;

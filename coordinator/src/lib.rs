@@ -1,0 +1,1 @@
+//! The concept-depth coordinator. (Being built.)

@@ -1,0 +1,37 @@
+//! `cd-worker`: the concept-depth worker binary.
+//!
+//! Without a subcommand it joins a sweep: registers with the coordinator and
+//! pulls tasks until the sweep is done. Subcommands run single jobs locally.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// concept-depth worker.
+#[derive(Debug, Parser)]
+#[command(name = "cd-worker", version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    agent: cd_worker::agent::AgentArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Extract per-layer features from a model for a JSONL file of texts.
+    Extract(cd_worker::cli_extract::ExtractArgs),
+    /// List datasets or show the exact model inputs of one.
+    #[command(subcommand)]
+    Datasets(cd_worker::cli_datasets::DatasetsCommand),
+}
+
+fn main() -> Result<()> {
+    cd_worker::logging::init();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Some(Command::Extract(args)) => cd_worker::cli_extract::run(args)?,
+        Some(Command::Datasets(cmd)) => cd_worker::cli_datasets::run(cmd)?,
+        None => cd_worker::agent::run(cli.agent)?,
+    };
+    std::process::exit(code)
+}
