@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it: sets up what the tests need
+# (Python helpers, the SmolLM2 GGUF, tiny random checkpoints, an S3-compatible
+# server, manifest validators), then runs formatting, lint and every test.
+#
+# Safe to rerun: downloads and builds are cached under $CD_CACHE
+# (default ~/.cache/concept-depth), outside the clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+export CD_CACHE=${CD_CACHE:-$HOME/.cache/concept-depth}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CD_CACHE/target}
+mkdir -p "$CD_CACHE"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "python tools for tests (numpy, safetensors, S3 server, manifest validation)"
+bash scripts/setup-python.sh
+export CD_PYTHON="$CD_CACHE/venv/bin/python"
+export PATH="$CD_CACHE/venv/bin:$PATH"
+
+step "real model weights: SmolLM2-135M-Instruct GGUF"
+export CD_SMOLLM2_GGUF
+CD_SMOLLM2_GGUF=$(bash scripts/fetch-models.sh smollm2)
+
+step "tiny random checkpoints of every architecture"
+export CD_TINY_MODELS="$CD_CACHE/tiny-models"
+"$CD_PYTHON" scripts/fixtures/make_tiny_models.py --out "$CD_TINY_MODELS"
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo nextest run --workspace --locked --profile ci
+
+step "deployment manifests and images"
+bash scripts/ci/deploy.sh
