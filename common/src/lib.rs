@@ -5,4 +5,5 @@
 //! and metrics, concept-depth rules and the storage layout. Both the worker and
 //! the coordinator depend on it; it depends on neither.
 
+pub mod datasets;
 pub mod spec;
