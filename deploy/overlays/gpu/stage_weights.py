@@ -72,10 +72,12 @@ def stage(grid_path):
 def wait():
     marker = os.path.join(hf_home(), MARKER)
     start = time.monotonic()
+    next_report = start
     while not os.path.isfile(marker):
-        waited = int(time.monotonic() - start)
-        if waited % 60 == 0:
-            print(f"waiting for the weights to be staged ({marker}), {waited}s so far", flush=True)
+        now = time.monotonic()
+        if now >= next_report:
+            print(f"waiting for the weights to be staged ({marker}), {int(now - start)}s so far", flush=True)
+            next_report = now + 60
         time.sleep(5)
     print(f"weights staged: {marker}", flush=True)
 
