@@ -105,7 +105,7 @@ fn by_extension(path: &Path) -> Result<SourceFormat, DatasetError> {
     }
 }
 
-fn field<'a>(spec: &'a SourceSpec, which: &str) -> &'a str {
+fn field<'a>(spec: &'a SourceSpec, which: &'a str) -> &'a str {
     let f = match which {
         "text" => &spec.text_field,
         "label" => &spec.label_field,
