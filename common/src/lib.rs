@@ -6,4 +6,8 @@
 //! the coordinator depend on it; it depends on neither.
 
 pub mod datasets;
+pub mod depth;
+pub mod metrics;
+pub mod probe;
 pub mod spec;
+pub mod tables;
