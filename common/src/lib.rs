@@ -7,6 +7,7 @@
 
 pub mod datasets;
 pub mod depth;
+pub mod memory;
 pub mod metrics;
 pub mod probe;
 pub mod spec;
