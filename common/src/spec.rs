@@ -144,17 +144,24 @@ impl ModelSource {
     pub fn parse_cli(arg: &str) -> ModelSource {
         let p = std::path::Path::new(arg);
         if arg.ends_with(".gguf") {
-            return ModelSource::Gguf { path: arg.to_string() };
+            return ModelSource::Gguf {
+                path: arg.to_string(),
+            };
         }
         if p.is_dir() {
-            return ModelSource::Dir { path: arg.to_string() };
+            return ModelSource::Dir {
+                path: arg.to_string(),
+            };
         }
         match arg.split_once('@') {
             Some((repo, rev)) => ModelSource::Hub {
                 repo: repo.to_string(),
                 revision: Some(rev.to_string()),
             },
-            None => ModelSource::Hub { repo: arg.to_string(), revision: None },
+            None => ModelSource::Hub {
+                repo: arg.to_string(),
+                revision: None,
+            },
         }
     }
 }
@@ -180,7 +187,6 @@ pub struct ModelRef {
     /// Parameter count in billions, used to order models in reports.
     pub size_b: f64,
 }
-
 
 /// Everything a worker needs to compute one cell. Serialized canonically to
 /// derive the [`TaskId`]; adding a field changes every id, so new fields must
@@ -280,7 +286,12 @@ mod tests {
 
     #[test]
     fn precision_names_round_trip() {
-        for p in [Precision::F32, Precision::Bf16, Precision::F16, Precision::Int8] {
+        for p in [
+            Precision::F32,
+            Precision::Bf16,
+            Precision::F16,
+            Precision::Int8,
+        ] {
             assert_eq!(p.as_str().parse::<Precision>().unwrap(), p);
         }
         assert!("4".parse::<Precision>().is_err());
