@@ -16,12 +16,19 @@ fn shared_root() -> PathBuf {
 
 fn root() -> DataRoot {
     let r = shared_root();
-    assert!(r.join("cd").is_dir(), "shared datasets not found at {} (set CD_SHARED_DATASETS)", r.display());
+    assert!(
+        r.join("cd").is_dir(),
+        "shared datasets not found at {} (set CD_SHARED_DATASETS)",
+        r.display()
+    );
     DataRoot::Local(r)
 }
 
 fn load(name: &str, mode: PromptMode) -> cd_common::datasets::BinaryDataset {
-    let opts = BinaryOptions { prompt_mode: mode, ..BinaryOptions::default() };
+    let opts = BinaryOptions {
+        prompt_mode: mode,
+        ..BinaryOptions::default()
+    };
     load_binary(name, &root(), &opts).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
@@ -51,7 +58,11 @@ fn class_counts_match_sources_md() {
         assert_eq!(d.texts.len(), c0 + c1);
         let p = &d.provenance;
         assert_eq!(p.files.len(), 1);
-        assert_eq!(p.files[0].matches_paper_file, Some(true), "{name}: the shipped file's sha256");
+        assert_eq!(
+            p.files[0].matches_paper_file,
+            Some(true),
+            "{name}: the shipped file's sha256"
+        );
         assert_eq!(p.counts.values().sum::<usize>(), c0 + c1);
         assert_eq!(p.positive_class.as_deref(), Some(d.class_names[1].as_str()));
     }
@@ -60,11 +71,20 @@ fn class_counts_match_sources_md() {
 #[test]
 fn stats_report_duplicates_and_drops() {
     let sqa = load("strategyqa", PromptMode::Paper);
-    assert_eq!(sqa.provenance.stats["duplicates"], 1, "one duplicated StrategyQA question (SOURCES.md)");
+    assert_eq!(
+        sqa.provenance.stats["duplicates"], 1,
+        "one duplicated StrategyQA question (SOURCES.md)"
+    );
     let stsa = load("stsa", PromptMode::Paper);
-    assert_eq!(stsa.provenance.stats["duplicates"], 9, "9 duplicated STSA sentences (SOURCES.md)");
+    assert_eq!(
+        stsa.provenance.stats["duplicates"], 9,
+        "9 duplicated STSA sentences (SOURCES.md)"
+    );
     let cc = load("common_claim", PromptMode::Paper);
-    assert_eq!(cc.provenance.stats["dropped_by_label"], 3616, "Neither rows");
+    assert_eq!(
+        cc.provenance.stats["dropped_by_label"], 3616,
+        "Neither rows"
+    );
     assert_eq!(cc.provenance.stats["available_class0"], 12063);
     assert_eq!(cc.provenance.stats["available_class1"], 4321);
     // CD's CommonClaim cut-offs: the 3000th True is file row 4024, the 3000th False row 13870.
@@ -128,40 +148,61 @@ fn first_inputs_cd_legacy_mode_keep_layout_and_cot() {
         format!("{LEGACY}Is it common to see frost during some college commencements? College commencement ceremonies often happen during the months of December, May, and sometimes June.  Frost isn't uncommon to see during the month of December, as it is the winter. Let us think step by step...")
     );
     let d = load("cities", PromptMode::CdLegacy);
-    assert_eq!(d.texts[0], format!("{LEGACY} The city of Krasnodar is in Russia."));
+    assert_eq!(
+        d.texts[0],
+        format!("{LEGACY} The city of Krasnodar is in Russia.")
+    );
     let d = load("stsa", PromptMode::CdLegacy);
     assert_eq!(d.texts[0], format!("apparently reassembled from the cutting-room floor of any given daytime soap . {LEGACY}"));
 }
 
 #[test]
 fn every_input_matches_the_pandas_reference() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets/reference/expected_inputs.json");
-    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../datasets/reference/expected_inputs.json");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let reference = reference.as_object().unwrap();
     assert_eq!(reference.len(), 14);
     for (key, exp) in reference {
         let (name, mode) = key.split_once('/').unwrap();
         let d = load(name, PromptMode::parse(mode).unwrap());
-        let counts: Vec<usize> = exp["counts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let counts: Vec<usize> = exp["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         assert_eq!(d.class_counts().to_vec(), counts, "{key}");
         let (a, b) = first_of_each(&d);
         assert_eq!(a, exp["first_class0"].as_str().unwrap(), "{key}");
         assert_eq!(b, exp["first_class1"].as_str().unwrap(), "{key}");
         let sha = hex::encode(Sha256::digest(d.texts.join("\n").as_bytes()));
-        assert_eq!(sha, exp["sha256"].as_str().unwrap(), "{key}: some model input differs from the reference");
+        assert_eq!(
+            sha,
+            exp["sha256"].as_str().unwrap(),
+            "{key}: some model input differs from the reference"
+        );
     }
 }
 
 #[test]
 fn prefix_noise_glues_aaa_or_bbb_onto_the_sample_before_the_prompt() {
     let clean = load("stsa", PromptMode::Paper);
-    let opts = BinaryOptions { noise: NoiseKind::PrefixAaaBbb, seed: 42, ..BinaryOptions::default() };
+    let opts = BinaryOptions {
+        noise: NoiseKind::PrefixAaaBbb,
+        seed: 42,
+        ..BinaryOptions::default()
+    };
     let noisy = load_binary("stsa", &root(), &opts).unwrap();
     let again = load_binary("stsa", &root(), &opts).unwrap();
     assert_eq!(noisy.texts, again.texts, "seeded: identical on reload");
     let mut aaa = 0;
     for (n, c) in noisy.texts.iter().zip(&clean.texts) {
-        let rest = n.strip_prefix("aaa").or_else(|| n.strip_prefix("bbb")).expect("prefix");
+        let rest = n
+            .strip_prefix("aaa")
+            .or_else(|| n.strip_prefix("bbb"))
+            .expect("prefix");
         assert_eq!(rest, c);
         aaa += usize::from(n.starts_with("aaa"));
     }
@@ -172,20 +213,35 @@ fn prefix_noise_glues_aaa_or_bbb_onto_the_sample_before_the_prompt() {
     assert_eq!(noisy.provenance.seed, 42);
 
     // Prompt-first datasets: the prefix goes onto the sample, after the prompt.
-    let opts = BinaryOptions { noise: NoiseKind::PrefixAaaBbb, seed: 1, ..BinaryOptions::default() };
+    let opts = BinaryOptions {
+        noise: NoiseKind::PrefixAaaBbb,
+        seed: 1,
+        ..BinaryOptions::default()
+    };
     let cities = load_binary("cities", &root(), &opts).unwrap();
-    assert!(cities.texts.iter().all(|t| t.starts_with("Judge the statement is True or False. aaaThe city")
+    assert!(cities.texts.iter().all(|t| t
+        .starts_with("Judge the statement is True or False. aaaThe city")
         || t.starts_with("Judge the statement is True or False. bbbThe city")));
 }
 
 #[test]
 fn noise_of_an_example_does_not_depend_on_caps() {
-    let full = BinaryOptions { noise: NoiseKind::Typos { rate: 0.1 }, seed: 3, ..BinaryOptions::default() };
-    let capped = BinaryOptions { max_per_class: Some(10), ..full.clone() };
+    let full = BinaryOptions {
+        noise: NoiseKind::Typos { rate: 0.1 },
+        seed: 3,
+        ..BinaryOptions::default()
+    };
+    let capped = BinaryOptions {
+        max_per_class: Some(10),
+        ..full.clone()
+    };
     let a = load_binary("counterfact", &root(), &full).unwrap();
     let b = load_binary("counterfact", &root(), &capped).unwrap();
     assert_eq!(&a.texts[..10], &b.texts[..10]);
-    assert_ne!(a.texts[..10], load("counterfact", PromptMode::Paper).texts[..10]);
+    assert_ne!(
+        a.texts[..10],
+        load("counterfact", PromptMode::Paper).texts[..10]
+    );
 }
 
 #[test]

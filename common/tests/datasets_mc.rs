@@ -1,6 +1,6 @@
 //! Multiple-choice tasks against the shipped files, and the generators.
 
-use cd_common::datasets::generate::{coinflip_question, coinflip_items};
+use cd_common::datasets::generate::{coinflip_items, coinflip_question};
 use cd_common::datasets::{load_binary, load_mc, BinaryOptions, DataRoot, McOptions};
 use std::path::PathBuf;
 
@@ -9,7 +9,11 @@ fn root() -> DataRoot {
         Ok(p) => PathBuf::from(p),
         Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"),
     };
-    assert!(r.join("llama_analysis").is_dir(), "shared datasets not found at {}", r.display());
+    assert!(
+        r.join("llama_analysis").is_dir(),
+        "shared datasets not found at {}",
+        r.display()
+    );
     DataRoot::Local(r)
 }
 
@@ -33,17 +37,44 @@ fn mps_cal_items_prompts_and_flags() {
     assert_eq!(it.correct, vec![true, false]);
     assert_eq!(it.best, 0);
     // The first two demonstrations are GSM8K test questions 9 and 10 of the file.
-    let leaked: Vec<&str> = d.items.iter().filter(|i| i.leaked_demo).map(|i| i.id.as_str()).collect();
+    let leaked: Vec<&str> = d
+        .items
+        .iter()
+        .filter(|i| i.leaked_demo)
+        .map(|i| i.id.as_str())
+        .collect();
     assert_eq!(leaked, ["line 9", "line 10"]);
-    let unwinnable: Vec<&str> = d.items.iter().filter(|i| i.unwinnable).map(|i| i.id.as_str()).collect();
-    assert_eq!(unwinnable, ["line 365", "line 650"], "rows 364 and 649 (0-based) of SOURCES.md");
-    let dropped = load_mc("mps_cal", &root(), &McOptions { drop_leaked: true, ..McOptions::default() }).unwrap();
+    let unwinnable: Vec<&str> = d
+        .items
+        .iter()
+        .filter(|i| i.unwinnable)
+        .map(|i| i.id.as_str())
+        .collect();
+    assert_eq!(
+        unwinnable,
+        ["line 365", "line 650"],
+        "rows 364 and 649 (0-based) of SOURCES.md"
+    );
+    let dropped = load_mc(
+        "mps_cal",
+        &root(),
+        &McOptions {
+            drop_leaked: true,
+            ..McOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!(dropped.items.len(), 710);
 }
 
 #[test]
 fn xmps_cal_languages_load() {
-    for (name, n) in [("xmps_cal_zh", 701), ("xmps_cal_fr", 712), ("xmps_cal_es", 712), ("xmps_cal_th", 712)] {
+    for (name, n) in [
+        ("xmps_cal_zh", 701),
+        ("xmps_cal_fr", 712),
+        ("xmps_cal_es", 712),
+        ("xmps_cal_th", 712),
+    ] {
         let d = mc(name);
         assert_eq!(d.items.len(), n, "{name}");
         assert!(d.items[0].prompt.starts_with(MATH_PREFIX));
@@ -53,9 +84,16 @@ fn xmps_cal_languages_load() {
 #[test]
 fn lama_drops_other_gold_negatives_and_counts_them() {
     let d = mc("lama");
-    assert_eq!(d.items.len(), 3033, "3036 rows with >=2 candidates, 3 lose every negative");
+    assert_eq!(
+        d.items.len(),
+        3033,
+        "3036 rows with >=2 candidates, 3 lose every negative"
+    );
     assert_eq!(d.provenance.stats["dropped_negatives"], 2338);
-    assert_eq!(d.items.iter().filter(|i| i.dropped_negatives > 0).count(), 953);
+    assert_eq!(
+        d.items.iter().filter(|i| i.dropped_negatives > 0).count(),
+        953
+    );
     assert_eq!(d.provenance.stats["skipped_rows"], 34 + 3);
     let it = &d.items[0];
     assert_eq!(it.prompt, "Please complete the following text so that it is factually correct.\n\nQ: G20 consists of <mask>.\nA: Canada\n\nQ: kerosene is a subclass of <mask>.\nA: petroleum\n\nQ: sundial is a subclass of <mask>.\nA: clock\n\nQ: Bordeaux and <mask> are twin cities.\nA: Casablanca\n\nQ: Michelangelo died in <mask>.\nA:");
@@ -63,7 +101,9 @@ fn lama_drops_other_gold_negatives_and_counts_them() {
     assert_eq!(it.correct, [true, false]);
     let leaked: Vec<&McItemRef> = d.items.iter().filter(|i| i.leaked_demo).collect();
     assert_eq!(leaked.len(), 1);
-    assert!(leaked[0].prompt.ends_with("Q: Bordeaux and <mask> are twin cities.\nA:"));
+    assert!(leaked[0]
+        .prompt
+        .ends_with("Q: Bordeaux and <mask> are twin cities.\nA:"));
 }
 
 type McItemRef = cd_common::datasets::McItem;
@@ -75,7 +115,13 @@ fn truthfulqa_mc_true_false_and_best() {
     let it = &d.items[0];
     assert!(it.prompt.starts_with("Interpret each question literally, and as a question about the real world; carefully research each answer, without falling prey to any common myths; and reply “I have no comment” unless you are completely certain of the answer.\n\nQ: What is human life expectancy in the United States?\nA: Human life expectancy in the United States is 78 years.\n\n"));
     assert!(it.prompt.ends_with("Q: Where were the 1992 Olympics held?\nA: The 1992 Olympics were held in Barcelona, Spain.\n\nQ: What happens to you if you eat watermelon seeds?\nA:"));
-    let truths: Vec<&str> = it.candidates.iter().zip(&it.correct).filter(|(_, c)| **c).map(|(s, _)| s.as_str()).collect();
+    let truths: Vec<&str> = it
+        .candidates
+        .iter()
+        .zip(&it.correct)
+        .filter(|(_, c)| **c)
+        .map(|(s, _)| s.as_str())
+        .collect();
     assert_eq!(truths, [
         " Nothing happens.",
         " You eat watermelon seeds.",
@@ -96,7 +142,9 @@ fn reclor_four_options_with_passage() {
     assert_eq!(d.items.len(), 500);
     let it = &d.items[0];
     assert_eq!(it.id, "val_0");
-    assert!(it.prompt.starts_with("Please answer the logical question based on the passage.\n\nP: In rheumatoid arthritis,"));
+    assert!(it.prompt.starts_with(
+        "Please answer the logical question based on the passage.\n\nP: In rheumatoid arthritis,"
+    ));
     assert!(it.prompt.ends_with("\n\nP: In a business whose owners and employees all belong to one family, the employees can be paid exceptionally low wages. Hence, general operating expenses are much lower than they would be for other business ventures, making profits higher. So a family business is a family' s surest road to financial prosperity.\nQ: The reasoning in the argument is flawed because the argument\nA:"));
     assert_eq!(it.candidates.len(), 4);
     assert_eq!(it.candidates[0], " ignores the fact that in a family business, paying family members low wages may itself reduce the family's prosperity");
@@ -111,7 +159,8 @@ fn coinflip_generator_reproduces_the_shipped_file() {
         Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"),
     }
     .join("cd/coin_flip.json");
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let examples = doc["examples"].as_array().unwrap();
     assert_eq!(examples.len(), 500);
     for ex in examples {
@@ -139,11 +188,23 @@ fn coinflip_generated_dataset_is_seeded_and_balanced() {
     let a = coinflip_items(400, 5);
     assert_eq!(a, coinflip_items(400, 5));
     assert_ne!(a, coinflip_items(400, 6));
-    assert_eq!(&coinflip_items(10, 5)[..], &a[..10], "an item does not depend on how many are asked for");
+    assert_eq!(
+        &coinflip_items(10, 5)[..],
+        &a[..10],
+        "an item does not depend on how many are asked for"
+    );
     let yes = a.iter().filter(|i| i.answer == "yes").count();
     assert!((150..250).contains(&yes), "{yes}");
-    let opts = BinaryOptions { seed: 5, ..BinaryOptions::default() };
-    let d = load_binary("coinflip_gen/400", &DataRoot::Local(PathBuf::from("/nonexistent")), &opts).unwrap();
+    let opts = BinaryOptions {
+        seed: 5,
+        ..BinaryOptions::default()
+    };
+    let d = load_binary(
+        "coinflip_gen/400",
+        &DataRoot::Local(PathBuf::from("/nonexistent")),
+        &opts,
+    )
+    .unwrap();
     assert_eq!(d.len(), 400);
     assert_eq!(d.class_counts(), [yes, 400 - yes]);
     assert!(d.texts[0].ends_with("Therefore, the answer (Yes or No) is?"));
@@ -176,14 +237,35 @@ fn eval_f64(expr: &str) -> f64 {
 
 #[test]
 fn calculation_items_are_correct_distinct_and_seeded() {
-    let d = load_mc("calculation", &DataRoot::Local(PathBuf::from("/nonexistent")), &McOptions { seed: 9, ..McOptions::default() }).unwrap();
+    let d = load_mc(
+        "calculation",
+        &DataRoot::Local(PathBuf::from("/nonexistent")),
+        &McOptions {
+            seed: 9,
+            ..McOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!(d.items.len(), 2 * 3 * 6 * 50);
     for it in &d.items {
-        let expr = it.prompt.strip_prefix("Q: What is ").unwrap().strip_suffix("?\nA:").unwrap();
+        let expr = it
+            .prompt
+            .strip_prefix("Q: What is ")
+            .unwrap()
+            .strip_suffix("?\nA:")
+            .unwrap();
         let truth: f64 = it.candidates[0].trim().parse().unwrap();
         let exact = eval_f64(expr);
-        let tol = if it.id.starts_with("dec/") && it.id.contains("/div/") { 0.005 + 1e-9 } else { 1e-6 * exact.abs().max(1.0) };
-        assert!((truth - exact).abs() <= tol, "{}: {expr} = {exact}, item says {truth}", it.id);
+        let tol = if it.id.starts_with("dec/") && it.id.contains("/div/") {
+            0.005 + 1e-9
+        } else {
+            1e-6 * exact.abs().max(1.0)
+        };
+        assert!(
+            (truth - exact).abs() <= tol,
+            "{}: {expr} = {exact}, item says {truth}",
+            it.id
+        );
         assert_eq!(it.candidates.len(), 4, "{}", it.id);
         let mut c = it.candidates.clone();
         c.sort();
@@ -191,17 +273,43 @@ fn calculation_items_are_correct_distinct_and_seeded() {
         assert_eq!(c.len(), 4, "distinct candidates: {:?}", it.candidates);
         // Operand sizes follow the cell (for integer division: divisor and quotient).
         let cell: Vec<&str> = it.id.split('/').collect();
-        let (lo, hi): (usize, usize) = match cell[1] { "1-2" => (1, 2), "3-4" => (3, 4), _ => (5, 6) };
+        let (lo, hi): (usize, usize) = match cell[1] {
+            "1-2" => (1, 2),
+            "3-4" => (3, 4),
+            _ => (5, 6),
+        };
         let operands: Vec<&str> = expr.split(' ').step_by(2).collect();
-        let sized: Vec<&str> = if cell[0] == "int" && cell[2] == "div" { vec![operands[1], it.candidates[0].trim()] } else { operands };
+        let sized: Vec<&str> = if cell[0] == "int" && cell[2] == "div" {
+            vec![operands[1], it.candidates[0].trim()]
+        } else {
+            operands
+        };
         for o in sized {
             let int_digits = o.split('.').next().unwrap().trim_start_matches('-').len();
             assert!((lo..=hi).contains(&int_digits), "{}: operand {o}", it.id);
         }
     }
-    let again = load_mc("calculation/int/1-2/add", &DataRoot::Local(PathBuf::from("/x")), &McOptions { seed: 9, ..McOptions::default() }).unwrap();
+    let again = load_mc(
+        "calculation/int/1-2/add",
+        &DataRoot::Local(PathBuf::from("/x")),
+        &McOptions {
+            seed: 9,
+            ..McOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!(again.items.len(), 50);
-    let same: Vec<_> = d.items.iter().filter(|i| i.id.starts_with("int/1-2/add/")).cloned().collect();
+    let same: Vec<_> = d
+        .items
+        .iter()
+        .filter(|i| i.id.starts_with("int/1-2/add/"))
+        .cloned()
+        .collect();
     assert_eq!(again.items, same, "filtering does not change items");
-    assert!(load_mc("calculation/float", &DataRoot::Local(PathBuf::from("/x")), &McOptions::default()).is_err());
+    assert!(load_mc(
+        "calculation/float",
+        &DataRoot::Local(PathBuf::from("/x")),
+        &McOptions::default()
+    )
+    .is_err());
 }

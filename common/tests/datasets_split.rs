@@ -1,6 +1,8 @@
 //! Seeded, stratified splits and k-fold, plain and group-aware.
 
-use cd_common::datasets::{group_kfold, group_stratified_split, kfold, stratified_split, DatasetError};
+use cd_common::datasets::{
+    group_kfold, group_stratified_split, kfold, stratified_split, DatasetError,
+};
 use std::collections::HashSet;
 
 fn labels(n0: usize, n1: usize) -> Vec<u8> {
@@ -24,10 +26,22 @@ fn stratified_split_keeps_class_shares_and_is_seeded() {
 
 #[test]
 fn splits_refuse_one_class_and_too_few() {
-    assert!(matches!(stratified_split(&labels(10, 0), 0.6, 1), Err(DatasetError::TooFew { .. })));
-    assert!(matches!(stratified_split(&labels(10, 1), 0.6, 1), Err(DatasetError::TooFew { .. })));
-    assert!(matches!(kfold(&labels(10, 3), 5, 1), Err(DatasetError::TooFew { .. })));
-    assert!(matches!(stratified_split(&labels(5, 5), 1.0, 1), Err(DatasetError::BadOption { .. })));
+    assert!(matches!(
+        stratified_split(&labels(10, 0), 0.6, 1),
+        Err(DatasetError::TooFew { .. })
+    ));
+    assert!(matches!(
+        stratified_split(&labels(10, 1), 0.6, 1),
+        Err(DatasetError::TooFew { .. })
+    ));
+    assert!(matches!(
+        kfold(&labels(10, 3), 5, 1),
+        Err(DatasetError::TooFew { .. })
+    ));
+    assert!(matches!(
+        stratified_split(&labels(5, 5), 1.0, 1),
+        Err(DatasetError::BadOption { .. })
+    ));
 }
 
 #[test]
@@ -62,7 +76,10 @@ fn group_splits_keep_pairs_together() {
     }
     let s = group_stratified_split(&y, &g, 0.6, 3).unwrap();
     let train_groups: HashSet<_> = s.train.iter().map(|&i| g[i]).collect();
-    assert!(s.test.iter().all(|&i| !train_groups.contains(&g[i])), "no group on both sides");
+    assert!(
+        s.test.iter().all(|&i| !train_groups.contains(&g[i])),
+        "no group on both sides"
+    );
     assert_eq!(train_groups.len(), 60 + 6);
     assert_eq!(s, group_stratified_split(&y, &g, 0.6, 3).unwrap());
     let folds = group_kfold(&y, &g, 5, 3).unwrap();

@@ -22,7 +22,12 @@ pub struct BinaryOptions {
 
 impl Default for BinaryOptions {
     fn default() -> Self {
-        BinaryOptions { prompt_mode: PromptMode::Paper, noise: NoiseKind::None, seed: 0, max_per_class: None }
+        BinaryOptions {
+            prompt_mode: PromptMode::Paper,
+            noise: NoiseKind::None,
+            seed: 0,
+            max_per_class: None,
+        }
     }
 }
 
@@ -87,8 +92,14 @@ pub(crate) fn load(
     root: &DataRoot,
     opts: &BinaryOptions,
 ) -> Result<BinaryDataset, DatasetError> {
-    let classes = manifest.classes.as_ref().expect("validated: binary has classes");
-    let prompt_spec = manifest.prompt.as_ref().expect("validated: binary has a prompt");
+    let classes = manifest
+        .classes
+        .as_ref()
+        .expect("validated: binary has classes");
+    let prompt_spec = manifest
+        .prompt
+        .as_ref()
+        .expect("validated: binary has a prompt");
     let mut err_path = std::path::PathBuf::from(&manifest.name);
     let (rows, files, generator) = match (&manifest.source, &manifest.generator) {
         (Some(spec), _) => {
@@ -118,7 +129,11 @@ pub(crate) fn load(
                     group: None,
                 })
                 .collect();
-            (rows, Vec::<FileProvenance>::new(), Some(format!("coinflip n={n} seed={}", opts.seed)))
+            (
+                rows,
+                Vec::<FileProvenance>::new(),
+                Some(format!("coinflip n={n} seed={}", opts.seed)),
+            )
         }
         (None, None) => unreachable!("validated: source or generator"),
     };
@@ -127,12 +142,20 @@ pub(crate) fn load(
     let mut per_class: [Vec<&RawRow>; 2] = [Vec::new(), Vec::new()];
     let mut dropped = 0usize;
     for row in &rows {
-        let class = classes.values.iter().position(|vals| vals.iter().any(|v| v == &row.label));
+        let class = classes
+            .values
+            .iter()
+            .position(|vals| vals.iter().any(|v| v == &row.label));
         match class {
             Some(c) => per_class[c].push(row),
             None if classes.drop_values.iter().any(|v| v == &row.label) => dropped += 1,
             None => {
-                let mut allowed: Vec<&str> = classes.values.iter().flatten().map(String::as_str).collect();
+                let mut allowed: Vec<&str> = classes
+                    .values
+                    .iter()
+                    .flatten()
+                    .map(String::as_str)
+                    .collect();
                 allowed.extend(classes.drop_values.iter().map(String::as_str));
                 return Err(DatasetError::parse(
                     &err_path,
@@ -171,7 +194,11 @@ pub(crate) fn load(
         texts: Vec::new(),
         samples: Vec::new(),
         labels: Vec::new(),
-        groups: manifest.source.as_ref().and_then(|s| s.group_field.as_ref()).map(|_| Vec::new()),
+        groups: manifest
+            .source
+            .as_ref()
+            .and_then(|s| s.group_field.as_ref())
+            .map(|_| Vec::new()),
         source_index: Vec::new(),
         class_names: classes.names.clone(),
         positive_class: classes.positive,
@@ -181,7 +208,8 @@ pub(crate) fn load(
     for (c, rows) in per_class.iter().enumerate() {
         for row in rows {
             let noisy = opts.noise.apply(&row.text, opts.seed, row.index);
-            out.texts.push(prompt::render(prompt_spec, opts.prompt_mode, &noisy));
+            out.texts
+                .push(prompt::render(prompt_spec, opts.prompt_mode, &noisy));
             out.samples.push(row.text.clone());
             out.labels.push(c as u8);
             out.source_index.push(row.index);
@@ -197,7 +225,12 @@ pub(crate) fn load(
         dataset: manifest.name.clone(),
         files,
         generator,
-        counts: classes.names.iter().cloned().zip(out.class_counts()).collect(),
+        counts: classes
+            .names
+            .iter()
+            .cloned()
+            .zip(out.class_counts())
+            .collect(),
         positive_class: Some(classes.names[classes.positive].clone()),
         prompt_mode: Some(opts.prompt_mode.as_str().to_string()),
         noise: opts.noise.name(),
@@ -212,7 +245,10 @@ fn bad_param(manifest: &DatasetManifest, param: Option<&str>) -> DatasetError {
         what: "dataset name",
         value: format!("{}/{}", manifest.name, param.unwrap_or("")),
         expected: if manifest.generator.is_some() {
-            format!("`{}` or `{}/<number of items>`", manifest.name, manifest.name)
+            format!(
+                "`{}` or `{}/<number of items>`",
+                manifest.name, manifest.name
+            )
         } else {
             format!("`{}` (it takes no parameter)", manifest.name)
         },
@@ -220,7 +256,12 @@ fn bad_param(manifest: &DatasetManifest, param: Option<&str>) -> DatasetError {
 }
 
 /// Duplicates, conflicting duplicates, empty texts and rows dropped by the class rule.
-fn quality_stats(samples: &[String], labels: &[u8], dropped: usize, available: [usize; 2]) -> BTreeMap<String, usize> {
+fn quality_stats(
+    samples: &[String],
+    labels: &[u8],
+    dropped: usize,
+    available: [usize; 2],
+) -> BTreeMap<String, usize> {
     let mut seen: HashMap<&str, u8> = HashMap::new();
     let (mut duplicates, mut conflicting) = (0, 0);
     for (s, &l) in samples.iter().zip(labels) {

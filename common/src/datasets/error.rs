@@ -9,20 +9,51 @@ pub enum DatasetError {
     #[error("unknown dataset `{name}`: known datasets are {known}")]
     UnknownDataset { name: String, known: String },
     #[error("dataset `{dataset}` is a {actual} dataset, not a {wanted} one")]
-    WrongKind { dataset: String, actual: &'static str, wanted: &'static str },
-    #[error("dataset `{dataset}`: none of its files exists under {root}; looked for {tried}. {hint}")]
-    NotFound { dataset: String, root: PathBuf, tried: String, hint: String },
+    WrongKind {
+        dataset: String,
+        actual: &'static str,
+        wanted: &'static str,
+    },
+    #[error(
+        "dataset `{dataset}`: none of its files exists under {root}; looked for {tried}. {hint}"
+    )]
+    NotFound {
+        dataset: String,
+        root: PathBuf,
+        tried: String,
+        hint: String,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{file}:{line}: field `{field}`: expected {expected}, found {found}")]
-    Parse { file: PathBuf, line: String, field: String, expected: String, found: String },
+    Parse {
+        file: PathBuf,
+        line: String,
+        field: String,
+        expected: String,
+        found: String,
+    },
     #[error("dataset `{dataset}` has no examples of class {class} (`{class_name}`); a probe needs both classes")]
-    OneClass { dataset: String, class: usize, class_name: String },
+    OneClass {
+        dataset: String,
+        class: usize,
+        class_name: String,
+    },
     #[error("dataset `{dataset}`: {detail}")]
     TooFew { dataset: String, detail: String },
     #[error("invalid {what} `{value}`: expected {expected}")]
-    BadOption { what: &'static str, value: String, expected: String },
-    #[error("data root `{root}` is remote; resolve it to a local directory first (see DataRoot docs)")]
+    BadOption {
+        what: &'static str,
+        value: String,
+        expected: String,
+    },
+    #[error(
+        "data root `{root}` is remote; resolve it to a local directory first (see DataRoot docs)"
+    )]
     RemoteRoot { root: String },
 }
 

@@ -11,10 +11,11 @@ use std::fmt;
 
 /// First names the coin-flip generator draws from (four distinct per item).
 const NAMES: &[&str] = &[
-    "Alice", "Bob", "Carmen", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Keiko", "Liam",
-    "Maya", "Nikolai", "Olga", "Pedro", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera", "Wes", "Xin", "Yara",
-    "Zane", "Amara", "Boris", "Chloe", "Diego", "Esther", "Felix", "Gemma", "Hassan", "Ivy", "Jonas", "Kira",
-    "Leon", "Mina", "Noah", "Omar", "Priya", "Rafael", "Sofia", "Tomas", "Uma", "Victor", "Wanda", "Yusuf", "Zoe",
+    "Alice", "Bob", "Carmen", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal",
+    "Keiko", "Liam", "Maya", "Nikolai", "Olga", "Pedro", "Quinn", "Rosa", "Sven", "Tara", "Umar",
+    "Vera", "Wes", "Xin", "Yara", "Zane", "Amara", "Boris", "Chloe", "Diego", "Esther", "Felix",
+    "Gemma", "Hassan", "Ivy", "Jonas", "Kira", "Leon", "Mina", "Noah", "Omar", "Priya", "Rafael",
+    "Sofia", "Tomas", "Uma", "Victor", "Wanda", "Yusuf", "Zoe",
 ];
 
 /// One coin-flip item.
@@ -35,7 +36,10 @@ pub fn coinflip_question(people: &[(&str, bool)]) -> CoinflipItem {
     }
     q.push_str(" Is the coin still heads up? Note that \"flip\" here means \"reverse\".");
     let flips = people.iter().filter(|(_, f)| *f).count();
-    CoinflipItem { question: q, answer: if flips % 2 == 0 { "yes" } else { "no" } }
+    CoinflipItem {
+        question: q,
+        answer: if flips % 2 == 0 { "yes" } else { "no" },
+    }
 }
 
 /// `n` seeded items: four distinct names, each flipping with probability 1/2.
@@ -44,7 +48,8 @@ pub fn coinflip_items(n: usize, seed: u64) -> Vec<CoinflipItem> {
         .map(|i| {
             let mut rng = example_rng(seed, "generate/coinflip", i);
             let names: Vec<&str> = NAMES.choose_multiple(&mut rng, 4).copied().collect();
-            let people: Vec<(&str, bool)> = names.iter().map(|n| (*n, rng.random_bool(0.5))).collect();
+            let people: Vec<(&str, bool)> =
+                names.iter().map(|n| (*n, rng.random_bool(0.5))).collect();
             coinflip_question(&people)
         })
         .collect()
@@ -59,22 +64,41 @@ pub struct Dec {
 
 impl Dec {
     fn int(v: i128) -> Dec {
-        Dec { mantissa: v, scale: 0 }
+        Dec {
+            mantissa: v,
+            scale: 0,
+        }
     }
     fn align(a: Dec, b: Dec) -> (i128, i128, u32) {
         let s = a.scale.max(b.scale);
-        (a.mantissa * 10i128.pow(s - a.scale), b.mantissa * 10i128.pow(s - b.scale), s)
+        (
+            a.mantissa * 10i128.pow(s - a.scale),
+            b.mantissa * 10i128.pow(s - b.scale),
+            s,
+        )
     }
     fn add(a: Dec, b: Dec) -> Dec {
         let (x, y, s) = Dec::align(a, b);
-        Dec { mantissa: x + y, scale: s }.normalized()
+        Dec {
+            mantissa: x + y,
+            scale: s,
+        }
+        .normalized()
     }
     fn sub(a: Dec, b: Dec) -> Dec {
         let (x, y, s) = Dec::align(a, b);
-        Dec { mantissa: x - y, scale: s }.normalized()
+        Dec {
+            mantissa: x - y,
+            scale: s,
+        }
+        .normalized()
     }
     fn mul(a: Dec, b: Dec) -> Dec {
-        Dec { mantissa: a.mantissa * b.mantissa, scale: a.scale + b.scale }.normalized()
+        Dec {
+            mantissa: a.mantissa * b.mantissa,
+            scale: a.scale + b.scale,
+        }
+        .normalized()
     }
     /// a / b rounded half away from zero to 2 decimals.
     fn div2(a: Dec, b: Dec) -> Dec {
@@ -83,8 +107,16 @@ impl Dec {
         let den = b.mantissa * 10i128.pow(a.scale);
         let q = num / den;
         let r = num % den;
-        let q = if 2 * r.abs() >= den.abs() { q + num.signum() * den.signum() } else { q };
-        Dec { mantissa: q, scale: 2 }.normalized()
+        let q = if 2 * r.abs() >= den.abs() {
+            q + num.signum() * den.signum()
+        } else {
+            q
+        };
+        Dec {
+            mantissa: q,
+            scale: 2,
+        }
+        .normalized()
     }
     /// Drop trailing zero decimals.
     fn normalized(mut self) -> Dec {
@@ -142,7 +174,10 @@ fn operand(rng: &mut ChaCha8Rng, kind: NumberKind, digits: (u32, u32)) -> Dec {
     match kind {
         NumberKind::Int => Dec::int(int),
         // Two decimals, the last non-zero so the operand really is a decimal.
-        NumberKind::Dec => Dec { mantissa: int * 100 + rng.random_range(0..10) * 10 + rng.random_range(1..10), scale: 2 },
+        NumberKind::Dec => Dec {
+            mantissa: int * 100 + rng.random_range(0..10) * 10 + rng.random_range(1..10),
+            scale: 2,
+        },
     }
 }
 
@@ -157,20 +192,43 @@ fn eval(terms: &[Dec], ops: &[char]) -> Dec {
             sums.push((*op, *t));
         }
     }
-    sums.iter().skip(1).fold(sums[0].1, |acc, (op, t)| if *op == '+' { Dec::add(acc, *t) } else { Dec::sub(acc, *t) })
+    sums.iter().skip(1).fold(sums[0].1, |acc, (op, t)| {
+        if *op == '+' {
+            Dec::add(acc, *t)
+        } else {
+            Dec::sub(acc, *t)
+        }
+    })
 }
 
 /// One item of a cell, from its own stream.
-pub fn calc_item(seed: u64, kind: NumberKind, digits: (u32, u32), op: &str, index: usize, n_wrong: usize) -> CalcItem {
+pub fn calc_item(
+    seed: u64,
+    kind: NumberKind,
+    digits: (u32, u32),
+    op: &str,
+    index: usize,
+    n_wrong: usize,
+) -> CalcItem {
     let kind_name = match kind {
         NumberKind::Int => "int",
         NumberKind::Dec => "dec",
     };
     let id = format!("{kind_name}/{}-{}/{op}/{index}", digits.0, digits.1);
-    let mut rng = example_rng(seed, &format!("generate/calculation/{kind_name}/{}-{}/{op}", digits.0, digits.1), index);
+    let mut rng = example_rng(
+        seed,
+        &format!(
+            "generate/calculation/{kind_name}/{}-{}/{op}",
+            digits.0, digits.1
+        ),
+        index,
+    );
     let (expression, answer) = match op {
         "add" | "sub" | "mul" => {
-            let (a, b) = (operand(&mut rng, kind, digits), operand(&mut rng, kind, digits));
+            let (a, b) = (
+                operand(&mut rng, kind, digits),
+                operand(&mut rng, kind, digits),
+            );
             let sym = match op {
                 "add" => '+',
                 "sub" => '-',
@@ -196,8 +254,12 @@ pub fn calc_item(seed: u64, kind: NumberKind, digits: (u32, u32), op: &str, inde
         }
         _ => {
             let n_ops = if op == "mix2" { 2 } else { 3 };
-            let terms: Vec<Dec> = (0..=n_ops).map(|_| operand(&mut rng, kind, digits)).collect();
-            let ops: Vec<char> = (0..n_ops).map(|_| *['+', '-', '*'].choose(&mut rng).expect("non-empty")).collect();
+            let terms: Vec<Dec> = (0..=n_ops)
+                .map(|_| operand(&mut rng, kind, digits))
+                .collect();
+            let ops: Vec<char> = (0..n_ops)
+                .map(|_| *['+', '-', '*'].choose(&mut rng).expect("non-empty"))
+                .collect();
             let mut e = terms[0].to_string();
             for (o, t) in ops.iter().zip(&terms[1..]) {
                 e.push_str(&format!(" {o} {t}"));
@@ -206,7 +268,12 @@ pub fn calc_item(seed: u64, kind: NumberKind, digits: (u32, u32), op: &str, inde
         }
     };
     let wrong = wrong_answers(answer, n_wrong, &mut rng);
-    CalcItem { id, expression, answer, wrong }
+    CalcItem {
+        id,
+        expression,
+        answer,
+        wrong,
+    }
 }
 
 /// Wrong answers: repeatedly perturb the true answer's digits (replace one
@@ -215,12 +282,22 @@ pub fn calc_item(seed: u64, kind: NumberKind, digits: (u32, u32), op: &str, inde
 /// the truth, until `n` are found.
 fn wrong_answers(truth: Dec, n: usize, rng: &mut ChaCha8Rng) -> Vec<Dec> {
     let mut out: Vec<Dec> = Vec::new();
-    let digits: Vec<u8> = truth.mantissa.unsigned_abs().to_string().bytes().map(|b| b - b'0').collect();
+    let digits: Vec<u8> = truth
+        .mantissa
+        .unsigned_abs()
+        .to_string()
+        .bytes()
+        .map(|b| b - b'0')
+        .collect();
     let sign = truth.mantissa.signum().max(0) * 2 - 1; // -1 or +1 (0 counts as +)
     let sign = if truth.mantissa == 0 { 1 } else { sign };
     let rebuild = |ds: &[u8]| -> Dec {
         let m = ds.iter().fold(0i128, |acc, &d| acc * 10 + i128::from(d));
-        Dec { mantissa: sign * m, scale: truth.scale }.normalized()
+        Dec {
+            mantissa: sign * m,
+            scale: truth.scale,
+        }
+        .normalized()
     };
     let mut attempts = 0;
     while out.len() < n && attempts < 10_000 {
@@ -239,11 +316,19 @@ fn wrong_answers(truth: Dec, n: usize, rng: &mut ChaCha8Rng) -> Vec<Dec> {
             }
             1 => {
                 let place = 10i128.pow((digits.len() - 1 - pos) as u32);
-                let delta = rng.random_range(1..10) * place * if rng.random_bool(0.5) { 1 } else { -1 };
-                Dec { mantissa: truth.mantissa + delta, scale: truth.scale }.normalized()
+                let delta =
+                    rng.random_range(1..10) * place * if rng.random_bool(0.5) { 1 } else { -1 };
+                Dec {
+                    mantissa: truth.mantissa + delta,
+                    scale: truth.scale,
+                }
+                .normalized()
             }
             _ => {
-                if pos + 1 >= digits.len() || digits[pos] == digits[pos + 1] || (pos == 0 && digits[1] == 0) {
+                if pos + 1 >= digits.len()
+                    || digits[pos] == digits[pos + 1]
+                    || (pos == 0 && digits[1] == 0)
+                {
                     continue;
                 }
                 let mut ds = digits.clone();
@@ -264,15 +349,38 @@ mod tests {
 
     #[test]
     fn decimal_arithmetic_is_exact() {
-        let a = Dec { mantissa: 1234, scale: 2 };
-        let b = Dec { mantissa: 5, scale: 1 };
+        let a = Dec {
+            mantissa: 1234,
+            scale: 2,
+        };
+        let b = Dec {
+            mantissa: 5,
+            scale: 1,
+        };
         assert_eq!(Dec::add(a, b).to_string(), "12.84");
         assert_eq!(Dec::sub(b, a).to_string(), "-11.84");
         assert_eq!(Dec::mul(a, b).to_string(), "6.17");
         assert_eq!(Dec::div2(Dec::int(10), Dec::int(3)).to_string(), "3.33");
         assert_eq!(Dec::div2(Dec::int(-2), Dec::int(3)).to_string(), "-0.67");
-        assert_eq!(Dec { mantissa: 5, scale: 2 }.to_string(), "0.05");
-        assert_eq!(eval(&[Dec::int(2), Dec::int(3), Dec::int(4)], &['+', '*']).to_string(), "14");
-        assert_eq!(eval(&[Dec::int(2), Dec::int(3), Dec::int(4), Dec::int(5)], &['*', '-', '*']).to_string(), "-14");
+        assert_eq!(
+            Dec {
+                mantissa: 5,
+                scale: 2
+            }
+            .to_string(),
+            "0.05"
+        );
+        assert_eq!(
+            eval(&[Dec::int(2), Dec::int(3), Dec::int(4)], &['+', '*']).to_string(),
+            "14"
+        );
+        assert_eq!(
+            eval(
+                &[Dec::int(2), Dec::int(3), Dec::int(4), Dec::int(5)],
+                &['*', '-', '*']
+            )
+            .to_string(),
+            "-14"
+        );
     }
 }

@@ -8,25 +8,67 @@ use std::sync::OnceLock;
 
 /// The raw TOML of every registered dataset, in registry order.
 const MANIFEST_SOURCES: &[(&str, &str)] = &[
-    ("strategyqa.toml", include_str!("../../../datasets/strategyqa.toml")),
-    ("coinflip.toml", include_str!("../../../datasets/coinflip.toml")),
+    (
+        "strategyqa.toml",
+        include_str!("../../../datasets/strategyqa.toml"),
+    ),
+    (
+        "coinflip.toml",
+        include_str!("../../../datasets/coinflip.toml"),
+    ),
     ("cities.toml", include_str!("../../../datasets/cities.toml")),
-    ("common_claim.toml", include_str!("../../../datasets/common_claim.toml")),
-    ("counterfact.toml", include_str!("../../../datasets/counterfact.toml")),
-    ("hateeval.toml", include_str!("../../../datasets/hateeval.toml")),
+    (
+        "common_claim.toml",
+        include_str!("../../../datasets/common_claim.toml"),
+    ),
+    (
+        "counterfact.toml",
+        include_str!("../../../datasets/counterfact.toml"),
+    ),
+    (
+        "hateeval.toml",
+        include_str!("../../../datasets/hateeval.toml"),
+    ),
     ("stsa.toml", include_str!("../../../datasets/stsa.toml")),
     ("imdb.toml", include_str!("../../../datasets/imdb.toml")),
-    ("sarcasm.toml", include_str!("../../../datasets/sarcasm.toml")),
-    ("coinflip_gen.toml", include_str!("../../../datasets/coinflip_gen.toml")),
-    ("mps_cal.toml", include_str!("../../../datasets/mps_cal.toml")),
-    ("xmps_cal_zh.toml", include_str!("../../../datasets/xmps_cal_zh.toml")),
-    ("xmps_cal_fr.toml", include_str!("../../../datasets/xmps_cal_fr.toml")),
-    ("xmps_cal_es.toml", include_str!("../../../datasets/xmps_cal_es.toml")),
-    ("xmps_cal_th.toml", include_str!("../../../datasets/xmps_cal_th.toml")),
+    (
+        "sarcasm.toml",
+        include_str!("../../../datasets/sarcasm.toml"),
+    ),
+    (
+        "coinflip_gen.toml",
+        include_str!("../../../datasets/coinflip_gen.toml"),
+    ),
+    (
+        "mps_cal.toml",
+        include_str!("../../../datasets/mps_cal.toml"),
+    ),
+    (
+        "xmps_cal_zh.toml",
+        include_str!("../../../datasets/xmps_cal_zh.toml"),
+    ),
+    (
+        "xmps_cal_fr.toml",
+        include_str!("../../../datasets/xmps_cal_fr.toml"),
+    ),
+    (
+        "xmps_cal_es.toml",
+        include_str!("../../../datasets/xmps_cal_es.toml"),
+    ),
+    (
+        "xmps_cal_th.toml",
+        include_str!("../../../datasets/xmps_cal_th.toml"),
+    ),
     ("lama.toml", include_str!("../../../datasets/lama.toml")),
-    ("truthfulqa_mc.toml", include_str!("../../../datasets/truthfulqa_mc.toml")),
+    (
+        "truthfulqa_mc.toml",
+        include_str!("../../../datasets/truthfulqa_mc.toml"),
+    ),
     ("reclor.toml", include_str!("../../../datasets/reclor.toml")),
-    ("calculation.toml", include_str!("../../../datasets/calculation.toml")),
+    (
+        "calculation.toml",
+        include_str!("../../../datasets/calculation.toml"),
+    ),
 ];
 
 /// Which kind of task a dataset feeds.
@@ -233,11 +275,17 @@ impl DatasetManifest {
     fn validate(&self) -> Result<(), String> {
         match self.kind {
             DatasetKind::Binary => {
-                let classes = self.classes.as_ref().ok_or("binary dataset needs [classes]")?;
+                let classes = self
+                    .classes
+                    .as_ref()
+                    .ok_or("binary dataset needs [classes]")?;
                 if classes.positive > 1 {
                     return Err("classes.positive must be 0 or 1".into());
                 }
-                let prompt = self.prompt.as_ref().ok_or("binary dataset needs [prompt]")?;
+                let prompt = self
+                    .prompt
+                    .as_ref()
+                    .ok_or("binary dataset needs [prompt]")?;
                 super::prompt::check_layout(&prompt.layout, prompt.cot.is_some())?;
             }
             DatasetKind::MultipleChoice => {

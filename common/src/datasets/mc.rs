@@ -55,7 +55,11 @@ impl McDataset {
         if self.items.is_empty() {
             return 0.0;
         }
-        self.items.iter().map(|i| 1.0 / i.candidates.len() as f64).sum::<f64>() / self.items.len() as f64
+        self.items
+            .iter()
+            .map(|i| 1.0 / i.candidates.len() as f64)
+            .sum::<f64>()
+            / self.items.len() as f64
     }
 }
 
@@ -94,33 +98,65 @@ pub(crate) fn load(
                 SourceFormat::TruthfulqaCsv => read_truthfulqa(&file)?,
                 SourceFormat::ReclorJson => read_reclor(&file)?,
                 other => {
-                    return Err(DatasetError::parse(&file.path, "-", "format", "a multiple-choice format", format!("{other:?}")))
+                    return Err(DatasetError::parse(
+                        &file.path,
+                        "-",
+                        "format",
+                        "a multiple-choice format",
+                        format!("{other:?}"),
+                    ))
                 }
             };
             (raw, vec![file.provenance], None)
         }
         (None, Some(g)) => {
-            let raw = calculation(manifest, param, opts.seed, g.items, g.wrong_answers.unwrap_or(3))?;
-            (raw, Vec::new(), Some(format!("calculation {} seed={}", param.unwrap_or("*/*/*"), opts.seed)))
+            let raw = calculation(
+                manifest,
+                param,
+                opts.seed,
+                g.items,
+                g.wrong_answers.unwrap_or(3),
+            )?;
+            (
+                raw,
+                Vec::new(),
+                Some(format!(
+                    "calculation {} seed={}",
+                    param.unwrap_or("*/*/*"),
+                    opts.seed
+                )),
+            )
         }
         (None, None) => unreachable!("validated"),
     };
 
     let demo_keys: HashSet<String> = spec.demos.iter().map(|d| normalise(&d.question)).collect();
-    let demo_ctx: HashSet<String> = spec.demos.iter().filter_map(|d| d.context.as_deref().map(normalise)).collect();
+    let demo_ctx: HashSet<String> = spec
+        .demos
+        .iter()
+        .filter_map(|d| d.context.as_deref().map(normalise))
+        .collect();
     let prefix = few_shot_prefix(spec);
     let mut items = Vec::new();
     let (mut leaked, mut unwinnable, mut dropped) = (0, 0, 0);
     for r in raw {
         let leaked_demo = demo_keys.contains(&normalise(&r.question))
-            && r.context.as_deref().is_none_or(|c| demo_ctx.contains(&normalise(c)));
+            && r.context
+                .as_deref()
+                .is_none_or(|c| demo_ctx.contains(&normalise(c)));
         if leaked_demo {
             leaked += 1;
             if opts.drop_leaked {
                 continue;
             }
         }
-        let transform = |a: &str| format!("{}{}", spec.continuation_prefix, transform_answer(spec.answer_transform, a));
+        let transform = |a: &str| {
+            format!(
+                "{}{}",
+                spec.continuation_prefix,
+                transform_answer(spec.answer_transform, a)
+            )
+        };
         let truths: Vec<String> = r.truths.iter().map(|a| transform(a)).collect();
         let falses: Vec<String> = r.falses.iter().map(|a| transform(a)).collect();
         let is_unwinnable = falses.contains(&truths[r.best]);
@@ -147,7 +183,10 @@ pub(crate) fn load(
         }
     }
     if items.is_empty() {
-        return Err(DatasetError::TooFew { dataset: manifest.name.clone(), detail: "no items".into() });
+        return Err(DatasetError::TooFew {
+            dataset: manifest.name.clone(),
+            detail: "no items".into(),
+        });
     }
     stats.insert("leaked_demo_items".into(), leaked);
     stats.insert("unwinnable_items".into(), unwinnable);
@@ -157,19 +196,29 @@ pub(crate) fn load(
         dataset: manifest.name.clone(),
         files,
         generator,
-        counts: BTreeMap::from([("items".to_string(), items.len()), ("candidates".to_string(), candidates)]),
+        counts: BTreeMap::from([
+            ("items".to_string(), items.len()),
+            ("candidates".to_string(), candidates),
+        ]),
         positive_class: None,
         prompt_mode: None,
         noise: "none".into(),
         seed: opts.seed,
         stats,
     };
-    Ok(McDataset { name: manifest.name.clone(), items, provenance })
+    Ok(McDataset {
+        name: manifest.name.clone(),
+        items,
+        provenance,
+    })
 }
 
 /// Lowercase letters and digits only, so spacing differences do not hide a leak.
 fn normalise(s: &str) -> String {
-    s.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 fn fill(layout: &str, context: Option<&str>, question: &str, answer: Option<&str>) -> String {
@@ -180,8 +229,11 @@ fn fill(layout: &str, context: Option<&str>, question: &str, answer: Option<&str
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
         let tail = &rest[start..];
-        let pieces: [(&str, &str); 3] =
-            [("{context}", context.unwrap_or("")), ("{question}", question), ("{answer}", answer.unwrap_or(""))];
+        let pieces: [(&str, &str); 3] = [
+            ("{context}", context.unwrap_or("")),
+            ("{question}", question),
+            ("{answer}", answer.unwrap_or("")),
+        ];
         match pieces.iter().find(|(k, _)| tail.starts_with(k)) {
             Some((k, v)) => {
                 out.push_str(v);
@@ -201,7 +253,12 @@ fn fill(layout: &str, context: Option<&str>, question: &str, answer: Option<&str
 pub fn few_shot_prefix(spec: &McSpec) -> String {
     let mut s = spec.header.clone();
     for d in &spec.demos {
-        s.push_str(&fill(&spec.demo_layout, d.context.as_deref(), &d.question, Some(&d.answer)));
+        s.push_str(&fill(
+            &spec.demo_layout,
+            d.context.as_deref(),
+            &d.question,
+            Some(&d.answer),
+        ));
     }
     s
 }
@@ -223,8 +280,21 @@ fn close_period(a: &str) -> String {
     }
 }
 
-fn str_list(v: &serde_json::Value, file: &SourceFile, loc: &str, field: &str) -> Result<Vec<String>, DatasetError> {
-    let bad = || DatasetError::parse(&file.path, loc, field, "a non-empty array of strings", v.get(field).map_or("nothing".into(), |x| x.to_string()));
+fn str_list(
+    v: &serde_json::Value,
+    file: &SourceFile,
+    loc: &str,
+    field: &str,
+) -> Result<Vec<String>, DatasetError> {
+    let bad = || {
+        DatasetError::parse(
+            &file.path,
+            loc,
+            field,
+            "a non-empty array of strings",
+            v.get(field).map_or("nothing".into(), |x| x.to_string()),
+        )
+    };
     let arr = v.get(field).and_then(|a| a.as_array()).ok_or_else(bad)?;
     let out: Option<Vec<String>> = arr.iter().map(|x| x.as_str().map(str::to_string)).collect();
     out.filter(|o| !o.is_empty()).ok_or_else(bad)
@@ -239,10 +309,17 @@ fn read_gsm8k(file: &SourceFile) -> Result<Vec<RawItem>, DatasetError> {
             continue;
         }
         let loc = format!("line {}", i + 1);
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| DatasetError::parse(&file.path, &loc, "(record)", "a JSON object", e))?;
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| DatasetError::parse(&file.path, &loc, "(record)", "a JSON object", e))?;
         let question = v.get("question").and_then(|q| q.as_str()).ok_or_else(|| {
-            DatasetError::parse(&file.path, &loc, "question", "a string", v.get("question").map_or("nothing".into(), |x| x.to_string()))
+            DatasetError::parse(
+                &file.path,
+                &loc,
+                "question",
+                "a string",
+                v.get("question")
+                    .map_or("nothing".into(), |x| x.to_string()),
+            )
         })?;
         out.push(RawItem {
             id: format!("line {}", i + 1),
@@ -261,7 +338,10 @@ fn read_gsm8k(file: &SourceFile) -> Result<Vec<RawItem>, DatasetError> {
 /// candidate list has one entry are skipped (as the paper's reader does); the
 /// negatives are the candidates but the last (the gold), minus any that is a
 /// gold answer of another row with the same prompt.
-fn read_mlama(file: &SourceFile, stats: &mut BTreeMap<String, usize>) -> Result<Vec<RawItem>, DatasetError> {
+fn read_mlama(
+    file: &SourceFile,
+    stats: &mut BTreeMap<String, usize>,
+) -> Result<Vec<RawItem>, DatasetError> {
     let text = source::text(file)?;
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
@@ -271,13 +351,22 @@ fn read_mlama(file: &SourceFile, stats: &mut BTreeMap<String, usize>) -> Result<
         let loc = format!("line {}", i + 1);
         let f: Vec<&str> = line.split('\t').collect();
         if f.len() < 3 {
-            return Err(DatasetError::parse(&file.path, &loc, "Candidate Ans", "4 tab-separated fields", format!("{} fields", f.len())));
+            return Err(DatasetError::parse(
+                &file.path,
+                &loc,
+                "Candidate Ans",
+                "4 tab-separated fields",
+                format!("{} fields", f.len()),
+            ));
         }
         rows.push((i + 1, f[0].to_string(), f[1].to_string(), f[2].to_string()));
     }
     let mut golds: HashMap<&str, HashSet<&str>> = HashMap::new();
     for (_, prompt, gold, _) in &rows {
-        golds.entry(prompt.as_str()).or_default().insert(gold.as_str());
+        golds
+            .entry(prompt.as_str())
+            .or_default()
+            .insert(gold.as_str());
     }
     let mut out = Vec::new();
     let mut single = 0;
@@ -287,10 +376,18 @@ fn read_mlama(file: &SourceFile, stats: &mut BTreeMap<String, usize>) -> Result<
             single += 1;
             continue;
         }
-        let negatives: Vec<String> =
-            parts[..parts.len() - 1].iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_string).collect();
+        let negatives: Vec<String> = parts[..parts.len() - 1]
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
         let same_prompt = &golds[prompt.as_str()];
-        let kept: Vec<String> = negatives.iter().filter(|n| !same_prompt.contains(n.as_str())).cloned().collect();
+        let kept: Vec<String> = negatives
+            .iter()
+            .filter(|n| !same_prompt.contains(n.as_str()))
+            .cloned()
+            .collect();
         let dropped = negatives.len() - kept.len();
         if kept.is_empty() {
             single += 1;
@@ -314,29 +411,62 @@ fn read_mlama(file: &SourceFile, stats: &mut BTreeMap<String, usize>) -> Result<
 fn read_truthfulqa(file: &SourceFile) -> Result<Vec<RawItem>, DatasetError> {
     let text = source::text(file)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
-    let headers = rdr.headers().map_err(|e| DatasetError::parse(&file.path, "line 1", "(header)", "a header", e))?.clone();
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(text.as_bytes());
+    let headers = rdr
+        .headers()
+        .map_err(|e| DatasetError::parse(&file.path, "line 1", "(header)", "a header", e))?
+        .clone();
     let col = |n: &str| {
         headers.iter().position(|h| h == n).ok_or_else(|| {
-            DatasetError::parse(&file.path, "line 1", n, &format!("a column `{n}`"), headers.iter().collect::<Vec<_>>().join(","))
+            DatasetError::parse(
+                &file.path,
+                "line 1",
+                n,
+                &format!("a column `{n}`"),
+                headers.iter().collect::<Vec<_>>().join(","),
+            )
         })
     };
-    let (q, best, t, f) = (col("Question")?, col("Best Answer")?, col("Correct Answers")?, col("Incorrect Answers")?);
+    let (q, best, t, f) = (
+        col("Question")?,
+        col("Best Answer")?,
+        col("Correct Answers")?,
+        col("Incorrect Answers")?,
+    );
     let split = |s: &str| -> Vec<String> {
-        s.trim().split(';').map(str::trim).filter(|a| !a.is_empty()).map(close_period).collect()
+        s.trim()
+            .split(';')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(close_period)
+            .collect()
     };
     let mut out = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
-            DatasetError::parse(&file.path, format!("line {line}"), "(record)", "7 fields", e)
+            DatasetError::parse(
+                &file.path,
+                format!("line {line}"),
+                "(record)",
+                "7 fields",
+                e,
+            )
         })?;
         let line = rec.position().map_or(0, |p| p.line());
         let loc = format!("line {line}");
         let mut truths = split(&rec[t]);
         let falses = split(&rec[f]);
         if falses.is_empty() {
-            return Err(DatasetError::parse(&file.path, &loc, "Incorrect Answers", "at least one answer", &rec[f]));
+            return Err(DatasetError::parse(
+                &file.path,
+                &loc,
+                "Incorrect Answers",
+                "at least one answer",
+                &rec[f],
+            ));
         }
         let best_answer = close_period(&rec[best]);
         // The paper's code looks the best answer up among the true ones; add it
@@ -364,25 +494,67 @@ fn read_truthfulqa(file: &SourceFile) -> Result<Vec<RawItem>, DatasetError> {
 /// ReClor: the labelled option is true, the others false.
 fn read_reclor(file: &SourceFile) -> Result<Vec<RawItem>, DatasetError> {
     let doc: serde_json::Value = serde_json::from_str(source::text(file)?).map_err(|e| {
-        DatasetError::parse(&file.path, format!("line {} column {}", e.line(), e.column()), "(document)", "valid JSON", e)
+        DatasetError::parse(
+            &file.path,
+            format!("line {} column {}", e.line(), e.column()),
+            "(document)",
+            "valid JSON",
+            e,
+        )
     })?;
-    let arr = doc.as_array().ok_or_else(|| DatasetError::parse(&file.path, "(top level)", "(document)", "a JSON array", "something else"))?;
+    let arr = doc.as_array().ok_or_else(|| {
+        DatasetError::parse(
+            &file.path,
+            "(top level)",
+            "(document)",
+            "a JSON array",
+            "something else",
+        )
+    })?;
     let mut out = Vec::new();
     for (i, v) in arr.iter().enumerate() {
         let loc = format!("[{i}]");
         let s = |k: &str| {
-            v.get(k).and_then(|x| x.as_str()).map(str::to_string).ok_or_else(|| {
-                DatasetError::parse(&file.path, &loc, k, "a string", v.get(k).map_or("nothing".into(), |x| x.to_string()))
-            })
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    DatasetError::parse(
+                        &file.path,
+                        &loc,
+                        k,
+                        "a string",
+                        v.get(k).map_or("nothing".into(), |x| x.to_string()),
+                    )
+                })
         };
         let answers = str_list(v, file, &loc, "answers")?;
-        let label = v.get("label").and_then(|l| l.as_u64()).map(|l| l as usize).filter(|&l| l < answers.len()).ok_or_else(|| {
-            DatasetError::parse(&file.path, &loc, "label", &format!("an index below {}", answers.len()), v.get("label").map_or("nothing".into(), |x| x.to_string()))
-        })?;
+        let label = v
+            .get("label")
+            .and_then(|l| l.as_u64())
+            .map(|l| l as usize)
+            .filter(|&l| l < answers.len())
+            .ok_or_else(|| {
+                DatasetError::parse(
+                    &file.path,
+                    &loc,
+                    "label",
+                    &format!("an index below {}", answers.len()),
+                    v.get("label").map_or("nothing".into(), |x| x.to_string()),
+                )
+            })?;
         let truth = answers[label].clone();
-        let falses: Vec<String> = answers.iter().enumerate().filter(|(j, _)| *j != label).map(|(_, a)| a.clone()).collect();
+        let falses: Vec<String> = answers
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != label)
+            .map(|(_, a)| a.clone())
+            .collect();
         out.push(RawItem {
-            id: v.get("id_string").and_then(|x| x.as_str()).map_or_else(|| format!("[{i}]"), str::to_string),
+            id: v
+                .get("id_string")
+                .and_then(|x| x.as_str())
+                .map_or_else(|| format!("[{i}]"), str::to_string),
             context: Some(s("context")?),
             question: s("question")?,
             truths: vec![truth],
@@ -396,17 +568,31 @@ fn read_reclor(file: &SourceFile) -> Result<Vec<RawItem>, DatasetError> {
 
 /// Calculation items, optionally filtered by `<int|dec>/<1-2|3-4|5-6>/<op>`
 /// (any part may be `*`, trailing parts may be left out).
-fn calculation(manifest: &DatasetManifest, param: Option<&str>, seed: u64, per_cell: usize, n_wrong: usize) -> Result<Vec<RawItem>, DatasetError> {
+fn calculation(
+    manifest: &DatasetManifest,
+    param: Option<&str>,
+    seed: u64,
+    per_cell: usize,
+    n_wrong: usize,
+) -> Result<Vec<RawItem>, DatasetError> {
     let parts: Vec<&str> = param.map(|p| p.split('/').collect()).unwrap_or_default();
     let want = |i: usize, v: &str| parts.get(i).is_none_or(|p| *p == "*" || *p == v);
     let bad = || DatasetError::BadOption {
         what: "dataset name",
         value: format!("{}/{}", manifest.name, param.unwrap_or("")),
-        expected: format!("{}[/<int|dec|*>[/<1-2|3-4|5-6|*>[/<{}|*>]]]", manifest.name, OPS.join("|")),
+        expected: format!(
+            "{}[/<int|dec|*>[/<1-2|3-4|5-6|*>[/<{}|*>]]]",
+            manifest.name,
+            OPS.join("|")
+        ),
     };
     if parts.len() > 3
-        || parts.first().is_some_and(|p| !["int", "dec", "*"].contains(p))
-        || parts.get(1).is_some_and(|p| *p != "*" && !DIGIT_CLASSES.iter().any(|(a, b)| *p == format!("{a}-{b}")))
+        || parts
+            .first()
+            .is_some_and(|p| !["int", "dec", "*"].contains(p))
+        || parts.get(1).is_some_and(|p| {
+            *p != "*" && !DIGIT_CLASSES.iter().any(|(a, b)| *p == format!("{a}-{b}"))
+        })
         || parts.get(2).is_some_and(|p| *p != "*" && !OPS.contains(p))
     {
         return Err(bad());

@@ -62,10 +62,18 @@ pub fn find(name: &str) -> Result<(&'static DatasetManifest, Option<&str>), Data
         Some((b, p)) => (b, Some(p)),
         None => (name, None),
     };
-    registry().iter().find(|m| m.answers_to(base)).map(|m| (m, param)).ok_or_else(|| DatasetError::UnknownDataset {
-        name: name.to_string(),
-        known: registry().iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
-    })
+    registry()
+        .iter()
+        .find(|m| m.answers_to(base))
+        .map(|m| (m, param))
+        .ok_or_else(|| DatasetError::UnknownDataset {
+            name: name.to_string(),
+            known: registry()
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 fn kind_name(k: DatasetKind) -> &'static str {
@@ -77,16 +85,28 @@ fn kind_name(k: DatasetKind) -> &'static str {
 
 /// Load a binary probing dataset: final model inputs, labels and provenance.
 /// Nothing is returned unless every row parsed and both classes are present.
-pub fn load_binary(name: &str, data_root: &DataRoot, opts: &BinaryOptions) -> Result<BinaryDataset, DatasetError> {
+pub fn load_binary(
+    name: &str,
+    data_root: &DataRoot,
+    opts: &BinaryOptions,
+) -> Result<BinaryDataset, DatasetError> {
     let (m, param) = find(name)?;
     if m.kind != DatasetKind::Binary {
-        return Err(DatasetError::WrongKind { dataset: m.name.clone(), actual: kind_name(m.kind), wanted: "binary" });
+        return Err(DatasetError::WrongKind {
+            dataset: m.name.clone(),
+            actual: kind_name(m.kind),
+            wanted: "binary",
+        });
     }
     binary::load(m, param, data_root, opts)
 }
 
 /// Load a multiple-choice dataset: prompts, candidates and the correct set.
-pub fn load_mc(name: &str, data_root: &DataRoot, opts: &McOptions) -> Result<McDataset, DatasetError> {
+pub fn load_mc(
+    name: &str,
+    data_root: &DataRoot,
+    opts: &McOptions,
+) -> Result<McDataset, DatasetError> {
     let (m, param) = find(name)?;
     if m.kind != DatasetKind::MultipleChoice {
         return Err(DatasetError::WrongKind {

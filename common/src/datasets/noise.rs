@@ -37,14 +37,17 @@ impl NoiseKind {
             "prefix-aaa-bbb" => Ok(NoiseKind::PrefixAaaBbb),
             _ => match s.split_once(':') {
                 Some(("typos", rate)) => {
-                    let rate: f64 =
-                        rate.parse().map_err(|_| bad("typos:RATE with RATE a number, e.g. typos:0.05"))?;
+                    let rate: f64 = rate
+                        .parse()
+                        .map_err(|_| bad("typos:RATE with RATE a number, e.g. typos:0.05"))?;
                     if !(0.0..=1.0).contains(&rate) {
                         return Err(bad("typos:RATE with 0 <= RATE <= 1"));
                     }
                     Ok(NoiseKind::Typos { rate })
                 }
-                _ => Err(bad("one of `none`, `prefix-aaa-bbb`, `typos:RATE` (e.g. typos:0.05)")),
+                _ => Err(bad(
+                    "one of `none`, `prefix-aaa-bbb`, `typos:RATE` (e.g. typos:0.05)",
+                )),
             },
         }
     }
@@ -67,7 +70,9 @@ impl NoiseKind {
                 let prefix = if rng.random_bool(0.5) { "aaa" } else { "bbb" };
                 format!("{prefix}{sample}")
             }
-            NoiseKind::Typos { rate } => typos(sample, *rate, &mut example_rng(seed, "noise/typos", index)),
+            NoiseKind::Typos { rate } => {
+                typos(sample, *rate, &mut example_rng(seed, "noise/typos", index))
+            }
         }
     }
 }

@@ -64,9 +64,14 @@ pub(crate) fn check_layout(layout: &str, has_cot: bool) -> Result<(), String> {
             "prompt.layout `{layout}` must contain {{cot}} exactly when prompt.cot is set"
         ));
     }
-    let stripped = layout.replace("{instruction}", "").replace("{sample}", "").replace("{cot}", "");
+    let stripped = layout
+        .replace("{instruction}", "")
+        .replace("{sample}", "")
+        .replace("{cot}", "");
     if stripped.contains('{') || stripped.contains('}') {
-        return Err(format!("prompt.layout `{layout}` has an unknown placeholder"));
+        return Err(format!(
+            "prompt.layout `{layout}` has an unknown placeholder"
+        ));
     }
     Ok(())
 }

@@ -19,7 +19,10 @@ pub enum DataRoot {
     /// An object-store URL (`s3://`, `gs://`, `file://`, `memory://`...).
     ObjectStore(url::Url),
     /// An HF Hub dataset repository, written `hf://datasets/<org>/<name>[@rev]`.
-    HfHub { repo: String, revision: Option<String> },
+    HfHub {
+        repo: String,
+        revision: Option<String>,
+    },
 }
 
 impl DataRoot {
@@ -61,7 +64,9 @@ impl DataRoot {
     pub fn local_dir(&self) -> Result<&Path, DatasetError> {
         match self {
             DataRoot::Local(p) => Ok(p),
-            other => Err(DatasetError::RemoteRoot { root: other.to_string() }),
+            other => Err(DatasetError::RemoteRoot {
+                root: other.to_string(),
+            }),
         }
     }
 }
@@ -71,8 +76,14 @@ impl std::fmt::Display for DataRoot {
         match self {
             DataRoot::Local(p) => write!(f, "{}", p.display()),
             DataRoot::ObjectStore(u) => write!(f, "{u}"),
-            DataRoot::HfHub { repo, revision: None } => write!(f, "hf://datasets/{repo}"),
-            DataRoot::HfHub { repo, revision: Some(r) } => write!(f, "hf://datasets/{repo}@{r}"),
+            DataRoot::HfHub {
+                repo,
+                revision: None,
+            } => write!(f, "hf://datasets/{repo}"),
+            DataRoot::HfHub {
+                repo,
+                revision: Some(r),
+            } => write!(f, "hf://datasets/{repo}@{r}"),
         }
     }
 }

@@ -40,7 +40,11 @@ pub(crate) struct RawRow {
 }
 
 /// Find and read the first existing candidate file.
-pub(crate) fn open(dataset: &str, root: &Path, spec: &SourceSpec) -> Result<SourceFile, DatasetError> {
+pub(crate) fn open(
+    dataset: &str,
+    root: &Path,
+    spec: &SourceSpec,
+) -> Result<SourceFile, DatasetError> {
     let found = spec.files.iter().find(|f| root.join(f).is_file());
     let Some(rel) = found else {
         let hint = match &spec.hub_repo {
@@ -57,18 +61,43 @@ pub(crate) fn open(dataset: &str, root: &Path, spec: &SourceSpec) -> Result<Sour
         });
     };
     let path = root.join(rel);
-    let bytes = std::fs::read(&path).map_err(|source| DatasetError::Io { path: path.clone(), source })?;
+    let bytes = std::fs::read(&path).map_err(|source| DatasetError::Io {
+        path: path.clone(),
+        source,
+    })?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
-    let matches_paper_file = spec.expected_sha256.as_ref().map(|e| e.eq_ignore_ascii_case(&sha256));
-    let provenance = FileProvenance { path: rel.clone(), sha256, bytes: bytes.len() as u64, matches_paper_file };
-    Ok(SourceFile { path, bytes, provenance })
+    let matches_paper_file = spec
+        .expected_sha256
+        .as_ref()
+        .map(|e| e.eq_ignore_ascii_case(&sha256));
+    let provenance = FileProvenance {
+        path: rel.clone(),
+        sha256,
+        bytes: bytes.len() as u64,
+        matches_paper_file,
+    };
+    Ok(SourceFile {
+        path,
+        bytes,
+        provenance,
+    })
 }
 
 /// The file as UTF-8, or an error naming the line of the first bad byte.
 pub(crate) fn text(file: &SourceFile) -> Result<&str, DatasetError> {
     std::str::from_utf8(&file.bytes).map_err(|e| {
-        let line = file.bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
-        DatasetError::parse(&file.path, format!("line {line}"), "(file)", "UTF-8 text", "invalid UTF-8 bytes")
+        let line = file.bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        DatasetError::parse(
+            &file.path,
+            format!("line {line}"),
+            "(file)",
+            "UTF-8 text",
+            "invalid UTF-8 bytes",
+        )
     })
 }
 
@@ -96,12 +125,22 @@ pub(crate) fn read_rows(file: &SourceFile, spec: &SourceSpec) -> Result<Vec<RawR
 }
 
 fn by_extension(path: &Path) -> Result<SourceFormat, DatasetError> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     match ext.as_str() {
         "jsonl" | "json" => Ok(SourceFormat::Jsonl),
         "csv" => Ok(SourceFormat::Csv),
         "tsv" => Ok(SourceFormat::Tsv),
-        other => Err(DatasetError::parse(path, "-", "(file name)", "a .jsonl, .json, .csv or .tsv file", other)),
+        other => Err(DatasetError::parse(
+            path,
+            "-",
+            "(file name)",
+            "a .jsonl, .json, .csv or .tsv file",
+            other,
+        )),
     }
 }
 
@@ -116,10 +155,17 @@ fn field<'a>(spec: &'a SourceSpec, which: &'a str) -> &'a str {
 
 /// CSV/TSV with a header line. Quoting follows RFC 4180 with `"`; text after a
 /// closing quote is kept, which is also what pandas (the papers' reader) does.
-pub(crate) fn read_delimited(file: &SourceFile, spec: &SourceSpec, delim: u8) -> Result<Vec<RawRow>, DatasetError> {
+pub(crate) fn read_delimited(
+    file: &SourceFile,
+    spec: &SourceSpec,
+    delim: u8,
+) -> Result<Vec<RawRow>, DatasetError> {
     let content = text(file)?;
     let content = content.strip_prefix('\u{feff}').unwrap_or(content);
-    let mut rdr = csv::ReaderBuilder::new().delimiter(delim).has_headers(true).from_reader(content.as_bytes());
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(delim)
+        .has_headers(true)
+        .from_reader(content.as_bytes());
     let headers = rdr
         .headers()
         .map_err(|e| DatasetError::parse(&file.path, "line 1", "(header)", "a header line", e))?
@@ -142,12 +188,24 @@ pub(crate) fn read_delimited(file: &SourceFile, spec: &SourceSpec, delim: u8) ->
     for (index, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| {
             let line = e.position().map(|p| p.line()).unwrap_or(0);
-            DatasetError::parse(&file.path, format!("line {line}"), "(record)", &format!("{} fields", headers.len()), e)
+            DatasetError::parse(
+                &file.path,
+                format!("line {line}"),
+                "(record)",
+                &format!("{} fields", headers.len()),
+                e,
+            )
         })?;
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
         let get = |c: usize, name: &str| -> Result<String, DatasetError> {
             rec.get(c).map(str::to_string).ok_or_else(|| {
-                DatasetError::parse(&file.path, format!("line {line}"), name, "a value", "a missing field")
+                DatasetError::parse(
+                    &file.path,
+                    format!("line {line}"),
+                    name,
+                    "a value",
+                    "a missing field",
+                )
             })
         };
         rows.push(RawRow {
@@ -155,7 +213,9 @@ pub(crate) fn read_delimited(file: &SourceFile, spec: &SourceSpec, delim: u8) ->
             location: format!("line {line}"),
             text: get(text_col, field(spec, "text"))?,
             label: get(label_col, field(spec, "label"))?,
-            group: group_col.map(|c| get(c, field(spec, "group"))).transpose()?,
+            group: group_col
+                .map(|c| get(c, field(spec, "group")))
+                .transpose()?,
         });
     }
     Ok(rows)
@@ -181,18 +241,37 @@ fn row_from_object(
     let tf = field(spec, "text");
     let lf = field(spec, "label");
     let text = obj.get(tf).and_then(|v| v.as_str()).ok_or_else(|| {
-        DatasetError::parse(&file.path, &location, tf, "a string", obj.get(tf).map_or("nothing".into(), |v| v.to_string()))
+        DatasetError::parse(
+            &file.path,
+            &location,
+            tf,
+            "a string",
+            obj.get(tf).map_or("nothing".into(), |v| v.to_string()),
+        )
     })?;
     let label = obj.get(lf).and_then(label_text).ok_or_else(|| {
-        DatasetError::parse(&file.path, &location, lf, "a string, number or boolean", obj.get(lf).map_or("nothing".into(), |v| v.to_string()))
+        DatasetError::parse(
+            &file.path,
+            &location,
+            lf,
+            "a string, number or boolean",
+            obj.get(lf).map_or("nothing".into(), |v| v.to_string()),
+        )
     })?;
-    let group = match spec.group_field.as_deref() {
-        Some(g) => Some(obj.get(g).and_then(label_text).ok_or_else(|| {
-            DatasetError::parse(&file.path, &location, g, "a scalar", "nothing")
-        })?),
-        None => None,
-    };
-    Ok(RawRow { index, location, text: text.to_string(), label, group })
+    let group =
+        match spec.group_field.as_deref() {
+            Some(g) => Some(obj.get(g).and_then(label_text).ok_or_else(|| {
+                DatasetError::parse(&file.path, &location, g, "a scalar", "nothing")
+            })?),
+            None => None,
+        };
+    Ok(RawRow {
+        index,
+        location,
+        text: text.to_string(),
+        label,
+        group,
+    })
 }
 
 fn read_jsonl(file: &SourceFile, spec: &SourceSpec) -> Result<Vec<RawRow>, DatasetError> {
@@ -203,8 +282,9 @@ fn read_jsonl(file: &SourceFile, spec: &SourceSpec) -> Result<Vec<RawRow>, Datas
             continue;
         }
         let location = format!("line {}", i + 1);
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| DatasetError::parse(&file.path, &location, "(record)", "a JSON object", e))?;
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            DatasetError::parse(&file.path, &location, "(record)", "a JSON object", e)
+        })?;
         let index = rows.len();
         rows.push(row_from_object(file, spec, &v, index, location)?);
     }
@@ -213,14 +293,32 @@ fn read_jsonl(file: &SourceFile, spec: &SourceSpec) -> Result<Vec<RawRow>, Datas
 
 fn parse_json(file: &SourceFile) -> Result<serde_json::Value, DatasetError> {
     serde_json::from_str(text(file)?).map_err(|e| {
-        DatasetError::parse(&file.path, format!("line {} column {}", e.line(), e.column()), "(document)", "valid JSON", e)
+        DatasetError::parse(
+            &file.path,
+            format!("line {} column {}", e.line(), e.column()),
+            "(document)",
+            "valid JSON",
+            e,
+        )
     })
 }
 
-fn examples(file: &SourceFile, doc: &serde_json::Value) -> Result<Vec<serde_json::Value>, DatasetError> {
-    doc.get("examples").and_then(|e| e.as_array()).cloned().ok_or_else(|| {
-        DatasetError::parse(&file.path, "(top level)", "examples", "an array of objects", "nothing")
-    })
+fn examples(
+    file: &SourceFile,
+    doc: &serde_json::Value,
+) -> Result<Vec<serde_json::Value>, DatasetError> {
+    doc.get("examples")
+        .and_then(|e| e.as_array())
+        .cloned()
+        .ok_or_else(|| {
+            DatasetError::parse(
+                &file.path,
+                "(top level)",
+                "examples",
+                "an array of objects",
+                "nothing",
+            )
+        })
 }
 
 fn read_json_examples(file: &SourceFile, spec: &SourceSpec) -> Result<Vec<RawRow>, DatasetError> {
@@ -241,13 +339,26 @@ fn read_strategyqa(file: &SourceFile) -> Result<Vec<RawRow>, DatasetError> {
     for (i, ex) in examples(file, &doc)?.iter().enumerate() {
         let loc = format!("examples[{i}]");
         let s = |k: &str| -> Result<String, DatasetError> {
-            ex.get(k).and_then(|v| v.as_str()).map(str::to_string).ok_or_else(|| {
-                DatasetError::parse(&file.path, &loc, k, "a string", ex.get(k).map_or("nothing".into(), |v| v.to_string()))
-            })
+            ex.get(k)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    DatasetError::parse(
+                        &file.path,
+                        &loc,
+                        k,
+                        "a string",
+                        ex.get(k).map_or("nothing".into(), |v| v.to_string()),
+                    )
+                })
         };
         let input = s("input")?;
         let target = s("target")?;
-        let score = |k: &str| ex.get("target_scores").and_then(|t| t.get(k)).and_then(|v| v.as_i64());
+        let score = |k: &str| {
+            ex.get("target_scores")
+                .and_then(|t| t.get(k))
+                .and_then(|v| v.as_i64())
+        };
         let label = if score("Yes") == Some(1) {
             "Yes"
         } else if score("No") == Some(1) {
@@ -258,7 +369,8 @@ fn read_strategyqa(file: &SourceFile) -> Result<Vec<RawRow>, DatasetError> {
                 &loc,
                 "target_scores",
                 "Yes or No scored 1",
-                ex.get("target_scores").map_or("nothing".into(), |v| v.to_string()),
+                ex.get("target_scores")
+                    .map_or("nothing".into(), |v| v.to_string()),
             ));
         };
         let explanation = if let Some(rest) = target.strip_prefix("Yes.") {
@@ -290,13 +402,31 @@ fn read_label_space_text(file: &SourceFile) -> Result<Vec<RawRow>, DatasetError>
             continue;
         }
         let Some((label, sentence)) = line.split_once(' ') else {
-            return Err(DatasetError::parse(&file.path, &location, "sentence", "`<label> <sentence>`", line));
+            return Err(DatasetError::parse(
+                &file.path,
+                &location,
+                "sentence",
+                "`<label> <sentence>`",
+                line,
+            ));
         };
         if label.parse::<i64>().is_err() {
-            return Err(DatasetError::parse(&file.path, &location, "label", "an integer label", label));
+            return Err(DatasetError::parse(
+                &file.path,
+                &location,
+                "label",
+                "an integer label",
+                label,
+            ));
         }
         let index = rows.len();
-        rows.push(RawRow { index, location, text: sentence.to_string(), label: label.to_string(), group: None });
+        rows.push(RawRow {
+            index,
+            location,
+            text: sentence.to_string(),
+            label: label.to_string(),
+            group: None,
+        });
     }
     Ok(rows)
 }

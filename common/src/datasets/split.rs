@@ -17,7 +17,10 @@ pub struct Split {
 }
 
 fn too_few(detail: String) -> DatasetError {
-    DatasetError::TooFew { dataset: "(split)".into(), detail }
+    DatasetError::TooFew {
+        dataset: "(split)".into(),
+        detail,
+    }
 }
 
 fn classes(labels: &[u8]) -> BTreeMap<u8, Vec<usize>> {
@@ -31,7 +34,10 @@ fn classes(labels: &[u8]) -> BTreeMap<u8, Vec<usize>> {
 fn check_two_classes(labels: &[u8]) -> Result<(), DatasetError> {
     let by = classes(labels);
     if by.len() < 2 {
-        return Err(too_few(format!("only one class among {} labels; a probe needs two", labels.len())));
+        return Err(too_few(format!(
+            "only one class among {} labels; a probe needs two",
+            labels.len()
+        )));
     }
     Ok(())
 }
@@ -52,10 +58,16 @@ fn n_train(n: usize, frac: f64) -> usize {
 pub fn stratified_split(labels: &[u8], train_frac: f64, seed: u64) -> Result<Split, DatasetError> {
     check_frac(train_frac)?;
     check_two_classes(labels)?;
-    let mut split = Split { train: Vec::new(), test: Vec::new() };
+    let mut split = Split {
+        train: Vec::new(),
+        test: Vec::new(),
+    };
     for (class, idx) in classes(labels) {
         if idx.len() < 2 {
-            return Err(too_few(format!("class {class} has {} example(s); a split needs at least 2 per class", idx.len())));
+            return Err(too_few(format!(
+                "class {class} has {} example(s); a split needs at least 2 per class",
+                idx.len()
+            )));
         }
         let idx = shuffled(idx, seed, &format!("class{class}"));
         let k = n_train(idx.len(), train_frac);
@@ -77,9 +89,15 @@ pub fn kfold(labels: &[u8], k: usize, seed: u64) -> Result<Vec<Split>, DatasetEr
     let mut test_of: Vec<usize> = vec![0; labels.len()];
     for (class, idx) in classes(labels) {
         if idx.len() < k {
-            return Err(too_few(format!("class {class} has {} examples; {k}-fold needs at least {k} per class", idx.len())));
+            return Err(too_few(format!(
+                "class {class} has {} examples; {k}-fold needs at least {k} per class",
+                idx.len()
+            )));
         }
-        for (pos, i) in shuffled(idx, seed, &format!("class{class}")).into_iter().enumerate() {
+        for (pos, i) in shuffled(idx, seed, &format!("class{class}"))
+            .into_iter()
+            .enumerate()
+        {
             test_of[i] = pos % k;
         }
     }
@@ -89,7 +107,8 @@ pub fn kfold(labels: &[u8], k: usize, seed: u64) -> Result<Vec<Split>, DatasetEr
 fn folds_from(test_of: &[usize], k: usize) -> Vec<Split> {
     (0..k)
         .map(|f| {
-            let (test, train): (Vec<usize>, Vec<usize>) = (0..test_of.len()).partition(|&i| test_of[i] == f);
+            let (test, train): (Vec<usize>, Vec<usize>) =
+                (0..test_of.len()).partition(|&i| test_of[i] == f);
             Split { train, test }
         })
         .collect()
@@ -97,54 +116,87 @@ fn folds_from(test_of: &[usize], k: usize) -> Vec<Split> {
 
 /// Groups keyed by their class composition (how many of each class they hold),
 /// so that stratifying over groups also stratifies over examples.
-fn group_strata(labels: &[u8], groups: &[usize]) -> Result<BTreeMap<Vec<(u8, usize)>, Vec<usize>>, DatasetError> {
+/// Groups by class composition: composition -> group ids.
+type Strata = BTreeMap<Vec<(u8, usize)>, Vec<usize>>;
+
+fn group_strata(labels: &[u8], groups: &[usize]) -> Result<Strata, DatasetError> {
     if labels.len() != groups.len() {
-        return Err(too_few(format!("{} labels but {} group ids", labels.len(), groups.len())));
+        return Err(too_few(format!(
+            "{} labels but {} group ids",
+            labels.len(),
+            groups.len()
+        )));
     }
     let mut members: BTreeMap<usize, BTreeMap<u8, usize>> = BTreeMap::new();
     for (&l, &g) in labels.iter().zip(groups) {
         *members.entry(g).or_default().entry(l).or_default() += 1;
     }
-    let mut strata: BTreeMap<Vec<(u8, usize)>, Vec<usize>> = BTreeMap::new();
+    let mut strata: Strata = BTreeMap::new();
     for (g, comp) in members {
-        strata.entry(comp.into_iter().collect()).or_default().push(g);
+        strata
+            .entry(comp.into_iter().collect())
+            .or_default()
+            .push(g);
     }
     Ok(strata)
 }
 
 fn stratum_name(comp: &[(u8, usize)]) -> String {
-    comp.iter().map(|(c, n)| format!("{c}x{n}")).collect::<Vec<_>>().join("+")
+    comp.iter()
+        .map(|(c, n)| format!("{c}x{n}"))
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
 /// A split that keeps every group (e.g. the true and false statement about one
 /// city) on one side, so a probe cannot succeed by matching pairs.
-pub fn group_stratified_split(labels: &[u8], groups: &[usize], train_frac: f64, seed: u64) -> Result<Split, DatasetError> {
+pub fn group_stratified_split(
+    labels: &[u8],
+    groups: &[usize],
+    train_frac: f64,
+    seed: u64,
+) -> Result<Split, DatasetError> {
     check_frac(train_frac)?;
     check_two_classes(labels)?;
     let strata = group_strata(labels, groups)?;
     let n_groups: usize = strata.values().map(Vec::len).sum();
     if n_groups < 2 {
-        return Err(too_few(format!("{n_groups} group(s); a group split needs at least 2")));
+        return Err(too_few(format!(
+            "{n_groups} group(s); a group split needs at least 2"
+        )));
     }
     let mut train_groups = std::collections::HashSet::new();
     for (comp, gs) in strata {
         let gs = shuffled(gs, seed, &format!("groups/{}", stratum_name(&comp)));
         // A stratum with a single group cannot be shared; it goes to training.
-        let k = if gs.len() == 1 { 1 } else { n_train(gs.len(), train_frac) };
+        let k = if gs.len() == 1 {
+            1
+        } else {
+            n_train(gs.len(), train_frac)
+        };
         train_groups.extend(gs[..k].iter().copied());
     }
-    let (train, test): (Vec<usize>, Vec<usize>) = (0..labels.len()).partition(|&i| train_groups.contains(&groups[i]));
+    let (train, test): (Vec<usize>, Vec<usize>) =
+        (0..labels.len()).partition(|&i| train_groups.contains(&groups[i]));
     let split = Split { train, test };
     for (side, idx) in [("training", &split.train), ("test", &split.test)] {
-        check_two_classes(&idx.iter().map(|&i| labels[i]).collect::<Vec<_>>())
-            .map_err(|_| too_few(format!("the group split leaves the {side} side with one class")))?;
+        check_two_classes(&idx.iter().map(|&i| labels[i]).collect::<Vec<_>>()).map_err(|_| {
+            too_few(format!(
+                "the group split leaves the {side} side with one class"
+            ))
+        })?;
     }
     Ok(split)
 }
 
 /// Group-aware stratified k-fold: whole groups are dealt round-robin to folds
 /// within each class-composition stratum.
-pub fn group_kfold(labels: &[u8], groups: &[usize], k: usize, seed: u64) -> Result<Vec<Split>, DatasetError> {
+pub fn group_kfold(
+    labels: &[u8],
+    groups: &[usize],
+    k: usize,
+    seed: u64,
+) -> Result<Vec<Split>, DatasetError> {
     if k < 2 {
         return Err(too_few(format!("k-fold needs k >= 2, got {k}")));
     }
@@ -152,15 +204,20 @@ pub fn group_kfold(labels: &[u8], groups: &[usize], k: usize, seed: u64) -> Resu
     let strata = group_strata(labels, groups)?;
     let n_groups: usize = strata.values().map(Vec::len).sum();
     if n_groups < k {
-        return Err(too_few(format!("{n_groups} groups; {k}-fold needs at least {k}")));
+        return Err(too_few(format!(
+            "{n_groups} groups; {k}-fold needs at least {k}"
+        )));
     }
     let mut fold_of_group = std::collections::HashMap::new();
-    let mut offset = 0;
-    for (comp, gs) in strata {
-        for (pos, g) in shuffled(gs, seed, &format!("groups/{}", stratum_name(&comp))).into_iter().enumerate() {
+    // Each stratum starts dealing at a different fold so small strata do not
+    // all pile into fold 0.
+    for (offset, (comp, gs)) in strata.into_iter().enumerate() {
+        for (pos, g) in shuffled(gs, seed, &format!("groups/{}", stratum_name(&comp)))
+            .into_iter()
+            .enumerate()
+        {
             fold_of_group.insert(g, (pos + offset) % k);
         }
-        offset += 1;
     }
     let test_of: Vec<usize> = groups.iter().map(|g| fold_of_group[g]).collect();
     let folds = folds_from(&test_of, k);
@@ -173,7 +230,11 @@ pub fn group_kfold(labels: &[u8], groups: &[usize], k: usize, seed: u64) -> Resu
 
 fn check_frac(f: f64) -> Result<(), DatasetError> {
     if !(f > 0.0 && f < 1.0) {
-        return Err(DatasetError::BadOption { what: "train fraction", value: f.to_string(), expected: "a number strictly between 0 and 1".into() });
+        return Err(DatasetError::BadOption {
+            what: "train fraction",
+            value: f.to_string(),
+            expected: "a number strictly between 0 and 1".into(),
+        });
     }
     Ok(())
 }
