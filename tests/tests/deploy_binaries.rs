@@ -131,6 +131,29 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     buf.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Paths of `curl ... http://127.0.0.1:8080/PATH` in deploy/README.md (the
+/// coordinator's HTTP port, port-forwarded).
+fn guide_http_paths() -> Vec<String> {
+    let text =
+        std::fs::read_to_string(repo_root().join("deploy/README.md")).expect("deploy/README.md");
+    let paths: Vec<String> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("curl "))
+        .filter_map(|l| l.split("http://127.0.0.1:8080").nth(1))
+        .map(|rest| {
+            rest.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        !paths.is_empty(),
+        "deploy/README.md shows no curl of the coordinator's HTTP port"
+    );
+    paths
+}
+
 struct KillOnDrop(Child);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -288,6 +311,14 @@ fn probes_get_answers_from_the_real_coordinator() {
                 );
                 std::thread::sleep(Duration::from_millis(200));
             }
+        }
+        // The endpoints the operator's guide tells people to curl answer too.
+        for path in guide_http_paths() {
+            assert_eq!(
+                http_status(http, &path),
+                Some(200),
+                "{overlay}: deploy/README.md curls {path}, which is not served"
+            );
         }
         // And a path the binary does not serve is not 200: the check can fail.
         assert_ne!(
