@@ -43,7 +43,10 @@ pub struct DepthConfig {
 
 impl Default for DepthConfig {
     fn default() -> Self {
-        DepthConfig { converge: ConvergeRule::default(), jump_min: 0.05 }
+        DepthConfig {
+            converge: ConvergeRule::default(),
+            jump_min: 0.05,
+        }
     }
 }
 
@@ -86,7 +89,9 @@ fn default_min_layer() -> usize {
 
 impl Default for ConvergeRule {
     fn default() -> Self {
-        ConvergeRule::Plateau { tolerance: default_tolerance() }
+        ConvergeRule::Plateau {
+            tolerance: default_tolerance(),
+        }
     }
 }
 
@@ -169,7 +174,11 @@ pub fn converging_layer(acc: &[f64], rule: &ConvergeRule) -> usize {
             }
             c
         }
-        ConvergeRule::Paper { step_after, step_into, min_layer } => {
+        ConvergeRule::Paper {
+            step_after,
+            step_into,
+            min_layer,
+        } => {
             // Scan from the end: `calm_from` is the first index from which all
             // consecutive changes stay within step_after.
             let mut calm_from = last;
@@ -196,7 +205,11 @@ pub fn jumping_layer(acc: &[f64], jump_min: f64) -> Option<usize> {
 }
 
 /// Peak, converging and jumping layers of an accuracy curve.
-pub fn concept_depth(acc: &[f64], includes_embedding: bool, config: &DepthConfig) -> Result<DepthResult, DepthError> {
+pub fn concept_depth(
+    acc: &[f64],
+    includes_embedding: bool,
+    config: &DepthConfig,
+) -> Result<DepthResult, DepthError> {
     if acc.is_empty() {
         return Err(DepthError::BadCurve("it is empty".into()));
     }

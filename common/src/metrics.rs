@@ -182,7 +182,8 @@ pub fn layer_rows(run: &ProbeRun, n_layers: usize, includes_embedding: bool) -> 
                 train_accuracy_mean: ms(&|f| f.metrics.train_accuracy).map_or(f64::NAN, |a| a.0),
                 n_folds: fits.len(),
                 converged_folds: fits.iter().filter(|f| f.converged).count(),
-                newton_iterations_mean: ms(&|f| f.newton_iterations as f64).map_or(f64::NAN, |a| a.0),
+                newton_iterations_mean: ms(&|f| f.newton_iterations as f64)
+                    .map_or(f64::NAN, |a| a.0),
                 fit_seconds: fits.iter().map(|f| f.seconds).sum(),
             }
         })
@@ -219,11 +220,17 @@ fn counts(labels: &[u8], idx: &[usize]) -> [usize; 2] {
 
 impl CellMetrics {
     /// Metrics of a probe cell from its fits.
-    pub fn for_probe(inputs: ProbeCellInputs<'_>, run: &ProbeRun) -> Result<CellMetrics, MetricsError> {
+    pub fn for_probe(
+        inputs: ProbeCellInputs<'_>,
+        run: &ProbeRun,
+    ) -> Result<CellMetrics, MetricsError> {
         let layers = layer_rows(run, inputs.n_layers, inputs.includes_embedding);
         let curve: Vec<f64> = layers.iter().map(|r| r.accuracy_mean).collect();
         let depth = depth::concept_depth(&curve, inputs.includes_embedding, inputs.depth)?;
-        let paper_cfg = DepthConfig { converge: depth::ConvergeRule::paper(), ..inputs.depth.clone() };
+        let paper_cfg = DepthConfig {
+            converge: depth::ConvergeRule::paper(),
+            ..inputs.depth.clone()
+        };
         let depth_paper = depth::concept_depth(&curve, inputs.includes_embedding, &paper_cfg)?;
         let all: Vec<usize> = (0..inputs.labels.len()).collect();
         let folds = run
@@ -251,7 +258,10 @@ impl CellMetrics {
             class_names: inputs.class_names,
             positive_class: Some(inputs.probe.positive_class),
             probe: Some(inputs.probe.clone()),
-            seeds: Seeds { task: inputs.spec.seed, split: inputs.spec.seed },
+            seeds: Seeds {
+                task: inputs.spec.seed,
+                split: inputs.spec.seed,
+            },
             folds,
             layers,
             fold_layers: run.fits.clone(),
@@ -291,7 +301,10 @@ impl CellMetrics {
             class_names: None,
             positive_class: None,
             probe: None,
-            seeds: Seeds { task: spec.seed, split: spec.seed },
+            seeds: Seeds {
+                task: spec.seed,
+                split: spec.seed,
+            },
             folds: Vec::new(),
             layers: Vec::new(),
             fold_layers: Vec::new(),
@@ -317,7 +330,9 @@ impl CellMetrics {
         }
         let v: Probe = serde_json::from_str(text)?;
         if v.schema_version != SCHEMA_VERSION {
-            return Err(MetricsError::Version { found: v.schema_version });
+            return Err(MetricsError::Version {
+                found: v.schema_version,
+            });
         }
         Ok(serde_json::from_str(text)?)
     }

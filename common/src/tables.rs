@@ -139,14 +139,25 @@ pub fn depth_rows(cells: &[CellMetrics]) -> Vec<DepthRow> {
         })
         .collect();
     let pos = |v: &[String], s: &str| v.iter().position(|x| x == s).unwrap_or(usize::MAX);
-    let model_pos = |m: &str| models.iter().position(|(n, _)| n == m).unwrap_or(usize::MAX);
+    let model_pos = |m: &str| {
+        models
+            .iter()
+            .position(|(n, _)| n == m)
+            .unwrap_or(usize::MAX)
+    };
     rows.sort_by(|a, b| {
-        (a.precision.as_str(), a.noise.as_str(), model_pos(&a.model), pos(&datasets, &a.dataset)).cmp(&(
-            b.precision.as_str(),
-            b.noise.as_str(),
-            model_pos(&b.model),
-            pos(&datasets, &b.dataset),
-        ))
+        (
+            a.precision.as_str(),
+            a.noise.as_str(),
+            model_pos(&a.model),
+            pos(&datasets, &a.dataset),
+        )
+            .cmp(&(
+                b.precision.as_str(),
+                b.noise.as_str(),
+                model_pos(&b.model),
+                pos(&datasets, &b.dataset),
+            ))
     });
     rows
 }
@@ -161,9 +172,13 @@ pub fn depth_matrices(cells: &[CellMetrics]) -> Vec<Matrix> {
     let slices = first_seen(rows.iter().map(|r| r.precision.as_str()))
         .into_iter()
         .flat_map(|p| {
-            first_seen(rows.iter().filter(|r| r.precision == p).map(|r| r.noise.as_str()))
-                .into_iter()
-                .map(move |n| (p.clone(), n))
+            first_seen(
+                rows.iter()
+                    .filter(|r| r.precision == p)
+                    .map(|r| r.noise.as_str()),
+            )
+            .into_iter()
+            .map(move |n| (p.clone(), n))
         })
         .collect::<Vec<_>>();
     let mut out = Vec::new();
@@ -176,8 +191,19 @@ pub fn depth_matrices(cells: &[CellMetrics]) -> Vec<Matrix> {
                         .iter()
                         .map(|d| {
                             rows.iter()
-                                .find(|r| &r.model == m && &r.dataset == d && r.precision == precision && r.noise == noise)
-                                .map(|r| if quantity == "peak_accuracy" { r.peak_accuracy } else { r.converging_fraction })
+                                .find(|r| {
+                                    &r.model == m
+                                        && &r.dataset == d
+                                        && r.precision == precision
+                                        && r.noise == noise
+                                })
+                                .map(|r| {
+                                    if quantity == "peak_accuracy" {
+                                        r.peak_accuracy
+                                    } else {
+                                        r.converging_fraction
+                                    }
+                                })
                         })
                         .collect()
                 })
@@ -201,11 +227,23 @@ pub fn curves(cells: &[CellMetrics]) -> Vec<CurveSet> {
     let models = by_size(&probe);
     let mut sets: Vec<CurveSet> = Vec::new();
     for c in &probe {
-        let key = (c.spec.dataset.clone(), c.spec.precision.as_str().to_string(), c.spec.noise.clone());
-        let at = match sets.iter().position(|s| (s.dataset.clone(), s.precision.clone(), s.noise.clone()) == key) {
+        let key = (
+            c.spec.dataset.clone(),
+            c.spec.precision.as_str().to_string(),
+            c.spec.noise.clone(),
+        );
+        let at = match sets
+            .iter()
+            .position(|s| (s.dataset.clone(), s.precision.clone(), s.noise.clone()) == key)
+        {
             Some(i) => i,
             None => {
-                sets.push(CurveSet { dataset: key.0, precision: key.1, noise: key.2, series: Vec::new() });
+                sets.push(CurveSet {
+                    dataset: key.0,
+                    precision: key.1,
+                    noise: key.2,
+                    series: Vec::new(),
+                });
                 sets.len() - 1
             }
         };
@@ -217,7 +255,12 @@ pub fn curves(cells: &[CellMetrics]) -> Vec<CurveSet> {
             y_std: c.layers.iter().map(|r| r.accuracy_std).collect(),
         });
     }
-    let model_pos = |m: &str| models.iter().position(|(n, _)| n == m).unwrap_or(usize::MAX);
+    let model_pos = |m: &str| {
+        models
+            .iter()
+            .position(|(n, _)| n == m)
+            .unwrap_or(usize::MAX)
+    };
     for s in sets.iter_mut() {
         s.series.sort_by_key(|a| model_pos(&a.model));
     }

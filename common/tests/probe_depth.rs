@@ -2,7 +2,9 @@
 //! (`cd/paper_fig_7b_layer_accuracy.csv`, `cd/paper_fig_peak_converge.csv` in
 //! the shared datasets), and against hand-made curves.
 
-use cd_common::depth::{concept_depth, converging_layer, depth_fraction, jumping_layer, ConvergeRule, DepthConfig};
+use cd_common::depth::{
+    concept_depth, converging_layer, depth_fraction, jumping_layer, ConvergeRule, DepthConfig,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -23,14 +25,30 @@ fn read_csv(name: &str) -> Vec<csv::StringRecord> {
 fn paper_rule_reproduces_published_peaks_and_converging_layers() {
     let mut curves: BTreeMap<(String, String), Vec<(usize, f64)>> = BTreeMap::new();
     for r in read_csv("paper_fig_7b_layer_accuracy.csv") {
-        curves.entry((r[0].to_string(), r[1].to_string())).or_default().push((r[2].parse().unwrap(), r[3].parse().unwrap()));
+        curves
+            .entry((r[0].to_string(), r[1].to_string()))
+            .or_default()
+            .push((r[2].parse().unwrap(), r[3].parse().unwrap()));
     }
     assert_eq!(curves.len(), 27, "three models × nine datasets");
-    let published: BTreeMap<(String, String), (usize, f64, usize)> = read_csv("paper_fig_peak_converge.csv")
-        .into_iter()
-        .map(|r| ((r[0].to_string(), r[2].to_string()), (r[1].parse().unwrap(), r[3].parse().unwrap(), r[5].parse().unwrap())))
-        .collect();
-    let cfg = DepthConfig { converge: ConvergeRule::paper(), ..DepthConfig::default() };
+    let published: BTreeMap<(String, String), (usize, f64, usize)> =
+        read_csv("paper_fig_peak_converge.csv")
+            .into_iter()
+            .map(|r| {
+                (
+                    (r[0].to_string(), r[2].to_string()),
+                    (
+                        r[1].parse().unwrap(),
+                        r[3].parse().unwrap(),
+                        r[5].parse().unwrap(),
+                    ),
+                )
+            })
+            .collect();
+    let cfg = DepthConfig {
+        converge: ConvergeRule::paper(),
+        ..DepthConfig::default()
+    };
     let mut hits = 0;
     let mut misses = Vec::new();
     for (key, points) in &curves {
@@ -41,13 +59,23 @@ fn paper_rule_reproduces_published_peaks_and_converging_layers() {
         assert_eq!(acc.len(), n_layers, "{key:?}");
         let res = concept_depth(&acc, false, &cfg).unwrap();
         // Peaks: the curves are digitised to about ±0.001.
-        assert!((res.peak.accuracy * 100.0 - peak_pct).abs() <= 0.15, "{key:?}: peak {} vs {peak_pct}", res.peak.accuracy);
+        assert!(
+            (res.peak.accuracy * 100.0 - peak_pct).abs() <= 0.15,
+            "{key:?}: peak {} vs {peak_pct}",
+            res.peak.accuracy
+        );
         // The published fraction is (1-based layer)/L, our fraction of index l is (l+1)/L.
-        assert!((res.converging.fraction - converge_1based as f64 / n_layers as f64).abs() < 1e-12 || res.converging.layer + 1 != converge_1based);
+        assert!(
+            (res.converging.fraction - converge_1based as f64 / n_layers as f64).abs() < 1e-12
+                || res.converging.layer + 1 != converge_1based
+        );
         if res.converging.layer + 1 == converge_1based {
             hits += 1;
         } else {
-            misses.push(format!("{key:?}: ours {} published {converge_1based}", res.converging.layer + 1));
+            misses.push(format!(
+                "{key:?}: ours {} published {converge_1based}",
+                res.converging.layer + 1
+            ));
         }
     }
     println!("paper rule: {hits}/27 converging layers reproduced; misses: {misses:?}");
@@ -60,7 +88,10 @@ fn plateau_rule_and_jumps_on_hand_made_curves() {
     let rule = ConvergeRule::Plateau { tolerance: 0.01 };
     // The plateau ending at the peak (index 5) starts at index 3.
     assert_eq!(converging_layer(&acc, &rule), 3);
-    assert_eq!(converging_layer(&acc, &ConvergeRule::Plateau { tolerance: 0.25 }), 2);
+    assert_eq!(
+        converging_layer(&acc, &ConvergeRule::Plateau { tolerance: 0.25 }),
+        2
+    );
     assert_eq!(jumping_layer(&acc, 0.05), Some(3));
     assert_eq!(jumping_layer(&acc, 0.25), None);
     let res = concept_depth(&acc, false, &DepthConfig::default()).unwrap();
@@ -75,9 +106,18 @@ fn plateau_rule_and_jumps_on_hand_made_curves() {
 
 #[test]
 fn depth_config_parses_with_defaults_and_refuses_unknown_keys() {
-    let cfg: DepthConfig = toml::from_str("jump_min = 0.1\n[converge]\nrule = \"paper\"\nstep_after = 0.03\n").unwrap();
+    let cfg: DepthConfig =
+        toml::from_str("jump_min = 0.1\n[converge]\nrule = \"paper\"\nstep_after = 0.03\n")
+            .unwrap();
     assert_eq!(cfg.jump_min, 0.1);
-    assert_eq!(cfg.converge, ConvergeRule::Paper { step_after: 0.03, step_into: 0.022, min_layer: 2 });
+    assert_eq!(
+        cfg.converge,
+        ConvergeRule::Paper {
+            step_after: 0.03,
+            step_into: 0.022,
+            min_layer: 2
+        }
+    );
     let default: DepthConfig = toml::from_str("").unwrap();
     assert_eq!(default, DepthConfig::default());
     assert!(toml::from_str::<DepthConfig>("jump = 0.1").is_err());

@@ -74,7 +74,10 @@ pub fn roc_auc(scores: &[f64], is_positive: &[bool]) -> Option<f64> {
             end += 1;
         }
         let mid_rank = (start + 1 + end) as f64 / 2.0;
-        let pos_here = order[start..end].iter().filter(|&&i| is_positive[i]).count();
+        let pos_here = order[start..end]
+            .iter()
+            .filter(|&&i| is_positive[i])
+            .count();
         rank_sum += mid_rank * pos_here as f64;
         start = end;
     }

@@ -58,7 +58,11 @@ pub struct ProbeRun {
 }
 
 /// Split with `config.split` and `seed`, then fit and evaluate every layer.
-pub fn probe_all_layers(features: &Features<'_>, config: &ProbeConfig, seed: u64) -> Result<ProbeRun, ProbeError> {
+pub fn probe_all_layers(
+    features: &Features<'_>,
+    config: &ProbeConfig,
+    seed: u64,
+) -> Result<ProbeRun, ProbeError> {
     config.validate()?;
     let folds = split::make_folds(features.labels, &config.split, seed)?;
     probe_with_folds(features, config, folds)
@@ -66,20 +70,38 @@ pub fn probe_all_layers(features: &Features<'_>, config: &ProbeConfig, seed: u64
 
 /// Fit and evaluate every layer on the given folds (e.g. group-aware splits
 /// made by the datasets module, or a reference tool's indices).
-pub fn probe_with_folds(features: &Features<'_>, config: &ProbeConfig, folds: Vec<Fold>) -> Result<ProbeRun, ProbeError> {
-    let Features { data, n, n_layers, d, labels } = *features;
+pub fn probe_with_folds(
+    features: &Features<'_>,
+    config: &ProbeConfig,
+    folds: Vec<Fold>,
+) -> Result<ProbeRun, ProbeError> {
+    let Features {
+        data,
+        n,
+        n_layers,
+        d,
+        labels,
+    } = *features;
     if labels.len() != n {
-        return Err(ProbeError::Input(format!("{n} examples but {} labels", labels.len())));
+        return Err(ProbeError::Input(format!(
+            "{n} examples but {} labels",
+            labels.len()
+        )));
     }
     // Validates the shape once for all layers.
     Rows::layer(data, n, n_layers, d, 0)?;
     for (k, f) in folds.iter().enumerate() {
-        if f.train.is_empty() || f.test.is_empty() || f.train.iter().chain(&f.test).any(|&i| i >= n) {
-            return Err(ProbeError::Input(format!("fold {k} has an empty side or an index ≥ {n}")));
+        if f.train.is_empty() || f.test.is_empty() || f.train.iter().chain(&f.test).any(|&i| i >= n)
+        {
+            return Err(ProbeError::Input(format!(
+                "fold {k} has an empty side or an index ≥ {n}"
+            )));
         }
     }
     let start = Instant::now();
-    let jobs: Vec<(usize, usize)> = (0..n_layers).flat_map(|l| (0..folds.len()).map(move |k| (l, k))).collect();
+    let jobs: Vec<(usize, usize)> = (0..n_layers)
+        .flat_map(|l| (0..folds.len()).map(move |k| (l, k)))
+        .collect();
     let fits = jobs
         .par_iter()
         .map(|&(layer, k)| {
@@ -88,7 +110,14 @@ pub fn probe_with_folds(features: &Features<'_>, config: &ProbeConfig, folds: Ve
             let fold = &folds[k];
             let y_train: Vec<u8> = fold.train.iter().map(|&i| labels[i]).collect();
             let y_test: Vec<u8> = fold.test.iter().map(|&i| labels[i]).collect();
-            let model = logistic::fit(&x, &fold.train, &y_train, config.c, config.standardize, &config.solver)?;
+            let model = logistic::fit(
+                &x,
+                &fold.train,
+                &y_train,
+                config.c,
+                config.standardize,
+                &config.solver,
+            )?;
             let metrics = evaluate(&model, &x, fold, &y_train, &y_test, config.positive_class);
             Ok(FoldLayer {
                 fold: k,
@@ -101,12 +130,23 @@ pub fn probe_with_folds(features: &Features<'_>, config: &ProbeConfig, folds: Ve
             })
         })
         .collect::<Result<Vec<_>, ProbeError>>()?;
-    Ok(ProbeRun { folds, fits, seconds: start.elapsed().as_secs_f64() })
+    Ok(ProbeRun {
+        folds,
+        fits,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// Test metrics of a fitted model; label 1 is predicted when `x·w + b > 0`
 /// (scikit-learn's `predict`), and AUC ranks the positive class's probability.
-pub fn evaluate(model: &logistic::Model, x: &Rows<'_>, fold: &Fold, y_train: &[u8], y_test: &[u8], positive: u8) -> FoldMetrics {
+pub fn evaluate(
+    model: &logistic::Model,
+    x: &Rows<'_>,
+    fold: &Fold,
+    y_train: &[u8],
+    y_test: &[u8],
+    positive: u8,
+) -> FoldMetrics {
     let z_test = model.decision(x, &fold.test);
     let z_train = model.decision(x, &fold.train);
     let predict = |z: &[f64]| -> Vec<u8> { z.iter().map(|&v| u8::from(v > 0.0)).collect() };

@@ -11,8 +11,10 @@
 //! `C Σ_i logloss_i + ½‖w‖²`; dividing by `C·n` gives the form above, so both
 //! have the same minimiser (scikit-learn itself scales its objective this way
 //! since 1.2). The intercept `b` is not penalised, as in scikit-learn.
-//! `x̃ = (x − μ) ⊙ s` is the optionally standardised row (`μ`, `s` from the
-//! training rows; `μ = 0, s = 1` when not standardising); it is never
+//! `x̃ = (x − μ) ⊙ s` is the centred, optionally standardised row (`μ` the
+//! training rows' mean, `s` their inverse standard deviation when
+//! standardising, else 1). Centring changes nothing but the intercept's value
+//! (it is unpenalised) and conditions the problem far better; `x̃` is never
 //! materialised: passes read the raw rows and fold `μ, s` into the weights.
 //!
 //! # Method
@@ -49,11 +51,19 @@ pub struct SolverConfig {
     pub max_newton: usize,
     /// Maximum conjugate-gradient iterations per Newton iteration.
     pub max_cg: usize,
+    /// Up to this feature width the Newton system is solved exactly (Hessian
+    /// by GEMM, Cholesky) instead of by CG; above it, Newton-CG.
+    pub direct_max_dim: usize,
 }
 
 impl Default for SolverConfig {
     fn default() -> Self {
-        SolverConfig { tol: 1e-6, max_newton: 100, max_cg: 250 }
+        SolverConfig {
+            tol: 1e-6,
+            max_newton: 100,
+            max_cg: 250,
+            direct_max_dim: 1024,
+        }
     }
 }
 
@@ -87,14 +97,26 @@ impl<'a> Rows<'a> {
     }
 
     /// Layer `layer` of a row-major `[n, n_layers, d]` array.
-    pub fn layer(data: &'a [f32], n: usize, n_layers: usize, d: usize, layer: usize) -> Result<Self, ProbeError> {
+    pub fn layer(
+        data: &'a [f32],
+        n: usize,
+        n_layers: usize,
+        d: usize,
+        layer: usize,
+    ) -> Result<Self, ProbeError> {
         if data.len() != n * n_layers * d || layer >= n_layers || d == 0 {
             return Err(ProbeError::Input(format!(
                 "feature array of {} values is not [{n}, {n_layers}, {d}] or layer {layer} is out of range",
                 data.len()
             )));
         }
-        Ok(Rows { data, offset: layer * d, stride: n_layers * d, n, d })
+        Ok(Rows {
+            data,
+            offset: layer * d,
+            stride: n_layers * d,
+            n,
+            d,
+        })
     }
 
     /// Number of rows.
@@ -138,7 +160,9 @@ pub struct Model {
 impl Model {
     /// Decision values `x·w + b` of the given rows.
     pub fn decision(&self, x: &Rows<'_>, rows: &[usize]) -> Vec<f64> {
-        rows.iter().map(|&i| kernels::dot(x.row(i), &self.w) as f64 + self.b).collect()
+        rows.iter()
+            .map(|&i| kernels::dot(x.row(i), &self.w) as f64 + self.b)
+            .collect()
     }
 }
 
@@ -179,7 +203,10 @@ pub fn fit(
         )));
     }
     if let Some(&bad) = rows.iter().find(|&&i| i >= x.n()) {
-        return Err(ProbeError::Input(format!("row index {bad} out of range for {} rows", x.n())));
+        return Err(ProbeError::Input(format!(
+            "row index {bad} out of range for {} rows",
+            x.n()
+        )));
     }
     let d = x.d();
     let n = rows.len();
@@ -187,7 +214,11 @@ pub fn fit(
     let lam = 1.0 / (c * nf);
     let yf: Vec<f64> = y.iter().map(|&v| f64::from(v)).collect();
 
-    let (mu, s) = if standardize { column_stats(x, rows) } else { (vec![0.0; d], vec![1.0; d]) };
+    // Centring is exact (the unpenalised intercept absorbs the shift, the
+    // penalty on w is unchanged) and removes the huge eigenvalue the mean of
+    // raw activations puts into the Hessian; standardising also rescales.
+    let (mu, inv_sd) = column_stats(x, rows);
+    let s = if standardize { inv_sd } else { vec![1.0; d] };
 
     // Parameters in standardised coordinates; z = X̃u + b is kept up to date.
     let mut u = vec![0.0f64; d];
@@ -197,7 +228,11 @@ pub fn fit(
     let mut dd = vec![0.0f32; n];
 
     let objective = |z: &[f64], u_norm2: f64| -> f64 {
-        let loss: f64 = z.iter().zip(&yf).map(|(&zi, &yi)| softplus(zi) - yi * zi).sum();
+        let loss: f64 = z
+            .iter()
+            .zip(&yf)
+            .map(|(&zi, &yi)| softplus(zi) - yi * zi)
+            .sum();
         loss / nf + 0.5 * lam * u_norm2
     };
 
@@ -238,59 +273,69 @@ pub fn fit(
         // Jacobi preconditioner: the Hessian's diagonal.
         let mut m_inv = vec![0.0f64; d + 1];
         for j in 0..d {
-            let h = s[j] * s[j] * (sdx2[j] - 2.0 * mu[j] * sdx[j] + mu[j] * mu[j] * sum_d) / nf + lam;
+            let h =
+                s[j] * s[j] * (sdx2[j] - 2.0 * mu[j] * sdx[j] + mu[j] * mu[j] * sum_d) / nf + lam;
             m_inv[j] = 1.0 / h.max(lam);
         }
         m_inv[d] = 1.0 / (sum_d / nf).max(1e-12);
 
-        // Preconditioned CG on H step = −g, tracking X̃·step.
-        let forcing = (g_norm / g0_norm).sqrt().min(0.5);
-        let mut step = vec![0.0f64; d + 1];
-        let mut x_step = vec![0.0f64; n];
-        let mut res: Vec<f64> = g.iter().map(|v| -v).collect();
-        let mut zres: Vec<f64> = res.iter().zip(&m_inv).map(|(a, m)| a * m).collect();
-        let mut p = zres.clone();
-        let mut rz = dot64(&res, &zres);
-        let mut v_eff = vec![0.0f32; d];
-        for _ in 0..cfg.max_cg {
-            cg_total += 1;
-            let mut shift = p[d];
-            for j in 0..d {
-                let ve = s[j] * p[j];
-                v_eff[j] = ve as f32;
-                shift -= mu[j] * ve;
-            }
-            let (xtq, q, sum_t) = kernels::hv_pass(x, rows, &v_eff, shift as f32, &dd);
-            let mut hp = vec![0.0f64; d + 1];
-            for j in 0..d {
-                hp[j] = s[j] * (xtq[j] - mu[j] * sum_t) / nf + lam * p[j];
-            }
-            hp[d] = sum_t / nf;
-            let php = dot64(&p, &hp);
-            if php <= 0.0 {
-                break;
-            }
-            let alpha = rz / php;
-            for j in 0..=d {
-                step[j] += alpha * p[j];
-                res[j] -= alpha * hp[j];
-            }
-            for i in 0..n {
-                x_step[i] += alpha * f64::from(q[i]);
-            }
-            if norm(&res) <= forcing * g_norm {
-                break;
-            }
-            for j in 0..=d {
-                zres[j] = res[j] * m_inv[j];
-            }
-            let rz_new = dot64(&res, &zres);
-            let beta = rz_new / rz;
-            rz = rz_new;
-            for j in 0..=d {
-                p[j] = zres[j] + beta * p[j];
-            }
+        let (step, x_step) = if d <= cfg.direct_max_dim {
+            direct_step(x, rows, &mu, &s, &dd, &g, lam)
+        } else {
+            None
         }
+        .unwrap_or_else(|| {
+            // Preconditioned CG on H step = −g, tracking X̃·step.
+            let forcing = (g_norm / g0_norm).sqrt().min(0.5);
+            let mut step = vec![0.0f64; d + 1];
+            let mut x_step = vec![0.0f64; n];
+            let mut res: Vec<f64> = g.iter().map(|v| -v).collect();
+            let mut zres: Vec<f64> = res.iter().zip(&m_inv).map(|(a, m)| a * m).collect();
+            let mut p = zres.clone();
+            let mut rz = dot64(&res, &zres);
+            let mut v_eff = vec![0.0f32; d];
+            for _ in 0..cfg.max_cg {
+                cg_total += 1;
+                let mut shift = p[d];
+                for j in 0..d {
+                    let ve = s[j] * p[j];
+                    v_eff[j] = ve as f32;
+                    shift -= mu[j] * ve;
+                }
+                let (xtq, q, sum_t) = kernels::hv_pass(x, rows, &v_eff, shift as f32, &dd);
+                let mut hp = vec![0.0f64; d + 1];
+                for j in 0..d {
+                    hp[j] = s[j] * (xtq[j] - mu[j] * sum_t) / nf + lam * p[j];
+                }
+                hp[d] = sum_t / nf;
+                let php = dot64(&p, &hp);
+                if php <= 0.0 {
+                    break;
+                }
+                let alpha = rz / php;
+                for j in 0..=d {
+                    step[j] += alpha * p[j];
+                    res[j] -= alpha * hp[j];
+                }
+                for i in 0..n {
+                    x_step[i] += alpha * f64::from(q[i]);
+                }
+                if norm(&res) <= forcing * g_norm {
+                    break;
+                }
+                for j in 0..=d {
+                    zres[j] = res[j] * m_inv[j];
+                }
+                let rz_new = dot64(&res, &zres);
+                let beta = rz_new / rz;
+                rz = rz_new;
+                for j in 0..=d {
+                    p[j] = zres[j] + beta * p[j];
+                }
+            }
+            (step, x_step)
+        });
+        cg_total += usize::from(d <= cfg.direct_max_dim);
 
         // Armijo backtracking along the Newton direction, O(n) per trial.
         let slope = dot64(&g, &step);
@@ -343,6 +388,87 @@ pub fn fit(
         relative_gradient: rel,
         objective: f_cur,
     })
+}
+
+/// The exact Newton step for moderate widths: `H = Ãᵀ Ã / n + λ I_w` with
+/// `Ã_i = √D_i · [x̃_i, 1]` formed by one GEMM, solved by Cholesky, plus
+/// `X̃·step` for the line search. `None` if `H` is not numerically positive
+/// definite (the caller then falls back to CG).
+fn direct_step(
+    x: &Rows<'_>,
+    rows: &[usize],
+    mu: &[f64],
+    s: &[f64],
+    dd: &[f32],
+    g: &[f64],
+    lam: f64,
+) -> Option<(Vec<f64>, Vec<f64>)> {
+    let d = x.d();
+    let n = rows.len();
+    let nf = n as f64;
+    let mut a = ndarray::Array2::<f64>::zeros((n, d + 1));
+    for (k, &i) in rows.iter().enumerate() {
+        let w = f64::from(dd[k]).sqrt();
+        let row = x.row(i);
+        let mut out = a.row_mut(k);
+        for j in 0..d {
+            out[j] = w * (f64::from(row[j]) - mu[j]) * s[j];
+        }
+        out[d] = w;
+    }
+    let mut h = a.t().dot(&a);
+    h.mapv_inplace(|v| v / nf);
+    for j in 0..d {
+        h[[j, j]] += lam;
+    }
+    h[[d, d]] += 1e-12;
+    let m = d + 1;
+    let mut l = h.into_raw_vec_and_offset().0;
+    // In-place Cholesky, lower triangle, row-major.
+    for j in 0..m {
+        let (done, rest) = l.split_at_mut(j * m);
+        let row_j = &mut rest[..m];
+        for k in 0..j {
+            let row_k = &done[k * m..k * m + m];
+            let dot: f64 = row_j[..k].iter().zip(&row_k[..k]).map(|(a, b)| a * b).sum();
+            row_j[k] = (row_j[k] - dot) / row_k[k];
+        }
+        let diag = row_j[j] - row_j[..j].iter().map(|v| v * v).sum::<f64>();
+        if !(diag > 0.0 && diag.is_finite()) {
+            return None;
+        }
+        row_j[j] = diag.sqrt();
+    }
+    // Solve L Lᵀ step = −g.
+    let mut y = vec![0.0f64; m];
+    for i in 0..m {
+        let dot: f64 = l[i * m..i * m + i]
+            .iter()
+            .zip(&y[..i])
+            .map(|(a, b)| a * b)
+            .sum();
+        y[i] = (-g[i] - dot) / l[i * m + i];
+    }
+    let mut step = vec![0.0f64; m];
+    for i in (0..m).rev() {
+        let mut acc = y[i];
+        for k in i + 1..m {
+            acc -= l[k * m + i] * step[k];
+        }
+        step[i] = acc / l[i * m + i];
+    }
+    let mut v_eff = vec![0.0f32; d];
+    let mut shift = step[d];
+    for j in 0..d {
+        let ve = s[j] * step[j];
+        v_eff[j] = ve as f32;
+        shift -= mu[j] * ve;
+    }
+    let x_step = rows
+        .iter()
+        .map(|&i| f64::from(kernels::dot(x.row(i), &v_eff)) + shift)
+        .collect();
+    Some((step, x_step))
 }
 
 /// Column means and inverse standard deviations of `rows` (population
@@ -414,11 +540,19 @@ mod kernels {
     }
 
     #[inline(always)]
-    fn grad_body(x: &Rows<'_>, rows: &[usize], r: &[f32], dd: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    fn grad_body(
+        x: &Rows<'_>,
+        rows: &[usize],
+        r: &[f32],
+        dd: &[f32],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let d = x.d();
         let (mut g, mut s2, mut s1) = (vec![0.0f64; d], vec![0.0f64; d], vec![0.0f64; d]);
         let (mut bg, mut bs2, mut bs1) = (vec![0.0f32; d], vec![0.0f32; d], vec![0.0f32; d]);
-        for (block_rows, (block_r, block_d)) in rows.chunks(BLOCK).zip(r.chunks(BLOCK).zip(dd.chunks(BLOCK))) {
+        for (block_rows, (block_r, block_d)) in rows
+            .chunks(BLOCK)
+            .zip(r.chunks(BLOCK).zip(dd.chunks(BLOCK)))
+        {
             for ((&i, &ri), &di) in block_rows.iter().zip(block_r).zip(block_d) {
                 let row = x.row(i);
                 for j in 0..d {
@@ -437,7 +571,13 @@ mod kernels {
     }
 
     #[inline(always)]
-    fn hv_body(x: &Rows<'_>, rows: &[usize], v: &[f32], shift: f32, dd: &[f32]) -> (Vec<f64>, Vec<f32>, f64) {
+    fn hv_body(
+        x: &Rows<'_>,
+        rows: &[usize],
+        v: &[f32],
+        shift: f32,
+        dd: &[f32],
+    ) -> (Vec<f64>, Vec<f32>, f64) {
         let d = x.d();
         let mut out = vec![0.0f64; d];
         let mut bo = vec![0.0f32; d];
@@ -478,12 +618,23 @@ mod kernels {
         }
 
         #[target_feature(enable = "avx2,fma")]
-        pub(super) unsafe fn grad(x: &Rows<'_>, rows: &[usize], r: &[f32], dd: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        pub(super) unsafe fn grad(
+            x: &Rows<'_>,
+            rows: &[usize],
+            r: &[f32],
+            dd: &[f32],
+        ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
             super::grad_body(x, rows, r, dd)
         }
 
         #[target_feature(enable = "avx2,fma")]
-        pub(super) unsafe fn hv(x: &Rows<'_>, rows: &[usize], v: &[f32], shift: f32, dd: &[f32]) -> (Vec<f64>, Vec<f32>, f64) {
+        pub(super) unsafe fn hv(
+            x: &Rows<'_>,
+            rows: &[usize],
+            v: &[f32],
+            shift: f32,
+            dd: &[f32],
+        ) -> (Vec<f64>, Vec<f32>, f64) {
             super::hv_body(x, rows, v, shift, dd)
         }
     }
@@ -506,7 +657,12 @@ mod kernels {
     }
 
     /// `(Xᵀr, Σ_i D_i x_i², Σ_i D_i x_i)` over `rows`, in one pass.
-    pub(super) fn grad_pass(x: &Rows<'_>, rows: &[usize], r: &[f32], dd: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    pub(super) fn grad_pass(
+        x: &Rows<'_>,
+        rows: &[usize],
+        r: &[f32],
+        dd: &[f32],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             // SAFETY: the CPU supports the enabled features (checked above).
@@ -516,7 +672,13 @@ mod kernels {
     }
 
     /// `(Xᵀt, q, Σt)` with `q_i = x_i·v + shift` and `t_i = D_i q_i`, in one pass.
-    pub(super) fn hv_pass(x: &Rows<'_>, rows: &[usize], v: &[f32], shift: f32, dd: &[f32]) -> (Vec<f64>, Vec<f32>, f64) {
+    pub(super) fn hv_pass(
+        x: &Rows<'_>,
+        rows: &[usize],
+        v: &[f32],
+        shift: f32,
+        dd: &[f32],
+    ) -> (Vec<f64>, Vec<f32>, f64) {
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             // SAFETY: the CPU supports the enabled features (checked above).

@@ -103,7 +103,11 @@ pub fn item_mc(scores: &[f64], correct: &[bool]) -> (f64, f64, bool) {
     };
     let (best_true, best_false) = (best(true), best(false));
     let n_true = correct.iter().filter(|&&c| c).count();
-    let above = scores.iter().zip(correct).filter(|(&s, &c)| c && s > best_false).count();
+    let above = scores
+        .iter()
+        .zip(correct)
+        .filter(|(&s, &c)| c && s > best_false)
+        .count();
     let mc1 = if best_true > best_false { 1.0 } else { 0.0 };
     (mc1, above as f64 / n_true as f64, best_true == best_false)
 }
@@ -111,7 +115,9 @@ pub fn item_mc(scores: &[f64], correct: &[bool]) -> (f64, f64, bool) {
 fn validate(scores: &McScores) -> Result<usize, ProbeError> {
     let n_layers = scores.items.first().map(|it| it.sums.len()).unwrap_or(0);
     if n_layers == 0 {
-        return Err(ProbeError::Input("multiple-choice scores hold no item or no layer".into()));
+        return Err(ProbeError::Input(
+            "multiple-choice scores hold no item or no layer".into(),
+        ));
     }
     for (k, it) in scores.items.iter().enumerate() {
         let n_c = it.correct.len();
@@ -132,7 +138,9 @@ fn validate(scores: &McScores) -> Result<usize, ProbeError> {
             )));
         }
         if it.sums.iter().flatten().any(|s| !s.is_finite()) {
-            return Err(ProbeError::Input(format!("item {k}: a score is not finite")));
+            return Err(ProbeError::Input(format!(
+                "item {k}: a score is not finite"
+            )));
         }
     }
     Ok(n_layers)
@@ -151,7 +159,13 @@ pub fn mc_layers(scores: &McScores) -> Result<Vec<McLayer>, ProbeError> {
                 let s: Vec<f64> = it.sums[layer]
                     .iter()
                     .zip(&it.n_tokens)
-                    .map(|(&v, &t)| if length_normalised { f64::from(v) / t as f64 } else { f64::from(v) })
+                    .map(|(&v, &t)| {
+                        if length_normalised {
+                            f64::from(v) / t as f64
+                        } else {
+                            f64::from(v)
+                        }
+                    })
                     .collect();
                 let (a, b, tie) = item_mc(&s, &it.correct);
                 mc1 += a;
@@ -181,5 +195,8 @@ pub fn chance(items: &[McItem]) -> Chance {
         c += 1.0 / n_opt;
         c1 += it.correct.iter().filter(|&&x| x).count() as f64 / n_opt;
     }
-    Chance { chance: c / n, chance_mc1: c1 / n }
+    Chance {
+        chance: c / n,
+        chance_mc1: c1 / n,
+    }
 }

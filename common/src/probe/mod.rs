@@ -102,14 +102,18 @@ fn default_test_fraction() -> f64 {
 
 impl Default for SplitConfig {
     fn default() -> Self {
-        SplitConfig::Holdout { test_fraction: default_test_fraction() }
+        SplitConfig::Holdout {
+            test_fraction: default_test_fraction(),
+        }
     }
 }
 
 impl SplitConfig {
     fn validate(&self) -> Result<(), ProbeError> {
         match *self {
-            SplitConfig::Holdout { test_fraction } if !(test_fraction > 0.0 && test_fraction < 1.0) => {
+            SplitConfig::Holdout { test_fraction }
+                if !(test_fraction > 0.0 && test_fraction < 1.0) =>
+            {
                 Err(ProbeError::Config(format!(
                     "probe.split.test_fraction must be in (0, 1), got {test_fraction}"
                 )))

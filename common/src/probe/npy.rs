@@ -14,7 +14,10 @@ pub struct Npy<T> {
 }
 
 fn err(path: &Path, msg: impl Into<String>) -> ProbeError {
-    ProbeError::Npy { path: path.display().to_string(), msg: msg.into() }
+    ProbeError::Npy {
+        path: path.display().to_string(),
+        msg: msg.into(),
+    }
 }
 
 /// Parse the header; returns (descr, shape, data offset).
@@ -24,7 +27,10 @@ fn header(path: &Path, bytes: &[u8]) -> Result<(String, Vec<usize>, usize), Prob
     }
     let (len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         v => return Err(err(path, format!("unsupported .npy version {v}"))),
     };
     let text = bytes
@@ -32,14 +38,27 @@ fn header(path: &Path, bytes: &[u8]) -> Result<(String, Vec<usize>, usize), Prob
         .and_then(|h| std::str::from_utf8(h).ok())
         .ok_or_else(|| err(path, "truncated or non-UTF-8 header"))?;
     let field = |key: &str| -> Result<&str, ProbeError> {
-        let at = text.find(&format!("'{key}'")).ok_or_else(|| err(path, format!("header lacks '{key}'")))?;
-        Ok(text[at + key.len() + 2..].trim_start().trim_start_matches(':').trim_start())
+        let at = text
+            .find(&format!("'{key}'"))
+            .ok_or_else(|| err(path, format!("header lacks '{key}'")))?;
+        Ok(text[at + key.len() + 2..]
+            .trim_start()
+            .trim_start_matches(':')
+            .trim_start())
     };
     if field("fortran_order")?.starts_with("True") {
-        return Err(err(path, "Fortran-ordered arrays are not supported; save a C-ordered copy"));
+        return Err(err(
+            path,
+            "Fortran-ordered arrays are not supported; save a C-ordered copy",
+        ));
     }
     let descr = field("descr")?;
-    let descr = descr.trim_start_matches('\'').split('\'').next().unwrap_or("").to_string();
+    let descr = descr
+        .trim_start_matches('\'')
+        .split('\'')
+        .next()
+        .unwrap_or("")
+        .to_string();
     let shape_text = field("shape")?;
     let inner = shape_text
         .strip_prefix('(')
@@ -49,7 +68,10 @@ fn header(path: &Path, bytes: &[u8]) -> Result<(String, Vec<usize>, usize), Prob
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| err(path, format!("bad dimension `{s}` in shape"))))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| err(path, format!("bad dimension `{s}` in shape")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((descr, shape, start + len))
 }
@@ -63,7 +85,13 @@ fn load(path: &Path) -> Result<(String, Vec<usize>, Vec<u8>, usize), ProbeError>
 fn check_len(path: &Path, shape: &[usize], have: usize, width: usize) -> Result<usize, ProbeError> {
     let count: usize = shape.iter().product();
     if have != count * width {
-        return Err(err(path, format!("shape {shape:?} needs {} data bytes, file has {have}", count * width)));
+        return Err(err(
+            path,
+            format!(
+                "shape {shape:?} needs {} data bytes, file has {have}",
+                count * width
+            ),
+        ));
     }
     Ok(count)
 }
@@ -75,7 +103,9 @@ pub fn read_f32(path: &Path) -> Result<Npy<f32>, ProbeError> {
     let data = match descr.as_str() {
         "<f4" => {
             check_len(path, &shape, body.len(), 4)?;
-            body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            body.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
         }
         "<f8" => {
             check_len(path, &shape, body.len(), 8)?;
@@ -83,7 +113,12 @@ pub fn read_f32(path: &Path) -> Result<Npy<f32>, ProbeError> {
                 .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
                 .collect()
         }
-        other => return Err(err(path, format!("expected dtype <f4 or <f8, found {other}"))),
+        other => {
+            return Err(err(
+                path,
+                format!("expected dtype <f4 or <f8, found {other}"),
+            ))
+        }
     };
     Ok(Npy { shape, data })
 }
@@ -96,7 +131,12 @@ pub fn read_i64(path: &Path) -> Result<Npy<i64>, ProbeError> {
         "|u1" | "|i1" => 1,
         "<i4" => 4,
         "<i8" => 8,
-        other => return Err(err(path, format!("expected an integer dtype, found {other}"))),
+        other => {
+            return Err(err(
+                path,
+                format!("expected an integer dtype, found {other}"),
+            ))
+        }
     };
     check_len(path, &shape, body.len(), width)?;
     let data = body

@@ -61,7 +61,10 @@ pub fn make_folds(labels: &[u8], config: &SplitConfig, seed: u64) -> Result<Vec<
     }
     let mut folds = match *config {
         SplitConfig::Holdout { test_fraction } => {
-            let mut fold = Fold { train: Vec::new(), test: Vec::new() };
+            let mut fold = Fold {
+                train: Vec::new(),
+                test: Vec::new(),
+            };
             for idx in &classes {
                 let n = idx.len();
                 let n_test = ((n as f64 * test_fraction).round() as usize).clamp(1, n - 1);
