@@ -9,3 +9,4 @@ pub mod cli_datasets;
 pub mod cli_extract;
 pub mod engine;
 pub mod logging;
+pub mod pipeline;

@@ -23,6 +23,8 @@ enum Command {
     /// List datasets or show the exact model inputs of one.
     #[command(subcommand)]
     Datasets(cd_worker::cli_datasets::DatasetsCommand),
+    /// Run one task from a spec file without a coordinator, writing to a store.
+    Cell(cd_worker::agent::cell::CellArgs),
 }
 
 fn main() -> Result<()> {
@@ -31,6 +33,7 @@ fn main() -> Result<()> {
     let code = match cli.command {
         Some(Command::Extract(args)) => cd_worker::cli_extract::run(args)?,
         Some(Command::Datasets(cmd)) => cd_worker::cli_datasets::run(cmd)?,
+        Some(Command::Cell(args)) => cd_worker::agent::cell::run(args)?,
         None => cd_worker::agent::run(cli.agent)?,
     };
     std::process::exit(code)

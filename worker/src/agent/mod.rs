@@ -1,12 +1,94 @@
 //! The task-pulling agent: register, lease, execute, upload, complete.
 //!
-//! See `docs/agent.md` for the lifecycle, retries, exit codes and shutdown.
+//! [`run`] registers with the coordinator, then loops: lease a task (naming the
+//! model it has loaded, which the coordinator prefers), execute it on the
+//! [`executor`] thread that keeps the model loaded, heartbeat the lease while it
+//! runs ([`heartbeat`]), and complete or fail it. Every call is retried with
+//! backoff and jitter while the coordinator is unreachable ([`backoff`]); a
+//! result is only ever reported after `metrics.json` is in storage, and nothing
+//! is written for a task whose lease is gone. `docs/agent.md` documents the
+//! lifecycle, the retries, the exit codes ([`exit`]) and shutdown.
 
 mod args;
+pub(crate) mod backoff;
+pub mod cell;
+mod client;
+mod executor;
+mod heartbeat;
+mod identity;
+mod shutdown;
+mod worker;
 
 pub use args::AgentArgs;
 
+/// Process exit codes of `cd-worker` in agent mode.
+pub mod exit {
+    /// The sweep is done (`--idle-exit`), `--max-tasks` were completed, or the
+    /// worker shut down gracefully after SIGTERM/SIGINT.
+    pub const OK: i32 = 0;
+    /// An unexpected internal error.
+    pub const ERROR: i32 = 1;
+    /// Bad command line or configuration (also clap's code for usage errors):
+    /// unreadable token file, bad `--gpus`, TLS settings, storage URL.
+    pub const CONFIG: i32 = 2;
+    /// The coordinator refused the worker's token.
+    pub const AUTH: i32 = 3;
+    /// The coordinator stayed unreachable longer than `--give-up-after-secs`.
+    pub const UNREACHABLE: i32 = 4;
+}
+
+/// Why the agent stopped before its work was done.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Bad flags or settings.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The coordinator refused the credentials.
+    #[error("the coordinator refused this worker's credentials: {0}")]
+    Auth(String),
+    /// The coordinator could not be reached for too long.
+    #[error("the coordinator at {url} has been unreachable for {secs} s (last error: {last})")]
+    Unreachable {
+        /// The coordinator URL.
+        url: String,
+        /// How long it has been unreachable.
+        secs: u64,
+        /// The last call's error.
+        last: String,
+    },
+    /// The coordinator answered something the agent cannot act on.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+impl AgentError {
+    /// The process exit code for this error (see [`exit`]).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AgentError::Config(_) => exit::CONFIG,
+            AgentError::Auth(_) => exit::AUTH,
+            AgentError::Unreachable { .. } => exit::UNREACHABLE,
+            AgentError::Protocol(_) => exit::ERROR,
+        }
+    }
+}
+
 /// Join the sweep and work until it is done. Returns the process exit code.
-pub fn run(_args: AgentArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("the agent is not built yet")
+pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("cd-agent")
+        .build()?;
+    let result = runtime.block_on(worker::run(args));
+    // The executor thread may still be inside a task after a shutdown that
+    // handed its lease back: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            tracing::error!(error = %e, exit_code = e.exit_code(), "worker stopping");
+            Ok(e.exit_code())
+        }
+    }
 }

@@ -1,0 +1,675 @@
+//! Execute one task: model → dataset → features → probes (or multiple-choice
+//! scores) → storage.
+//!
+//! The order of writes is the contract with the coordinator: `spec.json`, then
+//! the optional `features.safetensors` (multipart), then `metrics.json` LAST, so
+//! the presence of `metrics.json` means the task is complete. A task whose
+//! `metrics.json` already exists is not recomputed. Nothing is written after
+//! the task was cancelled (lease lost, shutdown), and storage failures are
+//! retried with backoff for a bounded time before the task fails.
+//!
+//! The model stays loaded between tasks of the same model and precision:
+//! loading a large model for every cell would dominate a sweep.
+
+use crate::agent::backoff::Backoff;
+use crate::devices::DeviceInfo;
+use crate::engine::extract::{ExtractOptions, ExtractProgress};
+use crate::engine::load::{open_model, LoadOptions};
+use crate::engine::output::{write_features, FeatureFile, OutputDtype, OutputMetadata};
+use crate::engine::{DeviceMap, EngineError, Model};
+use crate::mc::{LensMode, McInput};
+use cd_common::datasets::{self, BinaryOptions, DataRoot, DatasetError, McOptions};
+use cd_common::depth::DepthConfig;
+use cd_common::metrics::{CellMetrics, MetricsError, ProbeCellInputs};
+use cd_common::probe::layers::{probe_all_layers, Features};
+use cd_common::probe::{ProbeConfig, ProbeError};
+use cd_common::spec::{ModelSource, Precision, Site, TaskKind, TaskSpec};
+use cd_common::storage::{Store, StoreError};
+use ndarray::{s, Array3};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+/// Why a task did not produce a result.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The task was cancelled (its lease is gone or the worker is shutting down).
+    #[error("task cancelled")]
+    Cancelled,
+    /// The spec itself cannot be executed.
+    #[error("task spec: {0}")]
+    Spec(String),
+    /// Loading or running the model failed.
+    #[error("model `{model}`: {source}")]
+    Engine {
+        /// The model's display name.
+        model: String,
+        /// What the engine said.
+        source: EngineError,
+    },
+    /// The model does not fit the worker's devices.
+    #[error("model `{model}`: {message}")]
+    Placement {
+        /// The model's display name.
+        model: String,
+        /// The planner's refusal.
+        message: String,
+    },
+    /// The dataset could not be loaded.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// Probing failed.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// The metrics could not be built.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// Storage kept failing past the retry budget.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A local scratch file could not be written.
+    #[error("scratch file: {0}")]
+    Scratch(String),
+}
+
+impl PipelineError {
+    /// A failure no retry can fix (bad spec, dataset or probe settings, model
+    /// that does not fit): the coordinator should not re-queue it.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            PipelineError::Spec(_)
+            | PipelineError::Placement { .. }
+            | PipelineError::Dataset(_)
+            | PipelineError::Probe(_)
+            | PipelineError::Metrics(_) => true,
+            // Input errors (a text that tokenises to nothing) repeat on every
+            // worker; load errors may be a transient download or disk problem.
+            PipelineError::Engine { source, .. } => matches!(source, EngineError::Input { .. }),
+            PipelineError::Cancelled | PipelineError::Store(_) | PipelineError::Scratch(_) => false,
+        }
+    }
+}
+
+/// What a task is doing now, as reported in heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Waiting to start.
+    Queued = 0,
+    /// Loading (or reusing) the model.
+    LoadModel = 1,
+    /// Loading the dataset.
+    LoadData = 2,
+    /// Forward passes.
+    Extract = 3,
+    /// Fitting probes or scoring candidates.
+    Probe = 4,
+    /// Writing results.
+    Upload = 5,
+}
+
+impl Phase {
+    /// The name sent in heartbeats.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Queued => "queued",
+            Phase::LoadModel => "load_model",
+            Phase::LoadData => "load_data",
+            Phase::Extract => "extract",
+            Phase::Probe => "probe",
+            Phase::Upload => "upload",
+        }
+    }
+
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            1 => Phase::LoadModel,
+            2 => Phase::LoadData,
+            3 => Phase::Extract,
+            4 => Phase::Probe,
+            5 => Phase::Upload,
+            _ => Phase::Queued,
+        }
+    }
+}
+
+/// Progress of the running task, shared with the heartbeat loop, and its
+/// cancellation flag.
+#[derive(Debug, Default)]
+pub struct Progress {
+    phase: AtomicU8,
+    done: AtomicU64,
+    total: AtomicU64,
+    cancelled: AtomicBool,
+}
+
+impl Progress {
+    /// Current phase and examples done / total.
+    pub fn snapshot(&self) -> (Phase, u64, u64) {
+        (
+            Phase::from_u8(self.phase.load(Ordering::Relaxed)),
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Ask the task to stop at its next checkpoint; it then writes nothing more.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Progress::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    fn set_counts(&self, done: u64, total: u64) {
+        self.done.store(done, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    fn check(&self) -> Result<(), PipelineError> {
+        if self.is_cancelled() {
+            return Err(PipelineError::Cancelled);
+        }
+        Ok(())
+    }
+}
+
+/// A finished task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Root-relative key of the task's `metrics.json`.
+    pub metrics_key: String,
+    /// True when `metrics.json` already existed and nothing was recomputed.
+    pub already_complete: bool,
+}
+
+/// Where and how models are loaded.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// The worker's devices (one CPU, or CUDA devices in order).
+    pub devices: Vec<DeviceInfo>,
+    /// Never touch the network for Hub models.
+    pub offline: bool,
+    /// Hub cache directory.
+    pub model_cache: Option<PathBuf>,
+    /// How long storage writes are retried before the task fails.
+    pub store_retry_budget: Duration,
+    /// Texts per extraction chunk, as a multiple of the batch size: between
+    /// chunks the task checks for cancellation and reports progress.
+    pub chunk_batches: usize,
+}
+
+impl PipelineOptions {
+    /// Defaults for the given devices.
+    pub fn new(devices: Vec<DeviceInfo>) -> Self {
+        PipelineOptions {
+            devices,
+            offline: false,
+            model_cache: None,
+            store_retry_budget: Duration::from_secs(600),
+            chunk_batches: 8,
+        }
+    }
+}
+
+struct Loaded {
+    source: ModelSource,
+    precision: Precision,
+    name: String,
+    model: Model,
+}
+
+/// Executes tasks one after the other, keeping the last model loaded.
+pub struct Pipeline {
+    opts: PipelineOptions,
+    loaded: Option<Loaded>,
+}
+
+/// Everything one execution needs besides the spec.
+pub struct TaskContext<'a> {
+    /// Where results go.
+    pub store: &'a Store,
+    /// Runtime the (async) storage calls run on; the pipeline itself runs on
+    /// a plain thread and blocks on them.
+    pub runtime: &'a tokio::runtime::Handle,
+    /// Shared with the heartbeat loop.
+    pub progress: &'a Progress,
+}
+
+impl Pipeline {
+    /// A pipeline with no model loaded yet.
+    pub fn new(opts: PipelineOptions) -> Self {
+        Pipeline { opts, loaded: None }
+    }
+
+    /// Drop the loaded model (after a panic left it in an unknown state).
+    pub fn unload(&mut self) {
+        self.loaded = None;
+    }
+
+    /// Display name of the model loaded now, if any.
+    pub fn loaded_model(&self) -> Option<&str> {
+        self.loaded.as_ref().map(|l| l.name.as_str())
+    }
+
+    /// Run one task to completion and write its results.
+    pub fn execute(
+        &mut self,
+        spec: &TaskSpec,
+        ctx: &TaskContext<'_>,
+    ) -> Result<Outcome, PipelineError> {
+        let started = Instant::now();
+        let id = spec.id();
+        let metrics_key = Store::metrics_rel(&spec.sweep, &id);
+        let progress = ctx.progress;
+        progress.check()?;
+        if self.store_call(ctx, "check completion", || {
+            ctx.store.is_complete(&spec.sweep, &id)
+        })? {
+            tracing::info!(task = %id, "metrics.json already present: not recomputing");
+            return Ok(Outcome {
+                metrics_key,
+                already_complete: true,
+            });
+        }
+
+        let mut timings = BTreeMap::new();
+        progress.set_phase(Phase::LoadModel);
+        let t = Instant::now();
+        self.ensure_model(spec)?;
+        timings.insert("load_model".to_string(), t.elapsed().as_secs_f64());
+        progress.check()?;
+
+        let metrics = match spec.kind {
+            TaskKind::Probe => self.run_probe(spec, ctx, &mut timings, started)?,
+            TaskKind::MultipleChoice => self.run_mc(spec, ctx, &mut timings, started)?,
+        };
+
+        progress.set_phase(Phase::Upload);
+        let value =
+            serde_json::to_value(&metrics).map_err(|e| PipelineError::Scratch(e.to_string()))?;
+        // Checked once more right before the completion marker: a cancelled
+        // task must not mark itself complete.
+        progress.check()?;
+        self.store_call(ctx, "write metrics.json", || {
+            ctx.store.put_metrics(&spec.sweep, &id, &value)
+        })?;
+        tracing::info!(task = %id, seconds = started.elapsed().as_secs_f64(), "task complete");
+        Ok(Outcome {
+            metrics_key,
+            already_complete: false,
+        })
+    }
+
+    /// Load the spec's model unless it is the one already loaded.
+    fn ensure_model(&mut self, spec: &TaskSpec) -> Result<(), PipelineError> {
+        if let Some(l) = &self.loaded {
+            if l.source == spec.model.source && l.precision == spec.precision {
+                tracing::debug!(model = %l.name, "reusing loaded model");
+                return Ok(());
+            }
+        }
+        // Free the old model first: two large models rarely fit side by side.
+        self.loaded = None;
+        let name = spec.model.name.clone();
+        let engine_err = |source| PipelineError::Engine {
+            model: name.clone(),
+            source,
+        };
+        let first = self
+            .opts
+            .devices
+            .first()
+            .ok_or_else(|| PipelineError::Spec("the worker has no device".into()))?;
+        let load = LoadOptions {
+            precision: spec.precision,
+            device: first.device.clone(),
+            device_map: None,
+            offline: self.opts.offline,
+            cache_dir: self.opts.model_cache.clone(),
+            revision: None,
+        };
+        tracing::info!(model = %name, precision = %spec.precision, "loading model");
+        let files = open_model(&spec.model.source, &load).map_err(engine_err)?;
+        let devices = if self.opts.devices.iter().any(DeviceInfo::is_cuda) {
+            let batch = crate::placement::BatchShape {
+                batch: spec.batch_size.max(1),
+                seq: 512,
+            };
+            let (_, map) =
+                crate::placement::place(&files.config, spec.precision, batch, &self.opts.devices)
+                    .map_err(|e| PipelineError::Placement {
+                    model: name.clone(),
+                    message: e.to_string(),
+                })?;
+            map
+        } else {
+            DeviceMap::single(first.device.clone(), files.config.num_layers)
+        };
+        let model = files.build(spec.precision, devices).map_err(engine_err)?;
+        self.loaded = Some(Loaded {
+            source: spec.model.source.clone(),
+            precision: spec.precision,
+            name,
+            model,
+        });
+        Ok(())
+    }
+
+    fn model(&self) -> &Model {
+        &self.loaded.as_ref().expect("ensure_model ran first").model
+    }
+
+    fn run_probe(
+        &mut self,
+        spec: &TaskSpec,
+        ctx: &TaskContext<'_>,
+        timings: &mut BTreeMap<String, f64>,
+        started: Instant,
+    ) -> Result<CellMetrics, PipelineError> {
+        let progress = ctx.progress;
+        let probe_cfg = ProbeConfig::from_json(&spec.probe)?;
+        progress.set_phase(Phase::LoadData);
+        let t = Instant::now();
+        let root = DataRoot::parse(&spec.data_root)?;
+        let opts = BinaryOptions::from_spec(&spec.prompt_mode, &spec.noise, spec.seed)?;
+        let data = datasets::load_binary(&spec.dataset, &root, &opts)?;
+        timings.insert("load_data".to_string(), t.elapsed().as_secs_f64());
+        tracing::info!(dataset = %spec.dataset, examples = data.len(), "dataset loaded");
+        progress.check()?;
+
+        let t = Instant::now();
+        let (features, token_counts) = self.extract(spec, &data.texts, progress)?;
+        timings.insert("extract".to_string(), t.elapsed().as_secs_f64());
+
+        progress.set_phase(Phase::Probe);
+        let (n, n_layers, d) = features.dim();
+        let flat = features
+            .as_slice()
+            .expect("features are built in standard layout");
+        let run = probe_all_layers(
+            &Features {
+                data: flat,
+                n,
+                n_layers,
+                d,
+                labels: &data.labels,
+            },
+            &probe_cfg,
+            spec.seed,
+        )?;
+        progress.check()?;
+
+        self.upload_spec_and_features(spec, ctx, &features, &token_counts, Some(&data.labels))?;
+        timings.insert("total".to_string(), started.elapsed().as_secs_f64());
+        let metrics = CellMetrics::for_probe(
+            ProbeCellInputs {
+                spec,
+                labels: &data.labels,
+                class_names: Some(data.class_names.clone()),
+                n_layers,
+                includes_embedding: spec.site == Site::Residual,
+                probe: &probe_cfg,
+                depth: &DepthConfig::default(),
+                versions: versions(),
+                timings: timings.clone(),
+            },
+            &run,
+        )?;
+        Ok(metrics)
+    }
+
+    fn run_mc(
+        &mut self,
+        spec: &TaskSpec,
+        ctx: &TaskContext<'_>,
+        timings: &mut BTreeMap<String, f64>,
+        started: Instant,
+    ) -> Result<CellMetrics, PipelineError> {
+        use cd_common::probe::mc::{Lens, McItem, McScores};
+        let progress = ctx.progress;
+        progress.set_phase(Phase::LoadData);
+        let t = Instant::now();
+        let root = DataRoot::parse(&spec.data_root)?;
+        let opts = McOptions {
+            seed: spec.seed,
+            ..McOptions::default()
+        };
+        let data = datasets::load_mc(&spec.dataset, &root, &opts)?;
+        timings.insert("load_data".to_string(), t.elapsed().as_secs_f64());
+        tracing::info!(dataset = %spec.dataset, items = data.items.len(), "dataset loaded");
+
+        // Scoring is the forward pass here: report it as extraction.
+        progress.set_phase(Phase::Extract);
+        let t = Instant::now();
+        let model = self.model();
+        let engine_err = |source| PipelineError::Engine {
+            model: spec.model.name.clone(),
+            source,
+        };
+        let lenses = [
+            (Lens::Faithful, LensMode::Faithful),
+            (Lens::Normed, LensMode::Normed),
+        ];
+        let mut per_lens: Vec<Vec<McItem>> =
+            vec![Vec::with_capacity(data.items.len()); lenses.len()];
+        let total = data.items.len() as u64;
+        for (i, item) in data.items.iter().enumerate() {
+            progress.check()?;
+            progress.set_counts(i as u64, total);
+            let input = McInput {
+                prompt: item.prompt.clone(),
+                candidates: item.candidates.clone(),
+            };
+            for ((_, mode), out) in lenses.iter().zip(per_lens.iter_mut()) {
+                let scored = model.score_mc(&input, *mode).map_err(engine_err)?;
+                out.push(McItem {
+                    sums: scored.scores,
+                    n_tokens: scored.n_tokens,
+                    correct: item.correct.clone(),
+                });
+            }
+        }
+        progress.set_counts(total, total);
+        timings.insert("score".to_string(), t.elapsed().as_secs_f64());
+        let scores: Vec<McScores> = lenses
+            .iter()
+            .zip(per_lens)
+            .map(|((lens, _), items)| McScores { lens: *lens, items })
+            .collect();
+
+        progress.set_phase(Phase::Upload);
+        progress.check()?;
+        self.store_call(ctx, "write spec.json", || ctx.store.put_spec(spec))?;
+        timings.insert("total".to_string(), started.elapsed().as_secs_f64());
+        // The logit lens reads the residual stream, embedding output included.
+        Ok(CellMetrics::for_mc(
+            spec,
+            &scores,
+            true,
+            versions(),
+            timings.clone(),
+        )?)
+    }
+
+    /// Extract `[N, L, d]` features in chunks, reporting progress and
+    /// stopping between chunks when cancelled. Extraction does not depend on
+    /// batch composition, so chunking does not change the result.
+    fn extract(
+        &self,
+        spec: &TaskSpec,
+        texts: &[String],
+        progress: &Progress,
+    ) -> Result<(Array3<f32>, Vec<usize>), PipelineError> {
+        progress.set_phase(Phase::Extract);
+        let model = self.model();
+        let engine_err = |source| PipelineError::Engine {
+            model: spec.model.name.clone(),
+            source,
+        };
+        let opts = ExtractOptions {
+            site: spec.site,
+            pooling: spec.pooling,
+            batch_size: spec.batch_size.max(1),
+            ..ExtractOptions::default()
+        };
+        let n = texts.len();
+        let n_layers = model.num_capture_layers(spec.site);
+        let d = model.config().hidden_size;
+        let mut data = Array3::<f32>::zeros((n, n_layers, d));
+        let mut token_counts = Vec::with_capacity(n);
+        let chunk = (opts.batch_size * self.opts.chunk_batches.max(1)).max(1);
+        progress.set_counts(0, n as u64);
+        for start in (0..n).step_by(chunk) {
+            progress.check()?;
+            let end = (start + chunk).min(n);
+            let mut report =
+                |p: ExtractProgress| progress.set_counts((start + p.texts_done) as u64, n as u64);
+            let part = model
+                .extract(&texts[start..end], &opts, &mut report)
+                .map_err(engine_err)?;
+            if part.data.dim() != (end - start, n_layers, d) {
+                return Err(PipelineError::Scratch(format!(
+                    "engine returned features of shape {:?}, expected {:?}",
+                    part.data.dim(),
+                    (end - start, n_layers, d)
+                )));
+            }
+            data.slice_mut(s![start..end, .., ..]).assign(&part.data);
+            token_counts.extend(part.token_counts.iter().map(|&c| c as usize));
+            progress.set_counts(end as u64, n as u64);
+        }
+        Ok((data, token_counts))
+    }
+
+    /// Write `spec.json` and, when asked, the features (multipart).
+    fn upload_spec_and_features(
+        &self,
+        spec: &TaskSpec,
+        ctx: &TaskContext<'_>,
+        features: &Array3<f32>,
+        token_counts: &[usize],
+        labels: Option<&[u8]>,
+    ) -> Result<(), PipelineError> {
+        let progress = ctx.progress;
+        progress.set_phase(Phase::Upload);
+        progress.check()?;
+        self.store_call(ctx, "write spec.json", || ctx.store.put_spec(spec))?;
+        if !spec.upload_features {
+            return Ok(());
+        }
+        let scratch = tempfile::tempdir().map_err(|e| PipelineError::Scratch(e.to_string()))?;
+        let path = scratch.path().join("features.safetensors");
+        let labels_i64: Option<Vec<i64>> = labels.map(|l| l.iter().map(|&v| v as i64).collect());
+        let mut extra = BTreeMap::new();
+        extra.insert("task_id".to_string(), spec.id().0);
+        extra.insert("dataset".to_string(), spec.dataset.clone());
+        extra.insert("noise".to_string(), spec.noise.clone());
+        extra.insert("prompt_mode".to_string(), spec.prompt_mode.clone());
+        let meta = OutputMetadata {
+            model: spec.model.name.clone(),
+            site: spec.site.as_str().to_string(),
+            pooling: spec.pooling.as_str().to_string(),
+            precision: spec.precision.as_str().to_string(),
+            input_sha256: None,
+            extra,
+        };
+        write_features(
+            &path,
+            &FeatureFile {
+                features: features.view(),
+                token_counts,
+                labels: labels_i64.as_deref(),
+                dtype: OutputDtype::F32,
+                metadata: &meta,
+            },
+        )
+        .map_err(|e| PipelineError::Scratch(e.to_string()))?;
+        let id = spec.id();
+        self.store_call(ctx, "upload features.safetensors", || {
+            ctx.store.put_features_file(&spec.sweep, &id, &path)
+        })
+    }
+
+    /// Run one storage call, retrying with backoff until it succeeds, the
+    /// retry budget is spent, or the task is cancelled.
+    fn store_call<T, F, Fut>(
+        &self,
+        ctx: &TaskContext<'_>,
+        what: &str,
+        mut op: F,
+    ) -> Result<T, PipelineError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let started = Instant::now();
+        let mut backoff = Backoff::default_rpc();
+        loop {
+            ctx.progress.check()?;
+            match ctx.runtime.block_on(op()) {
+                Ok(v) => return Ok(v),
+                Err(e @ StoreError::Url { .. }) => return Err(e.into()),
+                Err(e) if started.elapsed() >= self.opts.store_retry_budget => {
+                    tracing::error!(what, error = %e, "storage still failing: giving up on the task");
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(what, error = %e, retry_in_ms = delay.as_millis() as u64, "storage call failed");
+                    sleep_unless_cancelled(delay, ctx.progress);
+                }
+            }
+        }
+    }
+}
+
+/// Sleep in short steps so a cancellation is seen quickly.
+fn sleep_unless_cancelled(total: Duration, progress: &Progress) {
+    let step = Duration::from_millis(50);
+    let end = Instant::now() + total;
+    while Instant::now() < end && !progress.is_cancelled() {
+        std::thread::sleep(step.min(end.saturating_duration_since(Instant::now())));
+    }
+}
+
+/// Versions recorded in every `metrics.json`.
+fn versions() -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert(
+        "cd-worker".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_round_trip_through_the_atomic() {
+        let p = Progress::default();
+        for phase in [
+            Phase::LoadModel,
+            Phase::LoadData,
+            Phase::Extract,
+            Phase::Probe,
+            Phase::Upload,
+        ] {
+            p.set_phase(phase);
+            assert_eq!(p.snapshot().0, phase);
+        }
+        assert!(p.check().is_ok());
+        p.cancel();
+        assert!(matches!(p.check(), Err(PipelineError::Cancelled)));
+    }
+}
