@@ -9,4 +9,5 @@ pub mod cli_datasets;
 pub mod cli_extract;
 pub mod engine;
 pub mod logging;
+pub mod mc;
 pub mod pipeline;

@@ -1,2 +1,355 @@
-//! The extraction engine: model loading, forward passes with capture sites,
-//! pooling and batching. (Being built.)
+//! The extraction engine: a model's forward pass with named capture sites,
+//! pooling and length-bucketed batching, on one or several devices.
+//!
+//! - [`ModelConfig`] normalises an HF `config.json`; [`Model::new`] builds the
+//!   network from a `VarBuilder` (the loaders in this module produce both).
+//! - [`Model::extract`] turns texts into `[N, L, d]` pooled features
+//!   ([`extract`] has the batching and pooling rules).
+//! - [`Model::score_mc`] (in `crate::mc`) scores multiple-choice continuations
+//!   with the logit lens.
+//! - [`arch`] holds one module per architecture family; [`quant`] the
+//!   precision scheme. `docs/engine.md` documents capture sites, padding,
+//!   precision and each family's quirks.
+
+pub(crate) mod arch;
+mod config;
+mod error;
+pub mod extract;
+mod gguf;
+pub mod hub;
+pub mod load;
+pub mod output;
+pub(crate) mod quant;
+pub mod tokenizer_gguf;
+
+pub use candle_core::Device;
+pub use cd_common::spec::{Pooling, Precision, Site};
+pub use config::{Arch, LayerKind, ModelConfig, Rope, RopeScaling};
+pub use error::EngineError;
+pub use extract::{ExtractOptions, ExtractProgress, Features};
+
+use arch::{AttnCtx, Block, RmsNorm};
+use candle_core::{DType, Tensor};
+use candle_nn::VarBuilder;
+use quant::Numerics;
+
+/// Which device each part of the model lives on. Layers are placed in
+/// contiguous ranges; hidden states cross a device boundary once per batch.
+#[derive(Debug, Clone)]
+pub struct DeviceMap {
+    /// Token embeddings.
+    pub embed: Device,
+    /// One entry per block, in order.
+    pub layers: Vec<Device>,
+    /// Final norm and LM head.
+    pub head: Device,
+}
+
+impl DeviceMap {
+    /// Everything on one device.
+    pub fn single(dev: Device, n_layers: usize) -> Self {
+        DeviceMap {
+            embed: dev.clone(),
+            layers: vec![dev.clone(); n_layers],
+            head: dev,
+        }
+    }
+}
+
+/// A loaded model ready to run: weights on their devices plus the tokenizer.
+pub struct Model {
+    cfg: ModelConfig,
+    tokenizer: tokenizers::Tokenizer,
+    precision: Precision,
+    num: Numerics,
+    devices: DeviceMap,
+    embed: Tensor,
+    embed_scale: Option<f64>,
+    blocks: Vec<Box<dyn Block>>,
+    final_norm: RmsNorm,
+    lm_head: Tensor,
+    lm_head_f32: std::sync::OnceLock<Tensor>,
+}
+
+/// One hidden state handed to a capture callback during a forward pass.
+pub(crate) enum Capture<'a> {
+    /// Residual stream entry `index` (0 = embeddings; `L` = final-norm output).
+    Residual { index: usize, h: &'a Tensor },
+    /// The `post_attention_norm` site of block `layer`.
+    PostAttentionNorm { layer: usize, h: &'a Tensor },
+}
+
+/// Rotary tables and masks for one (device, layer kind) pair, built once per pass.
+struct LayerInputs {
+    device: Device,
+    kind: LayerKind,
+    rope_local: bool,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Tensor,
+}
+
+impl Model {
+    /// Build the network from HF-named weights (`model.embed_tokens.weight`,
+    /// `model.layers.{i}.…`, `model.norm.weight`, `lm_head.weight`). Weights
+    /// are converted to the precision's dtype on their device.
+    pub fn new(
+        cfg: ModelConfig,
+        vb: VarBuilder,
+        tokenizer: tokenizers::Tokenizer,
+        precision: Precision,
+        devices: DeviceMap,
+    ) -> Result<Self, EngineError> {
+        if devices.layers.len() != cfg.num_layers {
+            return Err(EngineError::DeviceMap(format!(
+                "{} layer devices given for a model with {} layers",
+                devices.layers.len(),
+                cfg.num_layers
+            )));
+        }
+        let num = Numerics::of(precision);
+        let weight_dtype = if num.quantize_linear {
+            DType::F32
+        } else {
+            num.act_dtype
+        };
+        let vb = vb.set_dtype(weight_dtype);
+        let root = ["model", "model.language_model", "language_model.model"]
+            .into_iter()
+            .find(|p| vb.contains_tensor(&format!("{p}.embed_tokens.weight")))
+            .ok_or_else(|| EngineError::Weight {
+                tensor: "model.embed_tokens.weight".into(),
+                source: candle_core::Error::Msg("not found in the weights".into()),
+            })?;
+        let body = vb.pp(root);
+        let (v, d) = (cfg.vocab_size, cfg.hidden_size);
+        let embed_name = format!("{root}.embed_tokens.weight");
+        let embed = body
+            .clone()
+            .set_device(devices.embed.clone())
+            .pp("embed_tokens")
+            .get_with_hints_dtype((v, d), "weight", Default::default(), num.act_dtype)
+            .map_err(EngineError::weight(&embed_name))?;
+        let mut blocks = Vec::with_capacity(cfg.num_layers);
+        for (i, dev) in devices.layers.iter().enumerate() {
+            let lvb = body
+                .clone()
+                .set_device(dev.clone())
+                .pp(format!("layers.{i}"));
+            blocks.push(arch::load_block(&lvb, &cfg, &num)?);
+        }
+        let head_vb = body.clone().set_device(devices.head.clone());
+        let final_norm = RmsNorm::load(
+            &head_vb,
+            "norm",
+            d,
+            cfg.rms_eps,
+            arch::norm_plus_one(&cfg),
+            num.act_dtype,
+        )?;
+        let lm_head = if cfg.tie_word_embeddings || !vb.contains_tensor("lm_head.weight") {
+            if !cfg.tie_word_embeddings {
+                tracing::warn!(
+                    "no lm_head.weight although embeddings are not tied: using the embeddings"
+                );
+            }
+            embed
+                .to_device(&devices.head)
+                .map_err(EngineError::weight(&embed_name))?
+        } else {
+            vb.clone()
+                .set_device(devices.head.clone())
+                .get_with_hints_dtype((v, d), "lm_head.weight", Default::default(), num.act_dtype)
+                .map_err(EngineError::weight("lm_head.weight"))?
+        };
+        let mut tokenizer = tokenizer;
+        // Batching and truncation are ours; a tokenizer.json's own settings would fight them.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| EngineError::Tokenizer(format!("cannot disable truncation: {e}")))?;
+        Ok(Model {
+            embed_scale: arch::embed_scale(&cfg, num.act_dtype),
+            cfg,
+            tokenizer,
+            precision,
+            num,
+            devices,
+            embed,
+            blocks,
+            final_norm,
+            lm_head,
+            lm_head_f32: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The normalised configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The tokenizer (padding and truncation disabled).
+    pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The precision the model runs in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The device placement.
+    pub fn devices(&self) -> &DeviceMap {
+        &self.devices
+    }
+
+    /// How many vectors per text a site yields: `L + 1` for `residual`, `L`
+    /// for `post_attention_norm`.
+    pub fn num_capture_layers(&self, site: Site) -> usize {
+        match site {
+            Site::Residual => self.cfg.num_layers + 1,
+            Site::PostAttentionNorm => self.cfg.num_layers,
+        }
+    }
+
+    /// The LM head in f32 (converted once, on first use: only the logit lens needs it).
+    pub(crate) fn lm_head_f32(&self) -> candle_core::Result<Tensor> {
+        if let Some(w) = self.lm_head_f32.get() {
+            return Ok(w.clone());
+        }
+        let w = self.lm_head.to_dtype(DType::F32)?;
+        Ok(self.lm_head_f32.get_or_init(|| w).clone())
+    }
+
+    /// The final norm computed in f32 on f32 states (logit lens).
+    pub(crate) fn final_norm_f32(&self, h: &Tensor) -> candle_core::Result<Tensor> {
+        self.final_norm.forward_f32(h)
+    }
+
+    /// Run the network on right-padded token ids `[b, t]` (u32, any device),
+    /// calling `capture` with every residual entry (if `residual`) and every
+    /// post-attention-norm state (if `post_attn`), each on the device that
+    /// produced it. With `prefix`, the ids continue a cached prefix (batch 1,
+    /// broadcast over the rows). With `keep_kv`, returns every layer's keys
+    /// and values (to be used as a prefix later).
+    pub(crate) fn forward(
+        &self,
+        ids: &Tensor,
+        prefix: Option<&[(Tensor, Tensor)]>,
+        keep_kv: bool,
+        capture: &mut dyn FnMut(Capture<'_>) -> candle_core::Result<()>,
+    ) -> Result<Vec<(Tensor, Tensor)>, EngineError> {
+        let (b, t) = ids.dims2().map_err(EngineError::forward(None))?;
+        let offset = match prefix {
+            Some(p) => p
+                .first()
+                .map(|(k, _)| k.dim(2))
+                .transpose()
+                .map_err(EngineError::forward(None))?,
+            None => None,
+        }
+        .unwrap_or(0);
+        let mut h = self
+            .embed_tokens(ids, b, t)
+            .map_err(EngineError::forward(None))?;
+        capture(Capture::Residual { index: 0, h: &h }).map_err(EngineError::forward(None))?;
+        let mut inputs: Vec<LayerInputs> = Vec::new();
+        let mut kvs = Vec::new();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let dev = &self.devices.layers[i];
+            let out = (|| -> candle_core::Result<_> {
+                if !h.device().same_device(dev) {
+                    h = h.to_device(dev)?;
+                }
+                let li = self.layer_inputs(&mut inputs, i, dev, offset, t)?;
+                let ctx = AttnCtx {
+                    cos: &li.cos,
+                    sin: &li.sin,
+                    mask: &li.mask,
+                    prefix: prefix.map(|p| &p[i]),
+                    keep_kv,
+                };
+                block.forward(&h, &ctx)
+            })()
+            .map_err(EngineError::forward(Some(i)))?;
+            capture(Capture::PostAttentionNorm {
+                layer: i,
+                h: &out.post_attn_norm,
+            })
+            .map_err(EngineError::forward(Some(i)))?;
+            h = out.out;
+            if let Some(kv) = out.kv {
+                kvs.push(kv);
+            }
+            if i + 1 < self.blocks.len() {
+                capture(Capture::Residual {
+                    index: i + 1,
+                    h: &h,
+                })
+                .map_err(EngineError::forward(Some(i)))?;
+            }
+        }
+        // HF convention: the last hidden state is the final norm's output.
+        let last = (|| -> candle_core::Result<Tensor> {
+            let h = if h.device().same_device(&self.devices.head) {
+                h
+            } else {
+                h.to_device(&self.devices.head)?
+            };
+            self.final_norm.forward(&h)
+        })()
+        .map_err(EngineError::forward(None))?;
+        capture(Capture::Residual {
+            index: self.blocks.len(),
+            h: &last,
+        })
+        .map_err(EngineError::forward(None))?;
+        Ok(kvs)
+    }
+
+    fn embed_tokens(&self, ids: &Tensor, b: usize, t: usize) -> candle_core::Result<Tensor> {
+        let ids = ids.to_device(&self.devices.embed)?.flatten_all()?;
+        let h = self
+            .embed
+            .index_select(&ids, 0)?
+            .reshape((b, t, self.cfg.hidden_size))?;
+        match self.embed_scale {
+            Some(s) => h * s,
+            None => Ok(h),
+        }
+    }
+
+    fn layer_inputs<'a>(
+        &self,
+        cache: &'a mut Vec<LayerInputs>,
+        layer: usize,
+        dev: &Device,
+        offset: usize,
+        t: usize,
+    ) -> candle_core::Result<&'a LayerInputs> {
+        let kind = self.cfg.layer_kinds[layer];
+        let rope_local = kind == LayerKind::Sliding && self.cfg.rope_local.is_some();
+        let found = cache.iter().position(|c| {
+            c.device.same_device(dev) && c.kind == kind && c.rope_local == rope_local
+        });
+        let idx = match found {
+            Some(i) => i,
+            None => {
+                let rope = self.cfg.rope_for(layer);
+                let (cos, sin) =
+                    arch::rope_tables(rope, self.cfg.head_dim, offset, t, self.num.act_dtype, dev)?;
+                let mask = arch::causal_mask(kind, self.cfg.sliding_window, offset, t, dev)?;
+                cache.push(LayerInputs {
+                    device: dev.clone(),
+                    kind,
+                    rope_local,
+                    cos,
+                    sin,
+                    mask,
+                });
+                cache.len() - 1
+            }
+        };
+        Ok(&cache[idx])
+    }
+}

@@ -1,0 +1,443 @@
+//! Transformer building blocks shared by the architecture families, and the
+//! [`Block`] interface each family's decoder layer implements.
+//!
+//! Conventions (all families): activations are `[batch, time, d]`, padding is
+//! on the right, and attention is causal, so a real token never sees a pad
+//! and no per-row mask is needed; positions are `offset..offset + time` for
+//! every row. Attention is plain masked softmax attention made of batched
+//! matmuls (device-generic: the same code runs on CPU and CUDA).
+
+pub(crate) mod gemma;
+pub(crate) mod gemma3;
+pub(crate) mod llama;
+pub(crate) mod qwen2;
+
+use super::config::{LayerKind, ModelConfig, Rope, RopeScaling};
+use super::quant::Numerics;
+use super::EngineError;
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::VarBuilder;
+
+/// A projection `y = x Wᵀ + b`, dense or 8-bit quantised.
+pub(crate) struct Linear {
+    w: Weight,
+    b: Option<Tensor>,
+}
+
+enum Weight {
+    Dense(Tensor),
+    Quant(QMatMul),
+}
+
+impl Linear {
+    /// Load `{vb}.{name}.weight` (`[out, inp]`) and, if `bias`, `{name}.bias`.
+    pub(crate) fn load(
+        vb: &VarBuilder,
+        name: &str,
+        (out, inp): (usize, usize),
+        bias: bool,
+        num: &Numerics,
+    ) -> Result<Self, EngineError> {
+        let vb = vb.pp(name);
+        let wname = format!("{}.weight", vb.prefix());
+        let w = vb
+            .get((out, inp), "weight")
+            .map_err(EngineError::weight(&wname))?;
+        let w = if num.quantize_linear {
+            Weight::Quant(super::quant::q8_0(&w).map_err(EngineError::weight(&wname))?)
+        } else {
+            Weight::Dense(w)
+        };
+        let b = if bias {
+            let bname = format!("{}.bias", vb.prefix());
+            let b = vb.get(out, "bias").map_err(EngineError::weight(bname))?;
+            // Biases stay in the activation dtype even when weights are quantised.
+            Some(
+                b.to_dtype(num.act_dtype)
+                    .map_err(EngineError::weight(name))?,
+            )
+        } else {
+            None
+        };
+        Ok(Linear { w, b })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let k = dims[dims.len() - 1];
+        let m: usize = dims[..dims.len() - 1].iter().product();
+        let x2 = x.reshape((m, k))?;
+        let y = match &self.w {
+            Weight::Dense(w) => x2.matmul(&w.t()?)?,
+            Weight::Quant(q) => q.forward(&x2)?,
+        };
+        let y = match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims;
+        let n = y.dim(1)?;
+        *out.last_mut().expect("non-empty dims") = n;
+        y.reshape(out)
+    }
+}
+
+/// RMSNorm: `x / sqrt(mean(x²) + eps) * alpha`, where `alpha` is `w` (LLaMA,
+/// Qwen2) or `1 + w` (Gemma's parameterisation, folded in once at load).
+pub(crate) struct RmsNorm {
+    alpha: Tensor,
+    alpha_f32: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub(crate) fn load(
+        vb: &VarBuilder,
+        name: &str,
+        dim: usize,
+        eps: f64,
+        plus_one: bool,
+        dtype: DType,
+    ) -> Result<Self, EngineError> {
+        let full = format!("{}.weight", vb.pp(name).prefix());
+        let w = vb
+            .pp(name)
+            .get_with_hints_dtype(dim, "weight", Default::default(), DType::F32)
+            .map_err(EngineError::weight(&full))?;
+        let alpha = if plus_one {
+            (w + 1.0).map_err(EngineError::weight(&full))?
+        } else {
+            w
+        };
+        let alpha_f32 = alpha.clone();
+        let alpha = alpha.to_dtype(dtype).map_err(EngineError::weight(&full))?;
+        Ok(RmsNorm {
+            alpha,
+            alpha_f32,
+            eps: eps as f32,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm(&x.contiguous()?, &self.alpha, self.eps)
+    }
+
+    /// The same norm with f32 weights, for f32 states whatever the model dtype.
+    pub(crate) fn forward_f32(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm(&x.contiguous()?, &self.alpha_f32, self.eps)
+    }
+}
+
+/// The MLP nonlinearity.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Act {
+    /// SwiGLU (LLaMA, Qwen2).
+    Silu,
+    /// GeGLU with the tanh approximation of GELU (Gemma).
+    GeluTanh,
+}
+
+/// Gated MLP: `down(act(gate(x)) * up(x))`.
+pub(crate) struct GatedMlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    act: Act,
+}
+
+impl GatedMlp {
+    pub(crate) fn load(
+        vb: &VarBuilder,
+        cfg: &ModelConfig,
+        act: Act,
+        num: &Numerics,
+    ) -> Result<Self, EngineError> {
+        let (d, i, b) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
+        Ok(GatedMlp {
+            gate: Linear::load(vb, "gate_proj", (i, d), b, num)?,
+            up: Linear::load(vb, "up_proj", (i, d), b, num)?,
+            down: Linear::load(vb, "down_proj", (d, i), b, num)?,
+            act,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let g = self.gate.forward(x)?;
+        let g = match self.act {
+            Act::Silu => candle_nn::ops::silu(&g)?,
+            // candle's `gelu` is the tanh approximation (HF `gelu_pytorch_tanh`).
+            Act::GeluTanh => g.gelu()?,
+        };
+        self.down.forward(&(g * self.up.forward(x)?)?)
+    }
+}
+
+/// Per-forward inputs of one attention layer: rotary tables for its
+/// positions, its additive mask, and an optional cached prefix.
+pub(crate) struct AttnCtx<'a> {
+    /// `[time, head_dim / 2]`, activation dtype.
+    pub cos: &'a Tensor,
+    /// `[time, head_dim / 2]`, activation dtype.
+    pub sin: &'a Tensor,
+    /// `[time, prefix + time]`, 0 or -inf, in f32.
+    pub mask: &'a Tensor,
+    /// Keys and values of a shared prefix (`[1, kv_heads, prefix, head_dim]`).
+    pub prefix: Option<&'a (Tensor, Tensor)>,
+    /// Whether to return this pass's keys and values (to serve as a prefix).
+    pub keep_kv: bool,
+}
+
+/// Multi-head self-attention with GQA, RoPE, optional biases and q/k norms.
+pub(crate) struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    scale: f64,
+    softcap: Option<f64>,
+}
+
+impl Attention {
+    pub(crate) fn load(
+        vb: &VarBuilder,
+        cfg: &ModelConfig,
+        qk_norm_plus_one: Option<bool>,
+        num: &Numerics,
+    ) -> Result<Self, EngineError> {
+        let (d, h, kvh, hd) = (
+            cfg.hidden_size,
+            cfg.num_heads,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+        );
+        let (qk_norm, dt) = (qk_norm_plus_one, num.act_dtype);
+        let norm =
+            |name: &str, plus_one: bool| RmsNorm::load(vb, name, hd, cfg.rms_eps, plus_one, dt);
+        Ok(Attention {
+            q: Linear::load(vb, "q_proj", (h * hd, d), cfg.qkv_bias, num)?,
+            k: Linear::load(vb, "k_proj", (kvh * hd, d), cfg.qkv_bias, num)?,
+            v: Linear::load(vb, "v_proj", (kvh * hd, d), cfg.qkv_bias, num)?,
+            o: Linear::load(vb, "o_proj", (d, h * hd), cfg.o_bias, num)?,
+            q_norm: qk_norm.map(|p| norm("q_norm", p)).transpose()?,
+            k_norm: qk_norm.map(|p| norm("k_norm", p)).transpose()?,
+            heads: h,
+            kv_heads: kvh,
+            head_dim: hd,
+            scale: cfg.attn_scale,
+            softcap: cfg.attn_logit_softcapping,
+        })
+    }
+
+    /// `x`: `[b, t, d]` → `([b, t, d], kept keys/values)`.
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        ctx: &AttnCtx<'_>,
+    ) -> candle_core::Result<(Tensor, Option<(Tensor, Tensor)>)> {
+        let (b, t, _) = x.dims3()?;
+        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let mut q = self.q.forward(x)?.reshape((b, t, h, hd))?;
+        let mut k = self.k.forward(x)?.reshape((b, t, kvh, hd))?;
+        let v = self.v.forward(x)?.reshape((b, t, kvh, hd))?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let k = k.transpose(1, 2)?.contiguous()?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let q = candle_nn::rotary_emb::rope(&q, ctx.cos, ctx.sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, ctx.cos, ctx.sin)?;
+        let kept = if ctx.keep_kv {
+            Some((k.clone(), v.clone()))
+        } else {
+            None
+        };
+        let (k, v) = match ctx.prefix {
+            Some((pk, pv)) => (
+                Tensor::cat(&[&pk.broadcast_as((b, kvh, pk.dim(2)?, hd))?, &k], 2)?,
+                Tensor::cat(&[&pv.broadcast_as((b, kvh, pv.dim(2)?, hd))?, &v], 2)?,
+            ),
+            None => (k, v),
+        };
+        let s = k.dim(2)?;
+        // GQA without copying keys: the `g = h / kvh` query heads sharing a key
+        // head are stacked along time, `[b, kvh, g·t, hd]` (HF's repeat_kv order).
+        let g = h / kvh;
+        let q = (q * self.scale)?.reshape((b, kvh, g * t, hd))?;
+        let scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?;
+        let scores = match self.softcap {
+            Some(c) => ((scores / c)?.tanh()? * c)?,
+            None => scores,
+        };
+        let scores = scores.reshape((b, h, t, s))?.broadcast_add(ctx.mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+        let out = probs
+            .reshape((b, kvh, g * t, s))?
+            .matmul(&v.contiguous()?)?;
+        let out = out
+            .reshape((b, h, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, h * hd))?;
+        Ok((self.o.forward(&out)?, kept))
+    }
+}
+
+/// What one decoder block produces.
+pub(crate) struct BlockOut {
+    /// The block's output residual stream `[b, t, d]`.
+    pub out: Tensor,
+    /// The `post_attention_norm` capture site `[b, t, d]` (the MLP's normed input).
+    pub post_attn_norm: Tensor,
+    /// Keys and values, when asked for.
+    pub kv: Option<(Tensor, Tensor)>,
+}
+
+/// One decoder layer of some architecture family.
+pub(crate) trait Block: Send + Sync {
+    fn forward(&self, x: &Tensor, ctx: &AttnCtx<'_>) -> candle_core::Result<BlockOut>;
+}
+
+/// Build block `i` of the configured family from `vb` (already at `model.layers.{i}`).
+pub(crate) fn load_block(
+    vb: &VarBuilder,
+    cfg: &ModelConfig,
+    num: &Numerics,
+) -> Result<Box<dyn Block>, EngineError> {
+    use super::config::Arch;
+    Ok(match cfg.arch {
+        Arch::Llama => Box::new(llama::DecoderLayer::load(
+            vb,
+            cfg,
+            llama::Flavor::LLAMA,
+            num,
+        )?),
+        Arch::Qwen2 => Box::new(qwen2::load_layer(vb, cfg, num)?),
+        Arch::Gemma => Box::new(gemma::load_layer(vb, cfg, num)?),
+        Arch::Gemma3 => Box::new(gemma3::DecoderLayer::load(vb, cfg, num)?),
+    })
+}
+
+/// Whether the family's RMSNorms use the `1 + w` parameterisation.
+pub(crate) fn norm_plus_one(cfg: &ModelConfig) -> bool {
+    use super::config::Arch;
+    matches!(cfg.arch, Arch::Gemma | Arch::Gemma3)
+}
+
+/// The factor the token embeddings are multiplied by (Gemma: `sqrt(d)`,
+/// rounded to the activation dtype as transformers does).
+pub(crate) fn embed_scale(cfg: &ModelConfig, dtype: DType) -> Option<f64> {
+    use super::config::Arch;
+    match cfg.arch {
+        Arch::Gemma | Arch::Gemma3 => {
+            let s = (cfg.hidden_size as f64).sqrt();
+            Some(match dtype {
+                DType::BF16 => half::bf16::from_f64(s).to_f64(),
+                DType::F16 => half::f16::from_f64(s).to_f64(),
+                DType::F32 => s as f32 as f64,
+                _ => s,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Inverse rotary frequencies, computed in f32 as transformers does.
+fn inv_freq(rope: &Rope, head_dim: usize) -> Vec<f32> {
+    let base = rope.theta as f32;
+    let raw: Vec<f32> = (0..head_dim / 2)
+        .map(|i| 1.0 / base.powf((2 * i) as f32 / head_dim as f32))
+        .collect();
+    match &rope.scaling {
+        RopeScaling::None => raw,
+        RopeScaling::Linear { factor } => raw.iter().map(|f| f / *factor as f32).collect(),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position,
+        } => {
+            let (factor, lo, hi, old) = (
+                *factor,
+                *low_freq_factor,
+                *high_freq_factor,
+                *original_max_position as f64,
+            );
+            let (low_wavelen, high_wavelen) = (old / lo, old / hi);
+            raw.iter()
+                .map(|&f| {
+                    let f = f as f64;
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen < high_wavelen {
+                        f as f32
+                    } else if wavelen > low_wavelen {
+                        (f / factor) as f32
+                    } else {
+                        let smooth = (old / wavelen - lo) / (hi - lo);
+                        ((1.0 - smooth) * f / factor + smooth * f) as f32
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// `cos`/`sin` tables `[time, head_dim/2]` for positions `offset..offset + time`.
+pub(crate) fn rope_tables(
+    rope: &Rope,
+    head_dim: usize,
+    offset: usize,
+    time: usize,
+    dtype: DType,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let inv = inv_freq(rope, head_dim);
+    let half = inv.len();
+    let mut cos = Vec::with_capacity(time * half);
+    let mut sin = Vec::with_capacity(time * half);
+    for p in offset..offset + time {
+        for &f in &inv {
+            // The angle is rounded to f32 like transformers' f32 outer product.
+            let a = (p as f32 * f) as f64;
+            cos.push(a.cos() as f32);
+            sin.push(a.sin() as f32);
+        }
+    }
+    let cos = Tensor::from_vec(cos, (time, half), device)?.to_dtype(dtype)?;
+    let sin = Tensor::from_vec(sin, (time, half), device)?.to_dtype(dtype)?;
+    Ok((cos, sin))
+}
+
+/// Additive causal mask `[time, prefix + time]` (f32): query `i` sits at
+/// position `prefix + i`; key `j` is visible when `j ≤ prefix + i` and, for
+/// sliding layers, `prefix + i − j < window`.
+pub(crate) fn causal_mask(
+    kind: LayerKind,
+    window: Option<usize>,
+    prefix: usize,
+    time: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let s = prefix + time;
+    let mut m = vec![0f32; time * s];
+    for i in 0..time {
+        let qp = prefix + i;
+        for j in 0..s {
+            let hidden = j > qp
+                || match (kind, window) {
+                    (LayerKind::Sliding, Some(w)) => qp - j.min(qp) >= w,
+                    _ => false,
+                };
+            if hidden {
+                m[i * s + j] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Tensor::from_vec(m, (time, s), device)
+}
