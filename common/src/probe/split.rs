@@ -101,3 +101,14 @@ pub fn make_folds(labels: &[u8], config: &SplitConfig, seed: u64) -> Result<Vec<
     }
     Ok(folds)
 }
+
+/// Splits made by the datasets module (e.g. group-aware splits that keep
+/// Cities/Counterfact pairs together) are probed as they are.
+impl From<crate::datasets::split::Split> for Fold {
+    fn from(s: crate::datasets::split::Split) -> Self {
+        let (mut train, mut test) = (s.train, s.test);
+        train.sort_unstable();
+        test.sort_unstable();
+        Fold { train, test }
+    }
+}
