@@ -7,8 +7,10 @@
 
 pub mod datasets;
 pub mod depth;
+pub mod grid;
 pub mod memory;
 pub mod metrics;
 pub mod probe;
 pub mod spec;
+pub mod storage;
 pub mod tables;

@@ -8,7 +8,12 @@ use std::path::PathBuf;
 
 /// Serves a sweep to pulling workers over gRPC and writes its report.
 #[derive(Debug, Parser)]
-#[command(name = "cd-coordinator", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "cd-coordinator",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

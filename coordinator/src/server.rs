@@ -1,0 +1,186 @@
+//! Starting and stopping a coordinator: resume from the store, serve gRPC and
+//! HTTP, run the reaper and persister, and shut down gracefully.
+
+use crate::http;
+use crate::persist;
+use crate::service::{Auth, CoordinatorService};
+use crate::shared::Shared;
+use crate::state::Scheduler;
+use anyhow::Context;
+use cd_common::grid::Grid;
+use cd_common::storage::Store;
+use cd_proto::v1::coordinator_server::CoordinatorServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Everything needed to serve one sweep.
+pub struct ServerConfig {
+    /// The validated grid.
+    pub grid: Grid,
+    /// Storage URL (the grid's, or the `--store` override).
+    pub store_url: String,
+    /// Bearer token every RPC must carry.
+    pub token: String,
+    /// gRPC address (`127.0.0.1:0` picks a port).
+    pub listen: SocketAddr,
+    /// HTTP address for probes and `/status`.
+    pub http_listen: SocketAddr,
+    /// PEM certificate chain and key: serve TLS.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Check that `metrics.json` exists before accepting a completion.
+    pub verify_completion: bool,
+    /// Minimum time between report refreshes while tasks complete.
+    pub report_every: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for a grid: loopback ports picked by the OS, verification on.
+    pub fn for_grid(grid: Grid, token: &str) -> ServerConfig {
+        ServerConfig {
+            store_url: grid.storage_url.clone(),
+            grid,
+            token: token.to_string(),
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            http_listen: "127.0.0.1:0".parse().expect("valid address"),
+            tls: None,
+            verify_completion: true,
+            report_every: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running coordinator.
+pub struct Running {
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    /// The shared state (tests and the local runner read progress from it).
+    pub shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    servers: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Resume from the store, bind, and serve in the background.
+pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
+    if cfg.token.is_empty() {
+        anyhow::bail!("refusing to serve without a token: pass --token-file or set CD_TOKEN");
+    }
+    let grid = &cfg.grid;
+    let store =
+        Store::open(&cfg.store_url).with_context(|| format!("opening store {}", cfg.store_url))?;
+    let mut sched = Scheduler::new(
+        &grid.tasks,
+        grid.scheduling.max_attempts,
+        grid.scheduling.lease_ttl,
+    );
+    let (completed, with_failures) = persist::resume(&store, &grid.sweep, &mut sched)
+        .await
+        .with_context(|| format!("resuming sweep {} from {}", grid.sweep, cfg.store_url))?;
+    let counts = sched.counts();
+    tracing::info!(
+        sweep = %grid.sweep,
+        tasks = counts.total,
+        completed,
+        with_failures,
+        pending = counts.pending,
+        "state rebuilt from the store"
+    );
+    let verify = cfg.verify_completion.then(|| store.clone());
+    let (shared, events) = Shared::new(
+        grid.sweep.clone(),
+        cfg.store_url.clone(),
+        grid.scheduling.heartbeat_interval,
+        sched,
+        verify,
+    );
+
+    let (stop, stop_rx) = watch::channel(false);
+    let grpc = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding gRPC on {}", cfg.listen))?;
+    let grpc_addr = grpc.local_addr()?;
+    let http_listener = TcpListener::bind(cfg.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", cfg.http_listen))?;
+    let http_addr = http_listener.local_addr()?;
+
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &cfg.tls {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .context("configuring TLS")?;
+    }
+    let svc = CoordinatorServer::with_interceptor(
+        CoordinatorService::new(shared.clone()),
+        Auth::new(&cfg.token),
+    );
+    let mut grpc_stop = stop_rx.clone();
+    let router = builder.add_service(svc);
+    let grpc_task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                async move {
+                    let _ = grpc_stop.wait_for(|s| *s).await;
+                },
+            )
+            .await
+            .context("gRPC server")
+    });
+    let http_task = tokio::spawn(http::serve(http_listener, shared.clone(), stop_rx));
+
+    let ttl = grid.scheduling.lease_ttl;
+    let tick = (ttl / 10).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let reaper = tokio::spawn(shared.clone().reap_forever(tick));
+    let persister = tokio::spawn(persist::persist_forever(
+        Some(store),
+        grid.sweep.clone(),
+        events,
+        cfg.report_every,
+    ));
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, tls = cfg.tls.is_some(), "coordinator serving");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        shared,
+        stop,
+        tasks: vec![reaper, persister],
+        servers: vec![grpc_task, http_task],
+    })
+}
+
+impl Running {
+    /// Graceful shutdown: stop leasing, persist everything and refresh the
+    /// report, then stop the servers. Workers holding leases keep them until
+    /// they expire; a restarted coordinator re-queues what never completed.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shared.stop_leasing();
+        self.shared.flush().await;
+        let _ = self.stop.send(true);
+        for server in self.servers {
+            server.await.context("server task panicked")??;
+        }
+        for task in self.tasks {
+            task.abort();
+        }
+        tracing::info!("coordinator stopped");
+        Ok(())
+    }
+
+    /// Stop abruptly without persisting (tests simulating a crash).
+    pub fn abort(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+        for s in self.servers {
+            s.abort();
+        }
+    }
+}

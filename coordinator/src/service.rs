@@ -1,0 +1,275 @@
+//! The gRPC `Coordinator` service: protocol messages in, state transitions out.
+//!
+//! Every error a worker can cause maps to a `tonic::Status` in [`status_of`].
+//! The scheduler lock is never held across an await: the store check of a
+//! completion runs before the lock is taken.
+
+use crate::shared::{unix_ms, Event, Shared};
+use crate::state::{CompleteOutcome, FailOutcome, StateError, WorkerInfo};
+use cd_common::spec::TaskId;
+use cd_common::storage::Store;
+use cd_proto::v1::coordinator_server::Coordinator;
+use cd_proto::v1::*;
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+
+/// The service; cheap to clone.
+#[derive(Clone)]
+pub struct CoordinatorService {
+    shared: Arc<Shared>,
+}
+
+impl CoordinatorService {
+    /// Serve the given state.
+    pub fn new(shared: Arc<Shared>) -> CoordinatorService {
+        CoordinatorService { shared }
+    }
+}
+
+/// The one mapping from state errors to gRPC codes.
+fn status_of(e: StateError) -> Status {
+    match e {
+        // The worker re-registers on this code (the coordinator may have restarted).
+        StateError::UnknownWorker(_) => Status::failed_precondition(e.to_string()),
+        StateError::UnknownTask(_) => Status::not_found(e.to_string()),
+    }
+}
+
+fn deadline_ms(deadline: Instant) -> u64 {
+    unix_ms()
+        + deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorService {
+    async fn register(
+        &self,
+        req: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let r = req.into_inner();
+        if r.worker_id.is_empty() {
+            return Err(Status::invalid_argument("worker_id must not be empty"));
+        }
+        let devices: Vec<(String, u64)> = r
+            .devices
+            .iter()
+            .map(|d| (d.name.clone(), d.memory_bytes))
+            .collect();
+        let info = WorkerInfo::from_devices(r.host.clone(), &devices);
+        tracing::info!(worker = %r.worker_id, host = %r.host, devices = devices.len(), version = %r.version, "worker registered");
+        self.shared.sched.lock().expect("scheduler lock").register(
+            &r.worker_id,
+            info,
+            Instant::now(),
+        );
+        Ok(Response::new(RegisterResponse {
+            sweep: self.shared.sweep.clone(),
+            store_url: self.shared.store_url.clone(),
+            heartbeat_interval_ms: self.shared.heartbeat_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn lease_task(
+        &self,
+        req: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseResponse>, Status> {
+        let r = req.into_inner();
+        let retry = self.shared.retry_after_ms();
+        if !self.shared.is_leasing() {
+            return Ok(Response::new(LeaseResponse {
+                lease: None,
+                sweep_done: false,
+                retry_after_ms: retry,
+            }));
+        }
+        let (granted, done) = {
+            let mut s = self.shared.sched.lock().expect("scheduler lock");
+            let granted = s
+                .lease(&r.worker_id, &r.loaded_model, Instant::now())
+                .map_err(status_of)?;
+            (granted, s.done())
+        };
+        let lease = granted.map(|g| {
+            tracing::debug!(worker = %r.worker_id, task = %g.task_id, attempt = g.attempt, "task leased");
+            Lease {
+                lease_id: g.lease_id,
+                task_id: g.task_id.0,
+                spec_json: g.spec_json.to_string(),
+                deadline_unix_ms: deadline_ms(g.deadline),
+                attempt: g.attempt,
+            }
+        });
+        Ok(Response::new(LeaseResponse {
+            lease,
+            sweep_done: done,
+            retry_after_ms: retry,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let deadline = self.shared.sched.lock().expect("scheduler lock").heartbeat(
+            &r.worker_id,
+            &r.lease_id,
+            &r.phase,
+            r.examples_done,
+            r.examples_total,
+            Instant::now(),
+        );
+        Ok(Response::new(match deadline {
+            Some(d) => HeartbeatResponse {
+                ok: true,
+                deadline_unix_ms: deadline_ms(d),
+            },
+            None => HeartbeatResponse {
+                ok: false,
+                deadline_unix_ms: 0,
+            },
+        }))
+    }
+
+    async fn complete_task(
+        &self,
+        req: Request<CompleteRequest>,
+    ) -> Result<Response<CompleteResponse>, Status> {
+        let r = req.into_inner();
+        let task_id = TaskId(r.task_id.clone());
+        // A duplicate needs no store round trip.
+        if self
+            .shared
+            .sched
+            .lock()
+            .expect("scheduler lock")
+            .is_completed(&task_id)
+            .map_err(status_of)?
+        {
+            return Ok(Response::new(CompleteResponse { accepted: false }));
+        }
+        if let Some(store) = &self.shared.verify_store {
+            let rel = Store::metrics_rel(&self.shared.sweep, &task_id);
+            match store.exists(&rel).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Status::failed_precondition(format!(
+                        "task {task_id}: {rel} is not in the store; write metrics.json before completing"
+                    )))
+                }
+                Err(e) => return Err(Status::unavailable(format!("checking {rel}: {e}"))),
+            }
+        }
+        let outcome = self
+            .shared
+            .sched
+            .lock()
+            .expect("scheduler lock")
+            .complete(&task_id)
+            .map_err(status_of)?;
+        let accepted = outcome == CompleteOutcome::Accepted;
+        if accepted {
+            tracing::info!(worker = %r.worker_id, task = %task_id, elapsed_ms = r.elapsed_ms, "task completed");
+            self.shared.notify(Event::Completed);
+        }
+        Ok(Response::new(CompleteResponse { accepted }))
+    }
+
+    async fn fail_task(&self, req: Request<FailRequest>) -> Result<Response<FailResponse>, Status> {
+        let r = req.into_inner();
+        let task_id = TaskId(r.task_id.clone());
+        let (outcome, history) = {
+            let mut s = self.shared.sched.lock().expect("scheduler lock");
+            let outcome = s.fail(&r.worker_id, &r.lease_id, &r.error, r.permanent, unix_ms());
+            (outcome, s.failures(&task_id))
+        };
+        let requeued = match &outcome {
+            FailOutcome::Requeued(f) => {
+                tracing::warn!(worker = %r.worker_id, task = %task_id, attempt = f.attempt, error = %r.error, "task failed, re-queued");
+                true
+            }
+            FailOutcome::Failed(f) => {
+                tracing::error!(worker = %r.worker_id, task = %task_id, attempt = f.attempt, permanent = r.permanent, error = %r.error, "task failed for good");
+                false
+            }
+            FailOutcome::Stale => {
+                tracing::info!(worker = %r.worker_id, task = %task_id, "late failure report ignored");
+                return Ok(Response::new(FailResponse { requeued: false }));
+            }
+        };
+        self.shared.notify(Event::Failure(task_id, history));
+        Ok(Response::new(FailResponse { requeued }))
+    }
+
+    async fn release_task(
+        &self,
+        req: Request<ReleaseRequest>,
+    ) -> Result<Response<ReleaseResponse>, Status> {
+        let r = req.into_inner();
+        let released = self
+            .shared
+            .sched
+            .lock()
+            .expect("scheduler lock")
+            .release(&r.worker_id, &r.lease_id);
+        tracing::info!(worker = %r.worker_id, lease = %r.lease_id, released, "lease released");
+        Ok(Response::new(ReleaseResponse {}))
+    }
+
+    async fn sweep_status(
+        &self,
+        _req: Request<SweepStatusRequest>,
+    ) -> Result<Response<SweepStatusResponse>, Status> {
+        let s = self.shared.sched.lock().expect("scheduler lock");
+        let c = s.counts();
+        Ok(Response::new(SweepStatusResponse {
+            sweep: self.shared.sweep.clone(),
+            total: c.total,
+            pending: c.pending,
+            leased: c.leased,
+            completed: c.completed,
+            failed: c.failed,
+            workers: s.worker_count() as u32,
+        }))
+    }
+}
+
+/// Checks `authorization: Bearer <token>` on every call.
+#[derive(Clone)]
+pub struct Auth {
+    expected: Arc<[u8]>,
+}
+
+impl Auth {
+    /// Accept only this token.
+    pub fn new(token: &str) -> Auth {
+        Auth {
+            expected: Arc::from(format!("Bearer {token}").into_bytes()),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let given = req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        // Constant time in the token's length, so timing does not reveal a prefix.
+        let same = given.len() == self.expected.len()
+            && given
+                .iter()
+                .zip(self.expected.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("missing or wrong bearer token"))
+        }
+    }
+}
