@@ -19,7 +19,6 @@ impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
         debug_assert!(initial <= max, "backoff initial delay above its cap");
         Backoff {
-            initial,
             max,
             next: initial,
         }
