@@ -38,10 +38,10 @@ fn cell(model: &str, size_b: f64, dataset: &str, n_layers: usize) -> CellMetrics
     let (n, d) = (120, 3);
     let labels: Vec<u8> = (0..n).map(|i| u8::from(i % 2 == 0)).collect();
     let mut data = Vec::with_capacity(n * n_layers * d);
-    for i in 0..n {
+    for (i, &label) in labels.iter().enumerate() {
         for l in 0..n_layers {
             let jitter = ((i * 7919 + l * 31) % 97) as f32 / 97.0 - 0.5;
-            let sign = if labels[i] == 1 { 1.0 } else { -1.0 };
+            let sign = if label == 1 { 1.0 } else { -1.0 };
             data.extend([sign * 0.2 * l as f32 + 2.0 * jitter, jitter * 3.0, 1.0]);
         }
     }
