@@ -1,0 +1,523 @@
+//! End-to-end tests of the cluster with real processes: `cd-coordinator`,
+//! `cd-worker`s and a real S3-compatible server, on tiny random checkpoints
+//! (and, when available, the real SmolLM2-135M GGUF).
+//!
+//! Fault tests kill real processes with SIGKILL: a worker mid-task, the
+//! coordinator mid-sweep, the storage server mid-sweep. Each test checks what
+//! ends up in storage: every cell's `metrics.json` exactly once, complete and
+//! parseable, and nothing finished recomputed.
+
+use cd_common::metrics::CellMetrics;
+use cd_proto::v1::{CompleteRequest, LeaseRequest, RegisterRequest};
+use cd_tests::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+const SWEEP: &str = "e2e";
+const DONE_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// A grid over tiny random checkpoints: `models` × `noises` × `seeds` cells of
+/// generated coin-flip items (`items` per cell).
+fn tiny_grid(
+    models: &Path,
+    model_names: &[&str],
+    items: usize,
+    noises: &[&str],
+    seeds: &[u64],
+) -> String {
+    let mut g = format!(
+        r#"version = 1
+sweep = "{SWEEP}"
+data_root = "{data}"
+
+[storage]
+url = "file://unused"
+upload_features = true
+
+[scheduling]
+max_attempts = 3
+lease_ttl_secs = 4
+heartbeat_interval_secs = 1
+
+[extraction]
+site = "residual"
+pooling = "last"
+batch_size = 8
+
+[probe]
+c = 1.0
+"#,
+        data = shared_datasets().join("cd").display()
+    );
+    for name in model_names {
+        g.push_str(&format!(
+            "\n[[models]]\nname = \"tiny-{name}\"\nsize_b = 0.001\nsource = {{ kind = \"dir\", path = \"{}\" }}\n",
+            models.join(name).display()
+        ));
+    }
+    let quoted = |v: &[&str]| {
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    g.push_str(&format!(
+        "\n[axes]\ndatasets = [\"coinflip_gen/{items}\"]\nprecisions = [\"32\"]\nnoise = [{}]\nprompt_modes = [\"paper\"]\nseeds = [{}]\n",
+        quoted(noises),
+        seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+    ));
+    g
+}
+
+/// Check that storage holds exactly one complete, parseable `metrics.json` per
+/// grid cell, matching the cell; returns the files.
+fn assert_every_cell_once(cluster: &Cluster) -> BTreeMap<String, Vec<u8>> {
+    let expected: BTreeSet<String> = grid_task_ids(&cluster.grid_path)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let files = cluster.metrics_files(SWEEP);
+    let stored: BTreeSet<String> = files.keys().cloned().collect();
+    assert_eq!(
+        stored,
+        expected,
+        "stored metrics.json files differ from the grid's cells\n{}",
+        cluster.logs()
+    );
+    for (id, bytes) in &files {
+        let text = std::str::from_utf8(bytes)
+            .unwrap_or_else(|_| panic!("{id}: metrics.json is not UTF-8"));
+        let m = CellMetrics::from_json(text)
+            .unwrap_or_else(|e| panic!("{id}: metrics.json does not parse: {e}"));
+        assert_eq!(&m.task_id, id, "metrics.json of {id} names another task");
+        assert_eq!(
+            m.spec.id().0,
+            *id,
+            "metrics.json of {id} carries another spec"
+        );
+        assert!(!m.layers.is_empty(), "{id}: no per-layer results");
+        for row in &m.layers {
+            assert!(
+                (0.0..=1.0).contains(&row.accuracy_mean),
+                "{id}: layer {} accuracy {}",
+                row.layer,
+                row.accuracy_mean
+            );
+        }
+    }
+    files
+}
+
+/// Parse a safetensors header and return the `features` shape.
+fn features_shape(bytes: &[u8]) -> Vec<usize> {
+    assert!(bytes.len() > 8, "features file too short");
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("safetensors header is JSON");
+    let f = &header["features"];
+    let shape: Vec<usize> = f["shape"]
+        .as_array()
+        .expect("features shape")
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let offsets = f["data_offsets"].as_array().expect("features offsets");
+    let (start, end) = (
+        offsets[0].as_u64().unwrap() as usize,
+        offsets[1].as_u64().unwrap() as usize,
+    );
+    assert_eq!(
+        end - start,
+        shape.iter().product::<usize>() * 4,
+        "features byte length does not match its f32 shape"
+    );
+    assert!(8 + n + end <= bytes.len(), "features file is truncated");
+    shape
+}
+
+#[test]
+fn sweep_on_s3_stores_every_cell_once_with_features() {
+    let (Some(models), Some(s3)) = (tiny_models(), S3Server::binary()) else {
+        return;
+    };
+    let grid = tiny_grid(
+        &models,
+        &["llama_gqa_rope3", "qwen2_bias_tied"],
+        40,
+        &["none", "prefix-aaa-bbb"],
+        &[0],
+    );
+    let cluster = ClusterBuilder::new(grid).s3(s3).workers(2).start().unwrap();
+    let status = cluster.wait_for_sweep_done(DONE_TIMEOUT).unwrap();
+    assert_eq!(
+        (status.total, status.completed, status.failed),
+        (4, 4, 0),
+        "{}",
+        cluster.logs()
+    );
+    let files = assert_every_cell_once(&cluster);
+    let features = cluster.task_files(SWEEP, "features.safetensors");
+    assert_eq!(
+        features.len(),
+        files.len(),
+        "a cell lacks its features.safetensors"
+    );
+    for (id, bytes) in &features {
+        let m = CellMetrics::from_json(std::str::from_utf8(&files[id]).unwrap()).unwrap();
+        let shape = features_shape(bytes);
+        assert_eq!(shape[0], m.n_examples, "{id}: features rows");
+        assert_eq!(shape[1], m.n_layers, "{id}: features layers");
+    }
+    let specs = cluster.task_files(SWEEP, "spec.json");
+    assert_eq!(specs.len(), files.len(), "a cell lacks its spec.json");
+    // Both workers exit by themselves once the sweep is done (--idle-exit).
+    let mut cluster = cluster;
+    for id in ["w0", "w1"] {
+        let st = cluster
+            .wait_worker_exit(id, Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(st.code(), Some(0), "worker {id} exit status");
+    }
+}
+
+#[test]
+fn killed_worker_task_is_leased_again_and_completed_once() {
+    let Some(models) = tiny_models() else { return };
+    let grid = tiny_grid(
+        &models,
+        &["llama_gqa_rope3"],
+        200,
+        &["none", "prefix-aaa-bbb"],
+        &[0, 1],
+    );
+    let mut cluster = ClusterBuilder::new(grid).workers(1).start().unwrap();
+    // Wait until the worker is inside a task (past loading, extracting), then kill it.
+    let log = cluster.worker("w0").log.clone();
+    cluster
+        .wait_for_log(&log, "task leased", DONE_TIMEOUT)
+        .unwrap();
+    cluster.kill_worker("w0").unwrap();
+    let before = cluster.status().unwrap();
+    assert_eq!(
+        before.leased, 1,
+        "the killed worker's lease should still be held: {before:?}"
+    );
+    cluster.start_worker("w1", &[]).unwrap();
+    let status = cluster.wait_for_sweep_done(DONE_TIMEOUT).unwrap();
+    assert_eq!(
+        (status.completed, status.failed),
+        (status.total, 0),
+        "{}",
+        cluster.logs()
+    );
+    assert_every_cell_once(&cluster);
+}
+
+#[test]
+fn coordinator_killed_and_restarted_recomputes_nothing() {
+    let Some(models) = tiny_models() else { return };
+    let grid = tiny_grid(
+        &models,
+        &["llama_gqa_rope3", "qwen2_bias_tied"],
+        100,
+        &["none", "prefix-aaa-bbb"],
+        &[0, 1],
+    );
+    let mut cluster = ClusterBuilder::new(grid).workers(2).start().unwrap();
+    let total = cluster
+        .wait_for_status("two cells complete", DONE_TIMEOUT, |s| s.completed >= 2)
+        .unwrap()
+        .total;
+    cluster.kill_coordinator().unwrap();
+    // Everything stored now is finished work: none of it may be written again.
+    let finished = cluster.metrics_files(SWEEP);
+    assert!(
+        finished.len() >= 2 && (finished.len() as u64) < total,
+        "kill came too late: {} of {total}",
+        finished.len()
+    );
+    cluster.start_coordinator().unwrap();
+    let status = cluster.wait_for_sweep_done(DONE_TIMEOUT).unwrap();
+    assert_eq!(
+        (status.completed, status.failed),
+        (total, 0),
+        "{}",
+        cluster.logs()
+    );
+    let after = assert_every_cell_once(&cluster);
+    for (id, bytes) in &finished {
+        assert_eq!(
+            &after[id], bytes,
+            "cell {id} finished before the restart but was written again"
+        );
+    }
+}
+
+#[test]
+fn storage_outage_is_retried_and_nothing_is_half_written() {
+    let (Some(models), Some(s3)) = (tiny_models(), S3Server::binary()) else {
+        return;
+    };
+    let grid = tiny_grid(
+        &models,
+        &["llama_gqa_rope3"],
+        100,
+        &["none", "prefix-aaa-bbb"],
+        &[0, 1],
+    );
+    let mut cluster = ClusterBuilder::new(grid).s3(s3).workers(1).start().unwrap();
+    let log = cluster.worker("w0").log.clone();
+    cluster
+        .wait_for_status("one cell complete", DONE_TIMEOUT, |s| s.completed >= 1)
+        .unwrap();
+    cluster.s3.as_mut().unwrap().stop().unwrap();
+    // The worker must notice the outage and keep retrying, not fail the task.
+    cluster
+        .wait_for_log(&log, "storage call failed", DONE_TIMEOUT)
+        .unwrap();
+    cluster.s3.as_mut().unwrap().restart().unwrap();
+    let status = cluster.wait_for_sweep_done(DONE_TIMEOUT).unwrap();
+    assert_eq!(
+        (status.completed, status.failed),
+        (status.total, 0),
+        "{}",
+        cluster.logs()
+    );
+    let files = assert_every_cell_once(&cluster);
+    for (id, bytes) in cluster.task_files(SWEEP, "features.safetensors") {
+        assert!(files.contains_key(&id));
+        features_shape(&bytes);
+    }
+}
+
+#[test]
+fn duplicate_and_unbacked_completions_change_nothing() {
+    let Some(models) = tiny_models() else { return };
+    let grid = tiny_grid(&models, &["llama_gqa_rope3"], 40, &["none"], &[0, 1]);
+    let mut cluster = ClusterBuilder::new(grid).start().unwrap();
+    // A client that leases a task and claims it complete without writing a result.
+    let lease = cluster
+        .with_client(|mut c| async move {
+            c.register(RegisterRequest {
+                worker_id: "liar".into(),
+                host: "test".into(),
+                devices: vec![],
+                version: "0".into(),
+            })
+            .await?;
+            let resp = c
+                .lease_task(LeaseRequest {
+                    worker_id: "liar".into(),
+                    loaded_model: String::new(),
+                })
+                .await?;
+            Ok(resp.into_inner().lease.expect("a task to lease"))
+        })
+        .unwrap();
+    let complete = |lease_id: String, task_id: String| CompleteRequest {
+        worker_id: "liar".into(),
+        lease_id,
+        task_id: task_id.clone(),
+        metrics_key: format!("{SWEEP}/tasks/{task_id}/metrics.json"),
+        elapsed_ms: 1,
+    };
+    let unbacked = complete(lease.lease_id.clone(), lease.task_id.clone());
+    let accepted = cluster
+        .with_client(|mut c| async move {
+            Ok(c.complete_task(unbacked)
+                .await
+                .map(|r| r.into_inner().accepted)
+                .unwrap_or(false))
+        })
+        .unwrap();
+    assert!(
+        !accepted,
+        "a completion without metrics.json in storage was accepted"
+    );
+    assert_eq!(cluster.status().unwrap().completed, 0);
+
+    cluster.start_worker("w0", &[]).unwrap();
+    let done = cluster.wait_for_sweep_done(DONE_TIMEOUT).unwrap();
+    assert_eq!(
+        (done.completed, done.failed),
+        (done.total, 0),
+        "{}",
+        cluster.logs()
+    );
+    let files = assert_every_cell_once(&cluster);
+    // Now the same completion again, late and duplicated.
+    for _ in 0..2 {
+        let dup = complete(lease.lease_id.clone(), lease.task_id.clone());
+        let accepted = cluster
+            .with_client(|mut c| async move {
+                Ok(c.complete_task(dup)
+                    .await
+                    .map(|r| r.into_inner().accepted)
+                    .unwrap_or(false))
+            })
+            .unwrap();
+        assert!(!accepted, "a duplicate completion was recorded");
+    }
+    let after = cluster.status().unwrap();
+    assert_eq!(
+        (after.completed, after.failed, after.total),
+        (done.completed, done.failed, done.total)
+    );
+    assert_eq!(
+        cluster.metrics_files(SWEEP),
+        files,
+        "a duplicate completion changed stored results"
+    );
+}
+
+#[test]
+fn workers_with_a_wrong_or_missing_token_are_refused() {
+    let Some(models) = tiny_models() else { return };
+    let grid = tiny_grid(&models, &["llama_gqa_rope3"], 40, &["none"], &[0]);
+    let mut cluster = ClusterBuilder::new(grid).start().unwrap();
+    cluster
+        .start_worker_with_token("wrong", Some("not-the-token"), &[])
+        .unwrap();
+    cluster.start_worker_with_token("none", None, &[]).unwrap();
+    for id in ["wrong", "none"] {
+        let st = cluster
+            .wait_worker_exit(id, Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(
+            st.code(),
+            Some(3),
+            "worker `{id}` should exit with code 3 (refused credentials)"
+        );
+    }
+    let s = cluster.status().unwrap();
+    assert_eq!(
+        (s.leased, s.completed),
+        (0, 0),
+        "a refused worker got work: {s:?}"
+    );
+}
+
+#[test]
+fn sigterm_hands_the_lease_back_and_exits_zero() {
+    let Some(models) = tiny_models() else { return };
+    let grid = tiny_grid(&models, &["llama_gqa_rope3"], 2000, &["none"], &[0]);
+    let mut cluster = ClusterBuilder::new(grid).start().unwrap();
+    cluster
+        .start_worker("w0", &["--shutdown-grace-secs", "0"])
+        .unwrap();
+    let log = cluster.worker("w0").log.clone();
+    cluster
+        .wait_for_log(&log, "task leased", DONE_TIMEOUT)
+        .unwrap();
+    signal(cluster.worker("w0").child.id(), "TERM").unwrap();
+    let st = cluster
+        .wait_worker_exit("w0", Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(st.code(), Some(0), "graceful shutdown exit status");
+    let s = cluster.status().unwrap();
+    if s.completed == 0 {
+        // The task did not finish: its lease must be back at once, not after expiry.
+        assert_eq!(s.leased, 0, "the lease was not handed back: {s:?}");
+        assert!(
+            cluster.metrics_files(SWEEP).is_empty(),
+            "a cancelled task wrote metrics.json"
+        );
+    }
+}
+
+#[test]
+fn cell_subcommand_runs_one_task_and_is_idempotent() {
+    let Some(models) = tiny_models() else { return };
+    let grid = tiny_grid(&models, &["qwen2_bias_tied"], 40, &["none"], &[0]);
+    let spec = cd_common::grid::Grid::parse(&grid, Path::new("grid.toml"))
+        .unwrap()
+        .tasks
+        .remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("spec.json");
+    std::fs::write(&spec_path, spec.canonical_json()).unwrap();
+    let store = format!("file://{}", dir.path().join("store").display());
+    let run = || {
+        let out = std::process::Command::new(&bins().worker)
+            .args(["cell", "--spec"])
+            .arg(&spec_path)
+            .args(["--store", &store])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cd-worker cell failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let key = run();
+    assert_eq!(key, format!("{SWEEP}/tasks/{}/metrics.json", spec.id()));
+    let path = dir.path().join("store").join(&key);
+    let first = std::fs::read(&path).unwrap();
+    let m = CellMetrics::from_json(std::str::from_utf8(&first).unwrap()).unwrap();
+    assert_eq!(m.spec, spec);
+    assert_eq!(m.n_examples, 40);
+    assert_eq!(run(), key);
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        first,
+        "a complete cell was recomputed"
+    );
+}
+
+#[test]
+fn smollm2_cell_through_the_cluster() {
+    let Some(gguf) = smollm2_gguf() else { return };
+    let grid = format!(
+        r#"version = 1
+sweep = "{SWEEP}"
+data_root = "{data}"
+
+[storage]
+url = "file://unused"
+upload_features = false
+
+[scheduling]
+lease_ttl_secs = 30
+heartbeat_interval_secs = 2
+
+[extraction]
+site = "post_attention_norm"
+pooling = "last"
+batch_size = 8
+
+[[models]]
+name = "SmolLM2-135M"
+size_b = 0.135
+source = {{ kind = "gguf", path = "{gguf}" }}
+
+[axes]
+datasets = ["coinflip_gen/24"]
+precisions = ["32"]
+noise = ["none"]
+prompt_modes = ["paper"]
+seeds = [0]
+"#,
+        data = shared_datasets().join("cd").display(),
+        gguf = gguf.display()
+    );
+    let cluster = ClusterBuilder::new(grid).workers(1).start().unwrap();
+    let status = cluster.wait_for_sweep_done(DONE_TIMEOUT).unwrap();
+    assert_eq!(
+        (status.completed, status.failed),
+        (1, 0),
+        "{}",
+        cluster.logs()
+    );
+    let files = assert_every_cell_once(&cluster);
+    let m = CellMetrics::from_json(std::str::from_utf8(files.values().next().unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(m.n_layers, 30, "SmolLM2 has 30 post-attention-norm sites");
+    assert_eq!(m.n_examples, 24);
+    assert!(
+        cluster.task_files(SWEEP, "features.safetensors").is_empty(),
+        "features uploaded although switched off"
+    );
+}
