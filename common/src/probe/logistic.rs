@@ -555,12 +555,17 @@ mod kernels {
         {
             for ((&i, &ri), &di) in block_rows.iter().zip(block_r).zip(block_d) {
                 let row = x.row(i);
-                for j in 0..d {
-                    let v = row[j];
+                // Zipped iterators carry no bounds checks, so this vectorises.
+                for (((&v, g), s1), s2) in row
+                    .iter()
+                    .zip(bg.iter_mut())
+                    .zip(bs1.iter_mut())
+                    .zip(bs2.iter_mut())
+                {
                     let dv = di * v;
-                    bg[j] += ri * v;
-                    bs1[j] += dv;
-                    bs2[j] += dv * v;
+                    *g += ri * v;
+                    *s1 += dv;
+                    *s2 += dv * v;
                 }
             }
             flush(&mut g, &mut bg);
@@ -591,8 +596,8 @@ mod kernels {
                 q[idx] = qi;
                 let t = dd[idx] * qi;
                 sum_t += f64::from(t);
-                for j in 0..d {
-                    bo[j] += t * row[j];
+                for (o, &v) in bo.iter_mut().zip(row) {
+                    *o += t * v;
                 }
             }
             flush(&mut out, &mut bo);
