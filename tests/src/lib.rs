@@ -587,16 +587,13 @@ impl Cluster {
                 .timeout(Duration::from_secs(5))
                 .connect()
                 .await?;
-            let mut client =
-                CoordinatorClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-                    req.metadata_mut()
-                        .insert("authorization", token.parse().expect("ascii token"));
-                    Ok(req)
-                });
-            Ok(client
-                .sweep_status(cd_proto::v1::SweepStatusRequest {})
-                .await?
-                .into_inner())
+            let mut client = CoordinatorClient::with_interceptor(channel, Auth(token));
+            Ok::<_, anyhow::Error>(
+                client
+                    .sweep_status(cd_proto::v1::SweepStatusRequest {})
+                    .await?
+                    .into_inner(),
+            )
         })
     }
 

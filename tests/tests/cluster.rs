@@ -312,7 +312,7 @@ fn duplicate_and_unbacked_completions_change_nothing() {
                     loaded_model: String::new(),
                 })
                 .await?;
-            Ok(resp.into_inner().lease.expect("a task to lease"))
+            Ok::<_, anyhow::Error>(resp.into_inner().lease.expect("a task to lease"))
         })
         .unwrap();
     let complete = |lease_id: String, task_id: String| CompleteRequest {
@@ -325,10 +325,12 @@ fn duplicate_and_unbacked_completions_change_nothing() {
     let unbacked = complete(lease.lease_id.clone(), lease.task_id.clone());
     let accepted = cluster
         .with_client(|mut c| async move {
-            Ok(c.complete_task(unbacked)
-                .await
-                .map(|r| r.into_inner().accepted)
-                .unwrap_or(false))
+            Ok::<_, anyhow::Error>(
+                c.complete_task(unbacked)
+                    .await
+                    .map(|r| r.into_inner().accepted)
+                    .unwrap_or(false),
+            )
         })
         .unwrap();
     assert!(
@@ -351,10 +353,12 @@ fn duplicate_and_unbacked_completions_change_nothing() {
         let dup = complete(lease.lease_id.clone(), lease.task_id.clone());
         let accepted = cluster
             .with_client(|mut c| async move {
-                Ok(c.complete_task(dup)
-                    .await
-                    .map(|r| r.into_inner().accepted)
-                    .unwrap_or(false))
+                Ok::<_, anyhow::Error>(
+                    c.complete_task(dup)
+                        .await
+                        .map(|r| r.into_inner().accepted)
+                        .unwrap_or(false),
+                )
             })
             .unwrap();
         assert!(!accepted, "a duplicate completion was recorded");
