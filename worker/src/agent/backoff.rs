@@ -18,10 +18,7 @@ impl Backoff {
     /// Start at `initial`, never wait longer than `max`.
     pub fn new(initial: Duration, max: Duration) -> Self {
         debug_assert!(initial <= max, "backoff initial delay above its cap");
-        Backoff {
-            max,
-            next: initial,
-        }
+        Backoff { max, next: initial }
     }
 
     /// The worker's default for RPCs and storage: 200 ms doubling up to 10 s.

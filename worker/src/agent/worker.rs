@@ -218,9 +218,8 @@ impl Agent {
                 Err(CallError::Fatal(e)) => return Err(e),
                 Err(CallError::Unknown(s)) => {
                     tracing::warn!(error = %s.message(), "the coordinator does not know this worker: registering again");
-                    if !self.register().await? {
-                        continue;
-                    }
+                    // A shutdown during registration is seen at the top of the loop.
+                    self.register().await?;
                     continue;
                 }
                 Err(CallError::Other(s)) => {
