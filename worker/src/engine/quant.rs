@@ -59,7 +59,10 @@ pub(crate) fn q8_0(w: &Tensor) -> candle_core::Result<QMatMul> {
             GgmlDType::Q8_0.block_size()
         );
     }
-    let w = w.to_dtype(DType::F32)?;
-    let q = QTensor::quantize_onto(&w, GgmlDType::Q8_0, w.device())?;
+    // candle quantises on the CPU only; the blocks then go to the weight's device.
+    let w_cpu = w
+        .to_dtype(DType::F32)?
+        .to_device(&candle_core::Device::Cpu)?;
+    let q = QTensor::quantize_onto(&w_cpu, GgmlDType::Q8_0, w.device())?;
     QMatMul::from_qtensor(q)
 }
