@@ -5,9 +5,12 @@
 //! the object store. [`cli_extract`] and [`cli_datasets`] expose single steps.
 
 pub mod agent;
+pub mod bench_random;
 pub mod cli_datasets;
 pub mod cli_extract;
+pub mod devices;
 pub mod engine;
 pub mod logging;
 pub mod mc;
 pub mod pipeline;
+pub mod placement;

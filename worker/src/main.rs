@@ -25,6 +25,9 @@ enum Command {
     Datasets(cd_worker::cli_datasets::DatasetsCommand),
     /// Run one task from a spec file without a coordinator, writing to a store.
     Cell(cd_worker::agent::cell::CellArgs),
+    /// Benchmark or check a device on random weights of a named shape (docs/gpu.md).
+    #[command(hide = true)]
+    BenchRandom(cd_worker::bench_random::BenchRandomArgs),
 }
 
 fn main() -> Result<()> {
@@ -34,6 +37,7 @@ fn main() -> Result<()> {
         Some(Command::Extract(args)) => cd_worker::cli_extract::run(args)?,
         Some(Command::Datasets(cmd)) => cd_worker::cli_datasets::run(cmd)?,
         Some(Command::Cell(args)) => cd_worker::agent::cell::run(args)?,
+        Some(Command::BenchRandom(args)) => cd_worker::bench_random::run(args)?,
         None => cd_worker::agent::run(cli.agent)?,
     };
     std::process::exit(code)
