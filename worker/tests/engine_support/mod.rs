@@ -1,0 +1,70 @@
+//! Helpers shared by the engine's integration tests: locating (or generating)
+//! the tiny random checkpoints and the SmolLM2 GGUF.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Whether we run under CI (then missing models are failures, not skips).
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// The committed fixtures directory.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The Python interpreter tests may call (`CD_PYTHON`, default `python3`).
+pub fn python() -> String {
+    std::env::var("CD_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Directory of the tiny checkpoints (`CD_TINY_MODELS`), generating them with
+/// `scripts/fixtures/make_tiny_models.py` when unset. `None` (skip) only
+/// outside CI.
+pub fn tiny_models_dir() -> Option<PathBuf> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(d) = std::env::var_os("CD_TINY_MODELS") {
+            return Some(PathBuf::from(d));
+        }
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-models");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fixtures/make_tiny_models.py");
+        let status = std::process::Command::new(python()).arg(&script).arg("--out").arg(&out).status();
+        match status {
+            Ok(s) if s.success() => Some(out),
+            other => {
+                let msg = format!(
+                    "cannot generate tiny models with `{} {}` ({other:?}): set CD_TINY_MODELS or install numpy",
+                    python(),
+                    script.display()
+                );
+                assert!(!in_ci(), "{msg}");
+                eprintln!("skipping: {msg}");
+                None
+            }
+        }
+    })
+    .clone()
+}
+
+/// The tiny checkpoint `name`, or `None` (skip).
+pub fn tiny_model(name: &str) -> Option<PathBuf> {
+    tiny_models_dir().map(|d| d.join(name))
+}
+
+/// The SmolLM2 GGUF (`CD_SMOLLM2_GGUF`), or `None` (skip) outside CI.
+pub fn smollm2_path() -> Option<PathBuf> {
+    match std::env::var_os("CD_SMOLLM2_GGUF") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            assert!(
+                !in_ci(),
+                "CD_SMOLLM2_GGUF is not set (CI must provide the SmolLM2 GGUF)"
+            );
+            eprintln!("skipping: CD_SMOLLM2_GGUF is not set");
+            None
+        }
+    }
+}
