@@ -42,6 +42,11 @@ struct Args {
     /// Coordinator binary (default: `cd-coordinator` next to this executable's directory).
     #[arg(long)]
     coordinator_bin: Option<PathBuf>,
+    /// Simulated work per task in milliseconds, between lease and complete. With
+    /// zero, every worker hammers the coordinator in a closed loop and lease
+    /// latency is just queueing (Little's law: workers / RPC rate).
+    #[arg(long, default_value_t = 100)]
+    work_ms: u64,
     /// gRPC port for the coordinator.
     #[arg(long, default_value_t = 50_151)]
     port: u16,
@@ -148,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
     for w in 0..args.workers {
         let channel = channels[w % conns].clone();
         let done = done.clone();
+        let work = Duration::from_millis(args.work_ms);
         handles.push(tokio::spawn(async move {
             let mut c = CoordinatorClient::with_interceptor(channel, authed(TOKEN));
             let id = format!("sim-{w}");
@@ -187,6 +193,9 @@ async fn main() -> anyhow::Result<()> {
                         .as_str()
                         .unwrap_or_default()
                         .to_string();
+                }
+                if !work.is_zero() {
+                    tokio::time::sleep(work).await;
                 }
                 let accepted = c
                     .complete_task(CompleteRequest {
@@ -229,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "workers            {}", args.workers)?;
     writeln!(out, "connections        {conns}")?;
+    writeln!(out, "work per task      {} ms", args.work_ms)?;
     writeln!(out, "tasks              {total}")?;
     writeln!(
         out,
