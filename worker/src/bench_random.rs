@@ -750,7 +750,7 @@ mod tests {
         let cfg = ModelConfig::from_hf_config_json(&cfg_json.to_string(), Path::new("t")).unwrap();
         let single = DeviceMap::single(Device::Cpu, cfg.num_layers);
         let weights = random_weights(&cfg, &single, DType::F32, 7).unwrap();
-        let budgets = vec![
+        let budgets = [
             placement::DeviceBudget {
                 name: "cpu-a".into(),
                 usable_bytes: 1 << 30,

@@ -445,11 +445,11 @@ fn balanced(layers: usize, fp: &Footprint, devices: &[DeviceBudget]) -> Option<P
 /// contiguous packing with fixed caps, so `None` means no split fits the caps.
 fn pack(layers: usize, fp: &Footprint, devices: &[DeviceBudget], fill: f64) -> Option<Plan> {
     let last = devices.len() - 1;
-    let cap = |d: usize| (devices[d].usable_bytes as f64 * fill) as u64;
     let mut assignment = Vec::with_capacity(layers);
     let mut loads = Vec::with_capacity(devices.len());
     let mut next = 0;
-    for d in 0..=last {
+    for (d, device) in devices.iter().enumerate() {
+        let cap = (device.usable_bytes as f64 * fill) as u64;
         let fixed_weights = |n_layers: usize| {
             let mut bytes = n_layers as u64 * fp.layer;
             if d == 0 {
@@ -475,7 +475,7 @@ fn pack(layers: usize, fp: &Footprint, devices: &[DeviceBudget], fill: f64) -> O
             }
             bytes
         };
-        let fits = |n: usize| fixed_weights(n) + activations(n) <= cap(d);
+        let fits = |n: usize| fixed_weights(n) + activations(n) <= cap;
         let mut n = 0;
         if d == last {
             n = layers - next;
@@ -495,7 +495,7 @@ fn pack(layers: usize, fp: &Footprint, devices: &[DeviceBudget], fill: f64) -> O
         loads.push(DeviceLoad {
             weight_bytes: fixed_weights(n),
             activation_bytes: if uses { activations(n) } else { 0 },
-            usable_bytes: devices[d].usable_bytes,
+            usable_bytes: device.usable_bytes,
             layers: next..next + n,
         });
         next += n;
@@ -777,7 +777,7 @@ mod tests {
     #[test]
     fn splits_are_deterministic_and_follow_capacity() {
         let shape = ModelShape::llama2_70b();
-        let uneven = vec![
+        let uneven = [
             DeviceBudget::gpu("cuda:0", GB80),
             DeviceBudget::gpu("cuda:1", 2 * GB80),
         ];
