@@ -15,14 +15,21 @@ mkdir -p "$CD_CACHE"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "python tools for tests (numpy, safetensors, S3 server, manifest validation)"
+step "python tools for tests (numpy and safetensors, to read our outputs as users do)"
 bash scripts/setup-python.sh
 export CD_PYTHON="$CD_CACHE/venv/bin/python"
 export PATH="$CD_CACHE/venv/bin:$PATH"
 
-step "real model weights: SmolLM2-135M-Instruct GGUF"
-export CD_SMOLLM2_GGUF
+step "real model weights: SmolLM2-135M-Instruct and gemma-3-270m GGUF"
+export CD_SMOLLM2_GGUF CD_GEMMA3_GGUF
 CD_SMOLLM2_GGUF=$(bash scripts/fetch-models.sh smollm2)
+CD_GEMMA3_GGUF=$(bash scripts/fetch-models.sh gemma3)
+
+step "a real S3-compatible server for storage tests (s3s-fs)"
+export CD_S3S_FS="$CD_CACHE/s3s/bin/s3s-fs"
+if [[ ! -x "$CD_S3S_FS" ]]; then
+  cargo install s3s-fs@0.14.1 --features binary --locked --root "$CD_CACHE/s3s"
+fi
 
 step "tiny random checkpoints of every architecture"
 export CD_TINY_MODELS="$CD_CACHE/tiny-models"
@@ -35,6 +42,9 @@ step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
+# End-to-end tests start the binaries nextest has just built.
+export CD_BIN_DIR="$CARGO_TARGET_DIR/debug"
+cargo build --workspace --locked --bins
 cargo nextest run --workspace --locked --profile ci
 
 step "deployment manifests and images"
