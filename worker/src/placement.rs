@@ -18,8 +18,8 @@
 //!   the LM head unquantized; a tied head on a device other than the
 //!   embedding's needs its own copy);
 //! - activations, once per device that runs layers: the transient peak of one
-//!   layer, `batch × seq × ((4·hidden + 6·heads·head_dim + 3·intermediate) × a
-//!   + 3·heads·seq × 4)`: residual, norm output, q/k/v and their contiguous
+//!   layer, `batch × seq × ((4·hidden + 6·heads·head_dim + 3·intermediate) × a +
+//!   3·heads·seq × 4)`: residual, norm output, q/k/v and their contiguous
 //!   copies, attention output, the MLP's gate, up and product, and the
 //!   attention scores, masked scores and probabilities (f32 whatever the
 //!   precision), summed as if all were alive at once; 8-bit runs add one
