@@ -1,0 +1,291 @@
+//! `cd-worker extract` as a user runs it: the real binary, real files, exit
+//! codes, and the output read back by numpy's safetensors loader.
+
+mod engine_support;
+
+use engine_support::{in_ci, python, tiny_model};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn extract(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cd-worker"));
+    cmd.arg("extract").args(args).env_remove("HF_HUB_OFFLINE");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// Nothing but the inputs in `dir`: no output, no temporary file.
+fn assert_no_output(dir: &Path, out: &Path) {
+    assert!(
+        !out.exists(),
+        "{} must not exist after a failure",
+        out.display()
+    );
+    for e in std::fs::read_dir(dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.contains("features") && !name.ends_with(".tmp"),
+            "left behind: {name}"
+        );
+    }
+}
+
+#[test]
+fn bad_input_exits_2_with_file_line_and_field() {
+    let Some(model) = tiny_model("llama_gqa_rope3") else {
+        return;
+    };
+    let model = model.display().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.safetensors");
+    let out_s = out.display().to_string();
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("empty.jsonl", "\n\n", &["empty.jsonl", "no records"]),
+        (
+            "badjson.jsonl",
+            "{\"text\": \"ok\", \"label\": 1}\n{\"text\": oops}\n",
+            &["badjson.jsonl:2", "not valid JSON"],
+        ),
+        (
+            "nofield.jsonl",
+            "{\"text\": \"ok\", \"label\": 1}\n{\"body\": \"x\"}\n",
+            &["nofield.jsonl:2", "field `text`", "missing"],
+        ),
+        (
+            "notstring.jsonl",
+            "{\"text\": 5}\n",
+            &["notstring.jsonl:1", "field `text`", "expected a string"],
+        ),
+        (
+            "badlabel.jsonl",
+            "{\"text\": \"a\", \"label\": \"pos\"}\n",
+            &["badlabel.jsonl:1", "field `label`", "integer"],
+        ),
+    ];
+    for (name, content, needles) in cases {
+        let input = tmp.path().join(name);
+        write(&input, content);
+        let o = extract(
+            &[
+                "--model",
+                &model,
+                "--input",
+                &input.display().to_string(),
+                "--out",
+                &out_s,
+                "--label-field",
+                "label",
+            ],
+            &[],
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        for n in *needles {
+            assert!(err.contains(n), "{name}: expected `{n}` in: {err}");
+        }
+        assert_no_output(tmp.path(), &out);
+    }
+}
+
+#[test]
+fn model_errors_exit_3_and_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    write(&input, "{\"text\": \"hello\"}\n");
+    let out = tmp.path().join("out.safetensors");
+    // A directory that is not a model.
+    let empty_model = tmp.path().join("not-a-model");
+    std::fs::create_dir(&empty_model).unwrap();
+    let o = extract(
+        &[
+            "--model",
+            &empty_model.display().to_string(),
+            "--input",
+            &input.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+        &[],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("config.json"), "{err}");
+    assert_no_output(tmp.path(), &out);
+    // A GGUF path that does not exist.
+    let o = extract(
+        &[
+            "--model",
+            "/nonexistent/m.gguf",
+            "--input",
+            &input.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("m.gguf"));
+    assert_no_output(tmp.path(), &out);
+}
+
+/// Whether `python` can import numpy and safetensors; in CI it must.
+fn python_with_safetensors() -> bool {
+    let ok = Command::new(python())
+        .args(["-c", "import numpy, safetensors.numpy"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok || !in_ci(),
+        "CI: `{}` lacks numpy/safetensors (pip install numpy safetensors)",
+        python()
+    );
+    if !ok {
+        eprintln!(
+            "skipping the numpy read-back: {} lacks numpy/safetensors",
+            python()
+        );
+    }
+    ok
+}
+
+#[test]
+fn writes_features_numpy_can_read() {
+    let Some(model) = tiny_model("gemma3") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    write(
+        &input,
+        "{\"text\": \"the capital of france is paris .\", \"label\": 1}\n\n\
+         {\"text\": \"rome is a city in spain\", \"label\": 0}\n\
+         {\"text\": \"yes\", \"label\": true}\n",
+    );
+    for (dtype, site, layers) in [("f32", "residual", 7), ("f16", "post_attention_norm", 6)] {
+        let out = tmp.path().join(format!("feats-{dtype}.safetensors"));
+        let o = extract(
+            &[
+                "--model",
+                &model.display().to_string(),
+                "--input",
+                &input.display().to_string(),
+                "--out",
+                &out.display().to_string(),
+                "--label-field",
+                "label",
+                "--site",
+                site,
+                "--pooling",
+                "mean",
+                "--batch-size",
+                "2",
+                "--dtype",
+                dtype,
+            ],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stderr(&o).contains("tokens/s"), "{}", stderr(&o));
+        if !python_with_safetensors() {
+            continue;
+        }
+        let script = format!(
+            r#"
+import json, sys
+from safetensors import safe_open
+from safetensors.numpy import load_file
+t = load_file(sys.argv[1])
+with safe_open(sys.argv[1], "np") as f:
+    meta = f.metadata()
+assert t["features"].shape == (3, {layers}, 64), t["features"].shape
+assert str(t["features"].dtype) == "{np}", t["features"].dtype
+assert t["labels"].tolist() == [1, 0, 1], t["labels"]
+assert str(t["token_counts"].dtype) == "int64"
+assert t["token_counts"].tolist() == [8, 7, 2], t["token_counts"]
+assert meta["site"] == "{site}" and meta["pooling"] == "mean" and meta["precision"] == "32", meta
+assert meta["num_layers"] == "{layers}" and meta["dtype"] == "{dtype}" and len(meta["input_sha256"]) == 64, meta
+print("ok")
+"#,
+            np = if dtype == "f32" { "float32" } else { "float16" }
+        );
+        let py = Command::new(python())
+            .args(["-c", &script])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            py.status.success(),
+            "numpy read-back failed: {}",
+            String::from_utf8_lossy(&py.stderr)
+        );
+    }
+}
+
+#[test]
+fn hf_hub_offline_env_is_honoured() {
+    let Some(model) = tiny_model("qwen2_bias_tied") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("hub");
+    let snap = cache.join("models--tiny-org--qwen/snapshots/abc123");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(cache.join("models--tiny-org--qwen/refs")).unwrap();
+    std::fs::write(cache.join("models--tiny-org--qwen/refs/main"), "abc123").unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(model.join(f), snap.join(f)).unwrap();
+    }
+    let input = tmp.path().join("in.jsonl");
+    write(&input, "{\"text\": \"hello world\"}\n");
+    let out = tmp.path().join("o.safetensors");
+    let args = [
+        "--model",
+        "tiny-org/qwen",
+        "--input",
+        &input.display().to_string(),
+        "--out",
+        &out.display().to_string(),
+    ];
+    // HF_HOME/hub is where the cache lives when no --cache-dir is given.
+    let o = extract(
+        &args,
+        &[
+            ("HF_HUB_OFFLINE", "1"),
+            ("HF_HOME", &tmp.path().display().to_string()),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(out.exists());
+    // Offline and absent: a model error naming the repo, not a network attempt.
+    let args_absent = [
+        "--model",
+        "tiny-org/absent",
+        "--input",
+        &input.display().to_string(),
+        "--out",
+        &tmp.path().join("p.safetensors").display().to_string(),
+    ];
+    let o = extract(
+        &args_absent,
+        &[
+            ("HF_HUB_OFFLINE", "1"),
+            ("HF_HOME", &tmp.path().display().to_string()),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("tiny-org/absent") && stderr(&o).contains("offline"),
+        "{}",
+        stderr(&o)
+    );
+}
