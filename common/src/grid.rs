@@ -70,7 +70,8 @@ pub struct GridFile {
     #[serde(default)]
     pub extraction: ExtractionSection,
     /// Probe settings passed through to [`TaskSpec::probe`] unchanged.
-    /// Example: `[probe]` then `c = 1.0`, `split = "holdout"`.
+    /// Example: `[probe]` then `c = 1.0` and `split = { kind = "holdout", test_fraction = 0.4 }`
+    /// (the fields of `cd_common::probe::ProbeConfig`, checked when the grid is read).
     #[serde(default)]
     pub probe: toml::Table,
     /// The models, one `[[models]]` table each.
@@ -483,6 +484,14 @@ impl Cx<'_> {
         }
         let probe = serde_json::to_value(&raw.probe)
             .map_err(|e| self.err_at(0, "probe", &e.to_string()))?;
+        // Probe settings travel opaquely in every task; check them now so a
+        // typo fails the grid, not every cell of the sweep on its workers.
+        if kinds.iter().any(|(_, k)| *k == TaskKind::Probe) {
+            if let Err(e) = crate::probe::ProbeConfig::from_json(&probe) {
+                let offset = self.text.find("[probe]").unwrap_or(0);
+                return Err(self.err_at(offset, "probe", &e.to_string()));
+            }
+        }
         let mut names = BTreeMap::new();
         let mut tasks = Vec::new();
         for (mi, m) in raw.models.iter().enumerate() {
@@ -805,6 +814,18 @@ precisions = ["32", "16"]
         assert_eq!(line, 12);
         assert_eq!(field, "colour");
         assert!(msg.contains("unknown field"), "{msg}");
+    }
+
+    #[test]
+    fn bad_probe_settings_fail_the_grid_at_the_probe_table() {
+        let text = format!("{MINIMAL}[probe]\nc = 1.0\nsplit = \"holdout\"\n");
+        let (line, field, msg) = invalid(&text);
+        assert_eq!((line, field.as_str()), (14, "probe"));
+        assert!(msg.contains("invalid probe configuration"), "{msg}");
+        let good = format!(
+            "{MINIMAL}[probe]\nc = 0.5\nsplit = {{ kind = \"kfold\", k = 5 }}\n"
+        );
+        assert_eq!(parse(&good).unwrap().tasks.len(), 4);
     }
 
     #[test]
