@@ -822,9 +822,7 @@ precisions = ["32", "16"]
         let (line, field, msg) = invalid(&text);
         assert_eq!((line, field.as_str()), (14, "probe"));
         assert!(msg.contains("invalid probe configuration"), "{msg}");
-        let good = format!(
-            "{MINIMAL}[probe]\nc = 0.5\nsplit = {{ kind = \"kfold\", k = 5 }}\n"
-        );
+        let good = format!("{MINIMAL}[probe]\nc = 0.5\nsplit = {{ kind = \"kfold\", k = 5 }}\n");
         assert_eq!(parse(&good).unwrap().tasks.len(), 4);
     }
 
