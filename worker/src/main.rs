@@ -8,7 +8,12 @@ use clap::{Parser, Subcommand};
 
 /// concept-depth worker.
 #[derive(Debug, Parser)]
-#[command(name = "cd-worker", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "cd-worker",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
