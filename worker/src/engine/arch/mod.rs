@@ -260,9 +260,11 @@ impl Attention {
             None
         };
         let (k, v) = match ctx.prefix {
+            // `cat` of a broadcast view may come back with permuted strides;
+            // the batched matmuls below need a standard layout.
             Some((pk, pv)) => (
-                Tensor::cat(&[&pk.broadcast_as((b, kvh, pk.dim(2)?, hd))?, &k], 2)?,
-                Tensor::cat(&[&pv.broadcast_as((b, kvh, pv.dim(2)?, hd))?, &v], 2)?,
+                Tensor::cat(&[&pk.broadcast_as((b, kvh, pk.dim(2)?, hd))?, &k], 2)?.contiguous()?,
+                Tensor::cat(&[&pv.broadcast_as((b, kvh, pv.dim(2)?, hd))?, &v], 2)?.contiguous()?,
             ),
             None => (k, v),
         };
