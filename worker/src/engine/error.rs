@@ -31,18 +31,18 @@ pub enum EngineError {
     Weight {
         /// The tensor's full name (HF naming).
         tensor: String,
-        /// The underlying error.
+        /// The underlying error (boxed: candle's error type is large).
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
     /// A forward pass failed inside a given layer (`None`: outside the blocks).
     #[error("forward pass failed {}: {source}", match .layer { Some(l) => format!("in layer {l}"), None => "outside the blocks".to_string() })]
     Forward {
         /// The block index, if the failure was inside a block.
         layer: Option<usize>,
-        /// The underlying error.
+        /// The underlying error (boxed: candle's error type is large).
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
     /// Tokenisation failed or produced nothing usable.
     #[error("tokenizer: {0}")]
@@ -79,13 +79,19 @@ pub enum EngineError {
 
 impl EngineError {
     pub(crate) fn forward(layer: Option<usize>) -> impl FnOnce(candle_core::Error) -> EngineError {
-        move |source| EngineError::Forward { layer, source }
+        move |source| EngineError::Forward {
+            layer,
+            source: Box::new(source),
+        }
     }
 
     pub(crate) fn weight(
         tensor: impl Into<String>,
     ) -> impl FnOnce(candle_core::Error) -> EngineError {
         let tensor = tensor.into();
-        move |source| EngineError::Weight { tensor, source }
+        move |source| EngineError::Weight {
+            tensor,
+            source: Box::new(source),
+        }
     }
 }

@@ -132,7 +132,7 @@ impl Model {
             .find(|p| vb.contains_tensor(&format!("{p}.embed_tokens.weight")))
             .ok_or_else(|| EngineError::Weight {
                 tensor: "model.embed_tokens.weight".into(),
-                source: candle_core::Error::Msg("not found in the weights".into()),
+                source: Box::new(candle_core::Error::Msg("not found in the weights".into())),
             })?;
         let body = vb.pp(root);
         let (v, d) = (cfg.vocab_size, cfg.hidden_size);
