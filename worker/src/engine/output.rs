@@ -129,7 +129,7 @@ fn write_safetensors(
     // serde_json's map keeps keys sorted (no `preserve_order`), so this is canonical.
     let mut text = serde_json::to_vec(&serde_json::Value::Object(header)).expect("json serializes");
     // Pad the header with spaces so the data starts 8-byte aligned, as the reference writer does.
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     w.write_all(&(text.len() as u64).to_le_bytes())?;
