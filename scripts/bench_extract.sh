@@ -55,7 +55,7 @@ echo "|---|---|---|---|---|---|---|"
 run_hf() { # mode batch
   /usr/bin/time -v "$PY" scripts/bench_extract_hf.py "$1" --model "$HFDIR" --input "$WORK/texts.jsonl" \
     --batch-size "$2" --threads "$THREADS" > "$WORK/hf.json" 2> "$WORK/hf.time"
-  "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"| {r[\"mode\"]} | {r[\"batch_size\"]} | {r[\"texts\"]} | {r[\"tokens\"]} | {r[\"seconds\"]} | {r[\"tokens_per_s\"]} | {sys.argv[2]} |")' \
+  "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("| " + " | ".join(str(r[k]) for k in ("mode", "batch_size", "texts", "tokens", "seconds", "tokens_per_s")) + " | " + sys.argv[2] + " |")' \
     "$WORK/hf.json" "$(rss "$WORK/hf.time")"
 }
 run_ours() { # batch
