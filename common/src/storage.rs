@@ -233,6 +233,20 @@ impl Store {
         }
     }
 
+    /// Size, modification time and version tag (ETag) of an object; `None`
+    /// when it does not exist. What a local copy is keyed by.
+    pub async fn head(&self, rel: &str) -> Result<Option<object_store::ObjectMeta>, StoreError> {
+        let key = self.key(rel);
+        match self.inner.head(&key).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(StoreError::Backend {
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+
     /// Root-relative keys of every object under a root-relative prefix.
     pub async fn list(&self, rel_prefix: &str) -> Result<Vec<String>, StoreError> {
         let prefix = self.key(rel_prefix);

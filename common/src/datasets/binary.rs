@@ -100,16 +100,28 @@ pub(crate) fn load(
         .prompt
         .as_ref()
         .expect("validated: binary has a prompt");
-    let mut err_path = std::path::PathBuf::from(&manifest.name);
+    // Which file each row came from (messages name it); generated rows: the dataset.
+    let mut row_files: Vec<(usize, std::path::PathBuf)> =
+        vec![(0, std::path::PathBuf::from(&manifest.name))];
     let (rows, files, generator) = match (&manifest.source, &manifest.generator) {
         (Some(spec), _) => {
             if param.is_some() {
                 return Err(bad_param(manifest, param));
             }
-            let file = source::open(&manifest.name, root.local_dir()?, spec)?;
-            let rows = source::read_rows(&file, spec)?;
-            err_path = file.path.clone();
-            (rows, vec![file.provenance], None)
+            let mut rows = Vec::new();
+            let mut provenance = Vec::new();
+            row_files.clear();
+            // Shards are one source: row indices (which seed the noise) run on.
+            for file in source::open(&manifest.name, root.local_dir()?, spec)? {
+                let offset = rows.len();
+                row_files.push((offset, file.path.clone()));
+                rows.extend(source::read_rows(&file, spec)?.into_iter().map(|mut r| {
+                    r.index += offset;
+                    r
+                }));
+                provenance.push(file.provenance);
+            }
+            (rows, provenance, None)
         }
         (None, Some(generator)) => {
             debug_assert_eq!(generator.kind, GeneratorKind::Coinflip);
@@ -141,7 +153,7 @@ pub(crate) fn load(
     // Class rule and caps, all rows checked before anything is kept.
     let mut per_class: [Vec<&RawRow>; 2] = [Vec::new(), Vec::new()];
     let mut dropped = 0usize;
-    for row in &rows {
+    for (i, row) in rows.iter().enumerate() {
         let class = classes
             .values
             .iter()
@@ -157,6 +169,12 @@ pub(crate) fn load(
                     .map(String::as_str)
                     .collect();
                 allowed.extend(classes.drop_values.iter().map(String::as_str));
+                let err_path = row_files
+                    .iter()
+                    .rev()
+                    .find(|(start, _)| *start <= i)
+                    .map(|(_, p)| p.clone())
+                    .unwrap_or_default();
                 return Err(DatasetError::parse(
                     &err_path,
                     &row.location,

@@ -118,6 +118,8 @@ pub struct DatasetManifest {
 pub struct SourceSpec {
     /// Candidate paths relative to the data root; the first that exists is read.
     /// Several are listed so a root may be the papers' own folder layout or a flat one.
+    /// The last path component may hold `*` (binary datasets only): every
+    /// matching file is read, in name order, as one source (Hub shards).
     pub files: Vec<String>,
     pub format: SourceFormat,
     /// Column / field holding the sample text.
@@ -157,6 +159,9 @@ pub enum SourceFormat {
     BigbenchStrategyqa,
     /// Plain text lines `<label> <sentence>` (the `stsa.binary.*` files).
     LabelSpaceText,
+    /// A Parquet table with the text and label columns (the HF Hub layout);
+    /// pages uncompressed or snappy-compressed.
+    Parquet,
     /// JSON Lines `{question, truth_answer[], error[]}` (MPS-Cal, xMPS-Cal).
     Gsm8kMc,
     /// TSV `Prompt, Ans, Candidate Ans, Subject` (mLAMA subset).
@@ -291,6 +296,19 @@ impl DatasetManifest {
             DatasetKind::MultipleChoice => {
                 if self.mc.is_none() {
                     return Err("multiple-choice dataset needs [mc]".into());
+                }
+            }
+        }
+        if let Some(source) = &self.source {
+            let pattern = source.files.iter().find(|f| f.contains('*'));
+            if let Some(p) = pattern {
+                if self.kind != DatasetKind::Binary {
+                    return Err(format!(
+                        "source.files: `{p}`: wildcards are for binary datasets"
+                    ));
+                }
+                if p.rsplit_once('/').is_some_and(|(dir, _)| dir.contains('*')) {
+                    return Err(format!("source.files: `{p}`: `*` only in the file name"));
                 }
             }
         }

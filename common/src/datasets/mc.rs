@@ -91,7 +91,11 @@ pub(crate) fn load(
                     expected: format!("`{}` (it takes no parameter)", manifest.name),
                 });
             }
-            let file = source::open(&manifest.name, root.local_dir()?, src)?;
+            // Multiple-choice sources name single files (validated): one file.
+            let file = source::open(&manifest.name, root.local_dir()?, src)?
+                .into_iter()
+                .next()
+                .expect("open returns at least one file");
             let raw = match src.format {
                 SourceFormat::Gsm8kMc => read_gsm8k(&file)?,
                 SourceFormat::MlamaTsv => read_mlama(&file, &mut stats)?,

@@ -26,7 +26,7 @@ pub use mc::{few_shot_prefix, McDataset, McItem, McOptions};
 pub use noise::NoiseKind;
 pub use prompt::{PromptMode, CD_LEGACY_INSTRUCTION};
 pub use root::DataRoot;
-pub use source::FileProvenance;
+pub use source::{find_source_files, Candidate, FileProvenance};
 pub use split::{group_kfold, group_stratified_split, kfold, stratified_split, Split};
 
 use serde::{Deserialize, Serialize};

@@ -23,14 +23,15 @@ pub struct FileProvenance {
 /// can be hashed and parsed from the same bytes.
 pub(crate) struct SourceFile {
     pub path: PathBuf,
-    pub bytes: Vec<u8>,
+    pub bytes: bytes::Bytes,
     pub provenance: FileProvenance,
 }
 
 /// One row of a binary dataset before the class rule is applied.
 #[derive(Debug, Clone)]
 pub(crate) struct RawRow {
-    /// 0-based record index in the file (seeds the noise).
+    /// 0-based record index in the file (seeds the noise); for a sharded
+    /// source, the index across the shards in name order.
     pub index: usize,
     /// Where the row is, for messages (`line 12`, `examples[3]`).
     pub location: String,
@@ -39,17 +40,138 @@ pub(crate) struct RawRow {
     pub group: Option<String>,
 }
 
-/// Find and read the first existing candidate file.
+/// One entry of a manifest's `source.files`: a `/`-separated path relative to
+/// the data root whose last component may hold `*` wildcards, as in the HF
+/// Hub's sharded layout (`plain_text/test-*.parquet`). A wildcard entry stands
+/// for every matching file, read in name order as one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate<'a> {
+    /// The directory part (`""` at the root), without a trailing `/`.
+    pub dir: &'a str,
+    /// The file name, possibly with `*`.
+    pub name: &'a str,
+}
+
+impl<'a> Candidate<'a> {
+    /// Split a `source.files` entry.
+    pub fn parse(entry: &'a str) -> Candidate<'a> {
+        match entry.rsplit_once('/') {
+            Some((dir, name)) => Candidate { dir, name },
+            None => Candidate {
+                dir: "",
+                name: entry,
+            },
+        }
+    }
+
+    /// Whether the entry is a wildcard pattern rather than one path.
+    pub fn is_pattern(&self) -> bool {
+        self.name.contains('*')
+    }
+
+    /// The entry as written.
+    pub fn path(&self) -> String {
+        if self.dir.is_empty() {
+            self.name.to_string()
+        } else {
+            format!("{}/{}", self.dir, self.name)
+        }
+    }
+
+    /// Whether a root-relative, `/`-separated path is selected by this entry.
+    pub fn matches(&self, rel: &str) -> bool {
+        let (dir, name) = match rel.rsplit_once('/') {
+            Some((d, n)) => (d, n),
+            None => ("", rel),
+        };
+        dir == self.dir && wildcard_match(self.name, name)
+    }
+
+    /// The paths among `available` this entry selects, sorted (shard order).
+    pub fn select(&self, available: &[String]) -> Vec<String> {
+        let mut hits: Vec<String> = available
+            .iter()
+            .filter(|p| self.matches(p))
+            .cloned()
+            .collect();
+        hits.sort();
+        hits.dedup();
+        hits
+    }
+}
+
+/// `*` matches any run of characters (none included); everything else literally.
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let tail: Vec<&str> = parts.collect();
+    let Some((last, middle)) = tail.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// The files of the first entry of `files` (a manifest's `source.files`)
+/// present under a local root: one path, or every match of a wildcard entry in
+/// name order. `None` when no entry is present. This is the rule the loaders
+/// apply, so a fetcher that copies these files feeds them exactly what they read.
+pub fn find_source_files(
+    root: &Path,
+    files: &[String],
+) -> Result<Option<Vec<String>>, DatasetError> {
+    for entry in files {
+        let c = Candidate::parse(entry);
+        if !c.is_pattern() {
+            if root.join(entry).is_file() {
+                return Ok(Some(vec![entry.clone()]));
+            }
+            continue;
+        }
+        let dir = root.join(c.dir);
+        let listing = match std::fs::read_dir(&dir) {
+            Ok(l) => l,
+            Err(_) => continue,
+        };
+        let mut names = Vec::new();
+        for item in listing {
+            let item = item.map_err(|source| DatasetError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            if item.path().is_file() {
+                if let Some(name) = item.file_name().to_str() {
+                    names.push(Candidate { dir: c.dir, name }.path());
+                }
+            }
+        }
+        let hits = c.select(&names);
+        if !hits.is_empty() {
+            return Ok(Some(hits));
+        }
+    }
+    Ok(None)
+}
+
+/// Find and read the files of the first candidate present under `root`.
 pub(crate) fn open(
     dataset: &str,
     root: &Path,
     spec: &SourceSpec,
-) -> Result<SourceFile, DatasetError> {
-    let found = spec.files.iter().find(|f| root.join(f).is_file());
-    let Some(rel) = found else {
+) -> Result<Vec<SourceFile>, DatasetError> {
+    let Some(found) = find_source_files(root, &spec.files)? else {
         let hint = match &spec.hub_repo {
             Some(repo) => format!(
-                "Export the HF dataset `{repo}` to one of these names (see docs/datasets.md)."
+                "Use a data root that holds them, or fetch them from the HF dataset `{repo}` \
+                 (data root hf://datasets/{repo}, see docs/datasets.md)."
             ),
             None => "Point the data root at the directory holding the file.".to_string(),
         };
@@ -60,6 +182,10 @@ pub(crate) fn open(
             hint,
         });
     };
+    found.iter().map(|rel| read_one(root, rel, spec)).collect()
+}
+
+fn read_one(root: &Path, rel: &str, spec: &SourceSpec) -> Result<SourceFile, DatasetError> {
     let path = root.join(rel);
     let bytes = std::fs::read(&path).map_err(|source| DatasetError::Io {
         path: path.clone(),
@@ -71,14 +197,14 @@ pub(crate) fn open(
         .as_ref()
         .map(|e| e.eq_ignore_ascii_case(&sha256));
     let provenance = FileProvenance {
-        path: rel.clone(),
+        path: rel.to_string(),
         sha256,
         bytes: bytes.len() as u64,
         matches_paper_file,
     };
     Ok(SourceFile {
         path,
-        bytes,
+        bytes: bytes.into(),
         provenance,
     })
 }
@@ -114,6 +240,7 @@ pub(crate) fn read_rows(file: &SourceFile, spec: &SourceSpec) -> Result<Vec<RawR
         SourceFormat::JsonExamples => read_json_examples(file, spec),
         SourceFormat::BigbenchStrategyqa => read_strategyqa(file),
         SourceFormat::LabelSpaceText => read_label_space_text(file),
+        SourceFormat::Parquet => read_parquet(file, spec),
         other => Err(DatasetError::parse(
             &file.path,
             "-",
@@ -134,11 +261,12 @@ fn by_extension(path: &Path) -> Result<SourceFormat, DatasetError> {
         "jsonl" | "json" => Ok(SourceFormat::Jsonl),
         "csv" => Ok(SourceFormat::Csv),
         "tsv" => Ok(SourceFormat::Tsv),
+        "parquet" => Ok(SourceFormat::Parquet),
         other => Err(DatasetError::parse(
             path,
             "-",
             "(file name)",
-            "a .jsonl, .json, .csv or .tsv file",
+            "a .jsonl, .json, .csv, .tsv or .parquet file",
             other,
         )),
     }
@@ -429,4 +557,111 @@ fn read_label_space_text(file: &SourceFile) -> Result<Vec<RawRow>, DatasetError>
         });
     }
     Ok(rows)
+}
+
+/// A Parquet table (the HF Hub's layout, e.g. IMDb's `text`/`label`), read
+/// through the record API so no Arrow is needed. Only the text, label and
+/// group columns are decoded; rows are `row[i]`, 0-based, in file order.
+fn read_parquet(file: &SourceFile, spec: &SourceSpec) -> Result<Vec<RawRow>, DatasetError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::schema::types::Type;
+    use std::sync::Arc;
+
+    let reader = SerializedFileReader::new(file.bytes.clone())
+        .map_err(|e| DatasetError::parse(&file.path, "(footer)", "(file)", "a Parquet file", e))?;
+    let schema = reader.metadata().file_metadata().schema();
+    let present: Vec<&str> = schema.get_fields().iter().map(|f| f.name()).collect();
+    let mut wanted = vec![field(spec, "text"), field(spec, "label")];
+    wanted.extend(spec.group_field.as_deref());
+    let mut columns: Vec<Arc<Type>> = Vec::new();
+    for name in &wanted {
+        let col = schema
+            .get_fields()
+            .iter()
+            .find(|f| f.name() == *name)
+            .ok_or_else(|| {
+                DatasetError::parse(
+                    &file.path,
+                    "(schema)",
+                    name,
+                    &format!("a column named `{name}`"),
+                    present.join(","),
+                )
+            })?;
+        if !columns.iter().any(|c| c.name() == *name) {
+            columns.push(col.clone());
+        }
+    }
+    let projection = Type::group_type_builder(schema.name())
+        .with_fields(columns)
+        .build()
+        .map_err(|e| DatasetError::parse(&file.path, "(schema)", "(file)", "a flat table", e))?;
+    let iter = reader
+        .get_row_iter(Some(projection))
+        .map_err(|e| DatasetError::parse(&file.path, "(schema)", "(file)", "a flat table", e))?;
+    let mut rows = Vec::new();
+    for (index, row) in iter.enumerate() {
+        let location = format!("row[{index}]");
+        let row = row.map_err(|e| {
+            DatasetError::parse(
+                &file.path,
+                &location,
+                "(record)",
+                "a readable row (plain or snappy-compressed pages)",
+                e,
+            )
+        })?;
+        let get = |name: &str, want_text: bool| -> Result<String, DatasetError> {
+            let value = row
+                .get_column_iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, v)| v);
+            let scalar = value.and_then(|v| parquet_scalar(v, want_text));
+            scalar.ok_or_else(|| {
+                DatasetError::parse(
+                    &file.path,
+                    &location,
+                    name,
+                    if want_text {
+                        "a string"
+                    } else {
+                        "a string, integer or boolean"
+                    },
+                    value.map_or("nothing".to_string(), |v| v.to_string()),
+                )
+            })
+        };
+        rows.push(RawRow {
+            index,
+            text: get(field(spec, "text"), true)?,
+            label: get(field(spec, "label"), false)?,
+            group: spec
+                .group_field
+                .as_deref()
+                .map(|g| get(g, false))
+                .transpose()?,
+            location,
+        });
+    }
+    Ok(rows)
+}
+
+/// A Parquet value as text: strings as is; for labels also integers and
+/// booleans as written (the Hub stores class labels as int64).
+fn parquet_scalar(v: &parquet::record::Field, text_only: bool) -> Option<String> {
+    use parquet::record::Field;
+    match v {
+        Field::Str(s) => Some(s.clone()),
+        _ if text_only => None,
+        Field::Bool(b) => Some(b.to_string()),
+        Field::Byte(i) => Some(i.to_string()),
+        Field::Short(i) => Some(i.to_string()),
+        Field::Int(i) => Some(i.to_string()),
+        Field::Long(i) => Some(i.to_string()),
+        Field::UByte(i) => Some(i.to_string()),
+        Field::UShort(i) => Some(i.to_string()),
+        Field::UInt(i) => Some(i.to_string()),
+        Field::ULong(i) => Some(i.to_string()),
+        _ => None,
+    }
 }
