@@ -302,3 +302,67 @@ fn agrees_with_linfa_logistic_including_its_positive_class() {
     let p_one: Vec<f64> = p_linfa.iter().map(|p| 1.0 - p).collect();
     assert!((roc_auc(&p_one, &is_one).unwrap() - m.auc.unwrap()).abs() < 0.005);
 }
+
+#[test]
+fn woodbury_newton_cg_matches_the_direct_newton_step_on_wide_data() {
+    // Fewer training rows than features, with an offset and a few massive
+    // dimensions like raw activations: the regime of the Woodbury path.
+    let (n, d) = (250, 400);
+    let (x, y) = dataset(n, d, 11, |label, rng, j| {
+        let signal = if j < 4 { f32::from(label) * 0.8 } else { 0.0 };
+        let scale = if j < 3 {
+            60.0
+        } else {
+            1.0 + (j % 7) as f32 * 0.2
+        };
+        5.0 + signal + scale * normal(rng)
+    });
+    let rows = Rows::contiguous(&x, n, d).unwrap();
+    let fold = holdout(&y);
+    let ytr: Vec<u8> = fold.train.iter().map(|&i| y[i]).collect();
+    assert!(fold.train.len() < d);
+    for standardize in [false, true] {
+        let solve =
+            |cfg: SolverConfig| fit(&rows, &fold.train, &ytr, 1.0, standardize, &cfg).unwrap();
+        let direct = solve(SolverConfig::default());
+        let woodbury = solve(SolverConfig {
+            direct_max_dim: 0,
+            ..SolverConfig::default()
+        });
+        let jacobi = solve(SolverConfig {
+            direct_max_dim: 0,
+            woodbury_max_rows: 0,
+            max_cg: 5000,
+            ..SolverConfig::default()
+        });
+        for (name, m) in [("woodbury", &woodbury), ("jacobi", &jacobi)] {
+            assert!(m.converged, "{name} standardize={standardize}: {m:?}");
+            let diff: f64 =
+                m.w.iter()
+                    .zip(&direct.w)
+                    .map(|(a, b)| f64::from(a - b).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+            let norm: f64 = direct
+                .w
+                .iter()
+                .map(|a| f64::from(*a).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!(
+                diff / norm < 1e-3,
+                "{name} standardize={standardize}: relative weight gap {:.2e}",
+                diff / norm
+            );
+            assert!((m.b - direct.b).abs() < 1e-3 * (1.0 + direct.b.abs()));
+        }
+        // The exact-inverse preconditioner needs a handful of CG steps per
+        // Newton step where the diagonal one needs many.
+        assert!(
+            woodbury.cg_iterations * 3 < jacobi.cg_iterations,
+            "woodbury {} vs jacobi {} CG steps",
+            woodbury.cg_iterations,
+            jacobi.cg_iterations
+        );
+    }
+}

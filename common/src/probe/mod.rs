@@ -7,12 +7,14 @@
 //! multiple-choice metrics computed from per-layer candidate scores ([`mc`]).
 //! [`npy`] reads `.npy` arrays (fixtures and benchmark inputs).
 
+mod dense;
 pub mod eval;
 pub mod layers;
 pub mod logistic;
 pub mod mc;
 pub mod npy;
 pub mod split;
+mod woodbury;
 
 use serde::{Deserialize, Serialize};
 
