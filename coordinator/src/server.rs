@@ -124,13 +124,15 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     let mut grpc_stop = stop_rx.clone();
     let router = builder.add_service(svc);
     let grpc_task = tokio::spawn(async move {
+        // TCP_NODELAY on every accepted connection. hyper may flush a response's
+        // HEADERS and its DATA/trailers in separate writes; with Nagle on, the
+        // second waits for the client's (delayed) ACK, up to 40 ms per RPC.
+        // `Server::serve` sets it, but serving our own listener does not.
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
         router
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc),
-                async move {
-                    let _ = grpc_stop.wait_for(|s| *s).await;
-                },
-            )
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            })
             .await
             .context("gRPC server")
     });

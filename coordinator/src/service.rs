@@ -139,19 +139,20 @@ impl Coordinator for CoordinatorService {
         req: Request<CompleteRequest>,
     ) -> Result<Response<CompleteResponse>, Status> {
         let r = req.into_inner();
-        let task_id = TaskId(r.task_id.clone());
-        // A duplicate needs no store round trip.
-        if self
-            .shared
-            .sched
-            .lock()
-            .expect("scheduler lock")
-            .is_completed(&task_id)
-            .map_err(status_of)?
-        {
-            return Ok(Response::new(CompleteResponse { accepted: false }));
-        }
+        let task_id = TaskId(r.task_id);
         if let Some(store) = &self.shared.verify_store {
+            // A duplicate needs no store round trip. (Without verification,
+            // `complete` below tells duplicates apart under one lock.)
+            if self
+                .shared
+                .sched
+                .lock()
+                .expect("scheduler lock")
+                .is_completed(&task_id)
+                .map_err(status_of)?
+            {
+                return Ok(Response::new(CompleteResponse { accepted: false }));
+            }
             let rel = Store::metrics_rel(&self.shared.sweep, &task_id);
             match store.exists(&rel).await {
                 Ok(true) => {}

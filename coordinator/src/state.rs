@@ -318,7 +318,7 @@ impl Scheduler {
         if worker.loaded_model != loaded_model {
             worker.loaded_model = loaded_model.to_string();
         }
-        let worker = &self.workers[worker_id];
+        let worker = &*worker;
         let mut best: Option<usize> = None;
         for (q, queue) in self.queues.iter().enumerate() {
             if queue.live == 0 || !fits(worker, queue.size_b, queue.precision) {
