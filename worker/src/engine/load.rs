@@ -337,7 +337,10 @@ impl ModelFiles {
     pub fn build(self, precision: Precision, devices: DeviceMap) -> Result<Model, EngineError> {
         let what = self.weights_description();
         let backend: Box<dyn SimpleBackend> = match self.weights {
-            Weights::Mmap { st, .. } => Box::new(Described { inner: st, what }),
+            Weights::Mmap { st, .. } => Box::new(Described {
+                inner: ReleaseAfterCopy(st),
+                what,
+            }),
             Weights::InMemory { tensors, .. } => Box::new(Described {
                 inner: tensors,
                 what,
@@ -358,6 +361,74 @@ fn describe_files(files: &[PathBuf]) -> String {
                 .unwrap_or_default();
             format!("{} shards in {dir}", many.len())
         }
+    }
+}
+
+/// Mapped safetensors whose pages leave the process once a tensor is copied.
+///
+/// candle copies every tensor out of the mapping (into host memory or onto a
+/// device), so without this the mapped pages a load touched stay resident
+/// beside the copies and peak memory is twice the weights. Releasing each
+/// tensor's pages right after its copy keeps the peak at the weights plus
+/// one tensor; the file stays in the page cache, and a tensor read twice
+/// (tied embeddings) is simply paged in again.
+struct ReleaseAfterCopy(MmapedSafetensors);
+
+impl ReleaseAfterCopy {
+    fn release(&self, name: &str) {
+        if let Ok(view) = self.0.get(name) {
+            release_pages(view.data());
+        }
+    }
+}
+
+/// Drop the whole pages inside `bytes` (a read-only file mapping) from this
+/// process's resident set; their contents stay readable from the file.
+#[cfg(unix)]
+fn release_pages(bytes: &[u8]) {
+    // SAFETY: sysconf has no preconditions.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as usize,
+        _ => return,
+    };
+    let start = (bytes.as_ptr() as usize).div_ceil(page) * page;
+    let end = (bytes.as_ptr() as usize + bytes.len()) / page * page;
+    if end > start {
+        // SAFETY: [start, end) lies inside a live read-only shared file
+        // mapping; MADV_DONTNEED there only drops resident pages, and a later
+        // read faults the same bytes back in from the file. A failure (an
+        // unusual kernel) leaves the pages resident, which is harmless.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn release_pages(_: &[u8]) {}
+
+impl SimpleBackend for ReleaseAfterCopy {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = SimpleBackend::get(&self.0, s, name, h, dtype, dev)?;
+        self.release(name);
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = SimpleBackend::get_unchecked(&self.0, name, dtype, dev)?;
+        self.release(name);
+        Ok(t)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        SimpleBackend::contains_tensor(&self.0, name)
     }
 }
 

@@ -19,6 +19,7 @@ mod gguf;
 pub mod hub;
 pub mod load;
 pub mod output;
+pub(crate) mod packed_gemm;
 pub(crate) mod quant;
 pub mod tokenizer_gguf;
 

@@ -13,10 +13,11 @@ pub(crate) mod llama;
 pub(crate) mod qwen2;
 
 use super::config::{LayerKind, ModelConfig, Rope, RopeScaling};
+use super::packed_gemm::PackedMatrix;
 use super::quant::Numerics;
 use super::EngineError;
 use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Storage, Tensor};
 use candle_nn::VarBuilder;
 
 /// A projection `y = x Wᵀ + b`, dense or 8-bit quantised.
@@ -28,6 +29,46 @@ pub(crate) struct Linear {
 enum Weight {
     Dense(Tensor),
     Quant(QMatMul),
+    /// f32 on a CPU with AVX2/FMA: laid out once for the packed kernel.
+    Packed(PackedMatrix),
+}
+
+/// Whether f32 CPU projections use the packed kernel: yes where the CPU
+/// supports it, unless `CD_PACKED_GEMM=0` asks for candle's general matmul
+/// (kept selectable so the two can be compared in one benchmark run).
+fn use_packed(w: &Tensor) -> bool {
+    w.device().is_cpu()
+        && w.dtype() == DType::F32
+        && PackedMatrix::supported()
+        && std::env::var("CD_PACKED_GEMM").map_or(true, |v| v != "0")
+}
+
+/// Pack a CPU f32 `[out, inp]` weight.
+fn pack(w: &Tensor) -> candle_core::Result<PackedMatrix> {
+    let (n, k) = w.dims2()?;
+    let w = w.contiguous()?;
+    let (storage, layout) = w.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("packing needs a CPU tensor")
+    };
+    let data = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + n * k];
+    Ok(PackedMatrix::pack(data, n, k))
+}
+
+/// `x·Wᵀ` through the packed kernel; `x` is `[m, k]` f32 on the CPU.
+fn packed_matmul(x: &Tensor, w: &PackedMatrix) -> candle_core::Result<Tensor> {
+    let (m, _) = x.dims2()?;
+    let x = x.contiguous()?;
+    let y = {
+        let (storage, layout) = x.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("the packed kernel needs CPU activations")
+        };
+        let start = layout.start_offset();
+        let data = &cpu.as_slice::<f32>()?[start..start + m * w.in_features()];
+        w.matmul_t(data, m)
+    };
+    Tensor::from_vec(y, (m, w.out_features()), x.device())
 }
 
 impl Linear {
@@ -46,6 +87,8 @@ impl Linear {
             .map_err(EngineError::weight(&wname))?;
         let w = if num.quantize_linear {
             Weight::Quant(super::quant::q8_0(&w).map_err(EngineError::weight(&wname))?)
+        } else if use_packed(&w) {
+            Weight::Packed(pack(&w).map_err(EngineError::weight(&wname))?)
         } else {
             Weight::Dense(w)
         };
@@ -71,6 +114,8 @@ impl Linear {
         let y = match &self.w {
             Weight::Dense(w) => x2.matmul(&w.t()?)?,
             Weight::Quant(q) => q.forward(&x2)?,
+            Weight::Packed(p) if x2.dtype() == DType::F32 => packed_matmul(&x2, p)?,
+            Weight::Packed(_) => candle_core::bail!("f32 weights met {:?} activations", x2.dtype()),
         };
         let y = match &self.b {
             Some(b) => y.broadcast_add(b)?,

@@ -1,0 +1,311 @@
+//! `y = x·Wᵀ` in f32 on x86-64 CPUs with AVX2 and FMA, with `W` packed once at
+//! load time.
+//!
+//! Why this exists: on the CPU nearly all of extraction is the seven
+//! projections of every block, and candle's general matmul re-packs `W` on
+//! every call and, on the 2-core benchmark machine, ran those shapes at about
+//! half the rate of PyTorch's kernels (`docs/bench-extract.md` has the
+//! per-shape figures and the command). A model's weights never change, so
+//! they are laid out once in the order the inner loop reads them.
+//!
+//! Layout: `W` (`[n, k]`, row-major, one row per output feature) becomes
+//! `ceil(n / 16)` panels; panel `p` holds columns `16p..16p+16` of `Wᵀ` as
+//! `k` consecutive rows of 16 floats (zero-padded past `n`), 64-byte aligned.
+//! The micro-kernel computes a 6 × 16 tile of `y` in 12 AVX registers:
+//! per step along `k` it loads one panel row (two vectors) and broadcasts one
+//! value from each of 6 rows of `x`.
+//!
+//! Blocking: rows of `x` are taken in blocks small enough to stay in the
+//! per-core L2 cache while every panel streams past them; panels are shared
+//! among threads, each panel written by exactly one thread. The threads are
+//! candle's own CPU pool, the one its elementwise operations run on: a second
+//! pool (rayon's) would leave its threads spinning for cores that candle's
+//! are spinning on, between every two operations.
+
+/// Rows of `y` per micro-tile.
+const MR: usize = 6;
+/// Columns of `y` per micro-tile (one panel).
+const NR: usize = 16;
+/// Bytes of `x` one row block may occupy (sized for a 512 KiB L2).
+const ROW_BLOCK_BYTES: usize = 192 * 1024;
+
+/// A weight matrix `W` (`[n, k]`) laid out for [`PackedMatrix::matmul_t`].
+pub(crate) struct PackedMatrix {
+    n: usize,
+    k: usize,
+    /// Panels, starting at `data[offset]` (64-byte aligned).
+    data: Vec<f32>,
+    offset: usize,
+}
+
+impl PackedMatrix {
+    /// Whether this CPU can run the packed kernel (x86-64 with AVX2 and FMA).
+    pub(crate) fn supported() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// Pack `w`, a row-major `[n, k]` matrix. Panics if `w.len() != n * k`.
+    pub(crate) fn pack(w: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "packing a [{n}, {k}] matrix");
+        let panels = n.div_ceil(NR);
+        let len = panels * k * NR;
+        // 16 spare floats let the panels start on a 64-byte boundary.
+        let mut data = vec![0f32; len + 16];
+        let offset = data.as_ptr().align_offset(64);
+        assert!(
+            offset < 16,
+            "an f32 buffer reaches 64-byte alignment within 16 floats"
+        );
+        if k == 0 {
+            return PackedMatrix { n, k, data, offset };
+        }
+        let dst = &mut data[offset..offset + len];
+        for (p, panel) in dst.chunks_exact_mut(k * NR).enumerate() {
+            let cols = NR.min(n - p * NR);
+            for j in 0..cols {
+                let row = &w[(p * NR + j) * k..(p * NR + j + 1) * k];
+                for (kk, &v) in row.iter().enumerate() {
+                    panel[kk * NR + j] = v;
+                }
+            }
+        }
+        PackedMatrix { n, k, data, offset }
+    }
+
+    /// Output features (`n`).
+    pub(crate) fn out_features(&self) -> usize {
+        self.n
+    }
+
+    /// Input features (`k`).
+    pub(crate) fn in_features(&self) -> usize {
+        self.k
+    }
+
+    fn panels(&self) -> &[f32] {
+        &self.data[self.offset..self.offset + self.n.div_ceil(NR) * self.k * NR]
+    }
+
+    /// `x·Wᵀ` for `x` a row-major `[m, k]` matrix; returns row-major `[m, n]`.
+    /// Panics if `x.len() != m * k` or if the CPU lacks AVX2/FMA
+    /// (check [`PackedMatrix::supported`] first).
+    pub(crate) fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let (n, k) = (self.n, self.k);
+        assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
+        assert!(Self::supported(), "the packed kernel needs AVX2 and FMA");
+        let mut y = vec![0f32; m * n];
+        if m == 0 || n == 0 || k == 0 {
+            return y;
+        }
+        let panels = self.panels();
+        let n_panels = n.div_ceil(NR);
+        let rows_per_block = (ROW_BLOCK_BYTES / (k.max(1) * 4) / MR * MR).max(MR);
+        let out = SharedOut(y.as_mut_ptr());
+        let pool = candle_core::utils::barrier_pool();
+        for row0 in (0..m).step_by(rows_per_block) {
+            let rows = rows_per_block.min(m - row0);
+            pool.execute_chunked(n_panels, |range| {
+                for p in range {
+                    let panel = &panels[p * k * NR..(p + 1) * k * NR];
+                    let cols = NR.min(n - p * NR);
+                    let mut r = 0;
+                    while r < rows {
+                        let tile_rows = MR.min(rows - r);
+                        let a = &x[(row0 + r) * k..(row0 + r + tile_rows) * k];
+                        // SAFETY: each (row, panel) tile of `y` is written by
+                        // exactly one task (panels are split among tasks, row
+                        // blocks run one after another), `a` holds `tile_rows`
+                        // full rows and `panel` `k` rows of 16, and the CPU
+                        // features were checked above.
+                        unsafe {
+                            let c = out.at((row0 + r) * n + p * NR);
+                            tile(tile_rows, a, k, panel, c, n, cols);
+                        }
+                        r += tile_rows;
+                    }
+                }
+            });
+        }
+        y
+    }
+}
+
+/// The output pointer, shared by the tasks that write disjoint tiles.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tasks write disjoint tiles only (see `matmul_t`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The address of element `i` (a method, so closures capture the whole
+    /// wrapper and not its raw-pointer field).
+    fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: callers stay inside the `[m, n]` output.
+        unsafe { self.0.add(i) }
+    }
+}
+
+/// One tile of up to 6 rows, dispatched to the kernel for that row count.
+///
+/// # Safety
+/// `a` holds `rows` rows of `k`; `b` holds `k` rows of 16; `c` points at a
+/// `rows × cols` block with row stride `ldc`; the CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+unsafe fn tile(rows: usize, a: &[f32], k: usize, b: &[f32], c: *mut f32, ldc: usize, cols: usize) {
+    debug_assert!(a.len() >= rows * k && b.len() >= k * NR);
+    let (a, b) = (a.as_ptr(), b.as_ptr());
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match rows {
+            6 => kernel::<6>(a, k, b, c, ldc, cols),
+            5 => kernel::<5>(a, k, b, c, ldc, cols),
+            4 => kernel::<4>(a, k, b, c, ldc, cols),
+            3 => kernel::<3>(a, k, b, c, ldc, cols),
+            2 => kernel::<2>(a, k, b, c, ldc, cols),
+            1 => kernel::<1>(a, k, b, c, ldc, cols),
+            _ => unreachable!("tiles have 1..=6 rows"),
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile(_: usize, _: &[f32], _: usize, _: &[f32], _: *mut f32, _: usize, _: usize) {
+    unreachable!("PackedMatrix::supported() is false off x86-64")
+}
+
+/// `R × 16` tile: `c[r][j] = Σ_kk a[r·k + kk] · b[kk·16 + j]` for `j < cols`.
+///
+/// # Safety
+/// See [`tile`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel<const R: usize>(
+    a: *const f32,
+    k: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    // SAFETY: all reads stay within `a` (R rows of k) and `b` (k rows of 16),
+    // all writes within the caller's `R × cols` block of `c`.
+    unsafe {
+        // Panel rows are 64-byte aligned, so aligned loads apply (and, in
+        // builds with debug assertions, compile to plain loads rather than
+        // the byte copies `loadu` goes through there).
+        for kk in 0..k {
+            let b0 = _mm256_load_ps(b.add(kk * NR));
+            let b1 = _mm256_load_ps(b.add(kk * NR + 8));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*a.add(r * k + kk));
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+        }
+        if cols == NR {
+            for (r, row) in acc.iter().enumerate() {
+                _mm256_storeu_ps(c.add(r * ldc), row[0]);
+                _mm256_storeu_ps(c.add(r * ldc + 8), row[1]);
+            }
+        } else {
+            let mut buf = [0f32; NR];
+            for (r, row) in acc.iter().enumerate() {
+                _mm256_storeu_ps(buf.as_mut_ptr(), row[0]);
+                _mm256_storeu_ps(buf.as_mut_ptr().add(8), row[1]);
+                std::ptr::copy_nonoverlapping(buf.as_ptr(), c.add(r * ldc), cols);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic pseudo-random matrix (no RNG dependency needed).
+    fn matrix(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..rows * cols)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// The textbook triple loop in f64, the reference.
+    fn reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+        let mut y = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                y[i * n + j] = (0..k)
+                    .map(|kk| x[i * k + kk] as f64 * w[j * k + kk] as f64)
+                    .sum();
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn matches_the_triple_loop_on_edge_shapes() {
+        if !PackedMatrix::supported() {
+            eprintln!("skipped: this CPU has no AVX2/FMA, the packed kernel is never used here");
+            return;
+        }
+        // Row counts around the 6-row tile and the row block, column counts
+        // around the 16-wide panel, and a k large enough for several row blocks.
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (5, 17, 3),
+            (6, 16, 64),
+            (7, 33, 100),
+            (13, 15, 576),
+            (90, 48, 1536),
+            (200, 40, 576),
+        ] {
+            let x = matrix(m, k, 1 + m as u64);
+            let w = matrix(n, k, 7 + n as u64);
+            let packed = PackedMatrix::pack(&w, n, k);
+            assert_eq!((packed.out_features(), packed.in_features()), (n, k));
+            let y = packed.matmul_t(&x, m);
+            let want = reference(&x, &w, m, n, k);
+            let scale = want.iter().fold(0f64, |s, v| s.max(v.abs())).max(1e-12);
+            let worst = y
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0f64, f64::max);
+            // f32 accumulation over k terms: a few ulps times sqrt(k).
+            assert!(
+                worst <= 1e-5 * scale,
+                "[{m}, {k}]·[{n}, {k}]ᵀ: worst abs error {worst:e} against max |y| {scale:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_inputs_give_empty_or_zero_outputs() {
+        if !PackedMatrix::supported() {
+            return;
+        }
+        let packed = PackedMatrix::pack(&matrix(3, 4, 1), 3, 4);
+        assert!(packed.matmul_t(&[], 0).is_empty());
+        let zero_k = PackedMatrix::pack(&[], 5, 0);
+        assert_eq!(zero_k.matmul_t(&[], 2), vec![0f32; 10]);
+    }
+}
