@@ -1,6 +1,7 @@
 //! `cd-worker datasets`: list the registered datasets and show exactly what a
 //! task would feed the model, prompt included, before any GPU time is spent.
 
+use crate::data_fetch::{self, FetchOptions};
 use anyhow::Result;
 use cd_common::datasets::{
     self, BinaryOptions, DataRoot, DatasetKind, DatasetProvenance, McOptions, NoiseKind, PromptMode,
@@ -26,9 +27,19 @@ pub struct ShowArgs {
     /// Examples to print per class (binary) or items (multiple choice).
     #[arg(long, default_value_t = 3)]
     pub n: usize,
-    /// Directory holding the raw files.
+    /// Where the raw files are: a directory, an object-store URL
+    /// (`s3://bucket/prefix[?endpoint=…]`, `file://…`) or an HF Hub dataset
+    /// (`hf://datasets/<owner>/<name>[@revision]`). Remote files are copied to
+    /// the data cache first.
     #[arg(long, env = "CD_DATA_ROOT", default_value = ".")]
     pub data_root: String,
+    /// Where copies of remote files go (default: `CD_DATA_CACHE`, else
+    /// `~/.cache/concept-depth/data`).
+    #[arg(long)]
+    pub data_cache: Option<PathBuf>,
+    /// Read Hub datasets from the Hub cache only (as `HF_HUB_OFFLINE=1`).
+    #[arg(long)]
+    pub offline: bool,
     /// `paper` (each dataset's own prompt) or `cd-legacy` (the released code's single prompt).
     #[arg(long, default_value = "paper")]
     pub prompt_mode: String,
@@ -120,8 +131,19 @@ fn print_provenance(p: &DatasetProvenance) {
 }
 
 fn show(args: &ShowArgs) -> Result<()> {
-    let root = DataRoot::parse(&args.data_root)?;
     let (manifest, _) = datasets::find(&args.name)?;
+    let fetch = FetchOptions {
+        cache_dir: args.data_cache.clone(),
+        hub_cache: None,
+        offline: args.offline,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let root = data_fetch::resolve(
+        &DataRoot::parse(&args.data_root)?,
+        &args.name,
+        &fetch,
+        runtime.handle(),
+    )?;
     // Validate both options whatever the dataset kind, so a typo is never ignored.
     let prompt_mode = PromptMode::parse(&args.prompt_mode)?;
     let noise = NoiseKind::parse(&args.noise)?;

@@ -9,6 +9,7 @@ pub mod bench_matmul;
 pub mod bench_random;
 pub mod cli_datasets;
 pub mod cli_extract;
+pub mod data_fetch;
 pub mod devices;
 pub mod engine;
 pub mod logging;

@@ -12,6 +12,7 @@
 //! loading a large model for every cell would dominate a sweep.
 
 use crate::agent::backoff::Backoff;
+use crate::data_fetch::{resolve as resolve_data_root, FetchError, FetchOptions};
 use crate::devices::DeviceInfo;
 use crate::engine::extract::{ExtractOptions, ExtractProgress};
 use crate::engine::load::{open_model, LoadOptions};
@@ -60,6 +61,10 @@ pub enum PipelineError {
     /// The dataset could not be loaded.
     #[error(transparent)]
     Dataset(#[from] DatasetError),
+    /// A remote data root could not be copied locally (boxed: object-store
+    /// errors are large and every task result carries this type).
+    #[error(transparent)]
+    DataFetch(#[from] Box<FetchError>),
     /// Probing failed.
     #[error(transparent)]
     Probe(#[from] ProbeError),
@@ -87,6 +92,7 @@ impl PipelineError {
             // Input errors (a text that tokenises to nothing) repeat on every
             // worker; load errors may be a transient download or disk problem.
             PipelineError::Engine { source, .. } => matches!(source, EngineError::Input { .. }),
+            PipelineError::DataFetch(e) => e.is_permanent(),
             PipelineError::Cancelled | PipelineError::Store(_) | PipelineError::Scratch(_) => false,
         }
     }
@@ -364,6 +370,19 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The spec's data root, made local: remote files the dataset needs are
+    /// copied to the data cache first (see `data_fetch`).
+    fn data_root(&self, spec: &TaskSpec, ctx: &TaskContext<'_>) -> Result<DataRoot, PipelineError> {
+        let fetch = FetchOptions {
+            cache_dir: None,
+            hub_cache: self.opts.model_cache.clone(),
+            offline: self.opts.offline,
+        };
+        let root = DataRoot::parse(&spec.data_root)?;
+        resolve_data_root(&root, &spec.dataset, &fetch, ctx.runtime)
+            .map_err(|e| PipelineError::DataFetch(Box::new(e)))
+    }
+
     fn model(&self) -> &Model {
         &self.loaded.as_ref().expect("ensure_model ran first").model
     }
@@ -379,7 +398,7 @@ impl Pipeline {
         let probe_cfg = ProbeConfig::from_json(&spec.probe)?;
         progress.set_phase(Phase::LoadData);
         let t = Instant::now();
-        let root = DataRoot::parse(&spec.data_root)?;
+        let root = self.data_root(spec, ctx)?;
         let opts = BinaryOptions::from_spec(&spec.prompt_mode, &spec.noise, spec.seed)?;
         let data = datasets::load_binary(&spec.dataset, &root, &opts)?;
         timings.insert("load_data".to_string(), t.elapsed().as_secs_f64());
@@ -438,7 +457,7 @@ impl Pipeline {
         let progress = ctx.progress;
         progress.set_phase(Phase::LoadData);
         let t = Instant::now();
-        let root = DataRoot::parse(&spec.data_root)?;
+        let root = self.data_root(spec, ctx)?;
         let opts = McOptions {
             seed: spec.seed,
             ..McOptions::default()
