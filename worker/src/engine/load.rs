@@ -342,7 +342,7 @@ impl ModelFiles {
                 what,
             }),
             Weights::InMemory { tensors, .. } => Box::new(Described {
-                inner: tensors,
+                inner: HandOutOnce::new(tensors),
                 what,
             }),
         };
@@ -429,6 +429,66 @@ impl SimpleBackend for ReleaseAfterCopy {
 
     fn contains_tensor(&self, name: &str) -> bool {
         SimpleBackend::contains_tensor(&self.0, name)
+    }
+}
+
+/// In-memory tensors given away on first request.
+///
+/// The network keeps what it is handed (or a packed or quantized copy of it),
+/// so the map's own reference would only keep a second copy of every weight
+/// alive until the build ends. Each tensor is requested once (tied
+/// embeddings reuse the embedding tensor); a second request is an error
+/// rather than a silent copy.
+struct HandOutOnce {
+    tensors: std::sync::Mutex<HashMap<String, Tensor>>,
+    names: BTreeSet<String>,
+}
+
+impl HandOutOnce {
+    fn new(tensors: HashMap<String, Tensor>) -> Self {
+        HandOutOnce {
+            names: tensors.keys().cloned().collect(),
+            tensors: std::sync::Mutex::new(tensors),
+        }
+    }
+
+    fn take(&self, name: &str) -> candle_core::Result<Tensor> {
+        let mut map = self
+            .tensors
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("weights map poisoned".into()))?;
+        map.remove(name).ok_or_else(|| {
+            candle_core::Error::Msg(format!("tensor `{name}` was already handed out once"))
+        })
+    }
+}
+
+impl SimpleBackend for HandOutOnce {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.take(name)?;
+        if t.shape() != &s {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: s,
+                got: t.shape().clone(),
+            });
+        }
+        t.to_device(dev)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.take(name)?.to_device(dev)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.names.contains(name)
     }
 }
 
