@@ -58,7 +58,7 @@ run_hf() { # mode batch
   "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("| " + " | ".join(str(r[k]) for k in ("mode", "batch_size", "texts", "tokens", "seconds", "tokens_per_s")) + " | " + sys.argv[2] + " |")' \
     "$WORK/hf.json" "$(rss "$WORK/hf.time")"
 }
-run_ours() { # batch
+run_ours() { # batch [label]
   /usr/bin/time -v "$BIN" extract --model "$HFDIR" --input "$WORK/texts.jsonl" --site residual \
     --pooling last --precision 32 --batch-size "$1" --out "$WORK/ours.safetensors" 2> "$WORK/ours.time"
   line=$(grep '^wrote ' "$WORK/ours.time")
@@ -67,10 +67,15 @@ run_ours() { # batch
   tokens=$(sed -E 's/.* ([0-9]+) tokens in.*/\1/' <<<"$line")
   secs=$(sed -E 's/.* tokens in ([0-9.]+)s.*/\1/' <<<"$line")
   tps=$(sed -E 's/.*, ([0-9.]+) tokens\/s.*/\1/' <<<"$line")
-  echo "| cd-worker | $1 | $texts | $tokens | $secs | $tps | $(rss "$WORK/ours.time") |"
+  echo "| ${2:-cd-worker} | $1 | $texts | $tokens | $secs | $tps | $(rss "$WORK/ours.time") |"
 }
 run_hf seed 1
 for b in $BATCHES; do
   run_ours "$b"
+  # BENCH_CANDLE_MATMUL=1: also cd-worker with candle's general matmul instead
+  # of the packed kernel (the same binary, CD_PACKED_GEMM=0), for an A/B.
+  if [[ ${BENCH_CANDLE_MATMUL:-0} == 1 ]]; then
+    CD_PACKED_GEMM=0 run_ours "$b" "cd-worker (candle matmul)"
+  fi
   run_hf batched "$b"
 done

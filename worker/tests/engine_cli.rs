@@ -289,3 +289,68 @@ fn hf_hub_offline_env_is_honoured() {
         stderr(&o)
     );
 }
+
+/// Peak resident memory of every child process this test process has waited for.
+fn children_peak_rss_bytes() -> u64 {
+    // SAFETY: `usage` is a valid out-pointer for getrusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    assert_eq!(rc, 0, "getrusage failed");
+    usage.ru_maxrss as u64 * 1024 // Linux reports KiB
+}
+
+#[test]
+fn smollm2_extraction_holds_one_copy_of_the_weights() {
+    let Some(gguf) = engine_support::smollm2_path() else {
+        return;
+    };
+    // What the f32 weights take: every tensor of the file, 4 bytes an element.
+    let mut file = std::fs::File::open(&gguf).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+    let weights: u64 = content
+        .tensor_infos
+        .values()
+        .map(|i| i.shape.elem_count() as u64 * 4)
+        .sum();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("texts.jsonl");
+    let texts: String = (0..16)
+        .map(|i| format!("{{\"text\": \"text number {i} about a coin that was flipped {i} times\", \"label\": {}}}\n", i % 2))
+        .collect();
+    write(&input, &texts);
+    let out = tmp.path().join("out.safetensors");
+    let o = extract(
+        &[
+            "--model",
+            &gguf.display().to_string(),
+            "--input",
+            &input.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--batch-size",
+            "8",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let peak = children_peak_rss_bytes();
+    // Beyond the weights: the binary, the tokenizer, the runtime and one
+    // batch of activations (a few MiB here). A second copy of the projection
+    // weights (the mapping, or the f32 original beside the packed one) would
+    // add about 400 MiB.
+    let allowance = 192u64 << 20;
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    eprintln!(
+        "peak RSS {:.0} MiB = f32 weights {:.0} MiB + {:.0} MiB",
+        mib(peak),
+        mib(weights),
+        mib(peak.saturating_sub(weights))
+    );
+    assert!(
+        peak <= weights + allowance,
+        "peak RSS {:.0} MiB exceeds the f32 weights ({:.0} MiB) + {:.0} MiB",
+        mib(peak),
+        mib(weights),
+        mib(allowance)
+    );
+}
