@@ -9,6 +9,7 @@ pub mod bench_matmul;
 pub mod bench_random;
 pub mod cli_datasets;
 pub mod cli_extract;
+pub mod cli_probe;
 pub mod data_fetch;
 pub mod devices;
 pub mod engine;

@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Extract per-layer features from a model for a JSONL file of texts.
     Extract(cd_worker::cli_extract::ExtractArgs),
+    /// Fit per-layer probes on a features file from `extract`; write metrics.json.
+    Probe(cd_worker::cli_probe::ProbeArgs),
     /// List datasets or show the exact model inputs of one.
     #[command(subcommand)]
     Datasets(cd_worker::cli_datasets::DatasetsCommand),
@@ -65,6 +67,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let code = match cli.command {
         Some(Command::Extract(args)) => cd_worker::cli_extract::run(args)?,
+        Some(Command::Probe(args)) => cd_worker::cli_probe::run(args)?,
         Some(Command::Datasets(cmd)) => cd_worker::cli_datasets::run(cmd)?,
         Some(Command::Cell(args)) => cd_worker::agent::cell::run(args)?,
         Some(Command::BenchRandom(args)) => cd_worker::bench_random::run(args)?,
