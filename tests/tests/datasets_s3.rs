@@ -1,0 +1,104 @@
+//! A dataset read from a real S3-compatible server (`s3s-fs`): the worker
+//! copies exactly the files the manifest needs (here IMDb's Hub layout, two
+//! Parquet shards found by listing) into its data cache, reuses the copy while
+//! the objects are unchanged, and copies again when one changes.
+
+use cd_common::storage::Store;
+use cd_tests::*;
+use std::process::Output;
+
+fn show(
+    worker: &std::path::Path,
+    url: &str,
+    env: &[(String, String)],
+    cache: &std::path::Path,
+) -> Output {
+    std::process::Command::new(worker)
+        .args(["datasets", "show", "imdb", "--n", "1", "--data-root", url])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("CD_DATA_CACHE", cache)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("CD_DATA_ROOT")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imdb_shards_from_s3_are_copied_once_and_refreshed_when_changed() {
+    let Some(bin) = S3Server::binary() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let server = S3Server::start(bin, &tmp.path().join("s3"), &tmp.path().join("s3.log")).unwrap();
+    // The only test in this file: setting the process environment is safe here.
+    for (k, v) in server.env() {
+        std::env::set_var(k, v);
+    }
+    let url = server.url("raw");
+    let store = Store::open(&url).unwrap();
+    let sample = std::fs::read(
+        workspace_root().join("datasets/reference/imdb_hub/plain_text/test-00000-of-00001.parquet"),
+    )
+    .unwrap();
+    for shard in ["00000", "00001"] {
+        store
+            .put_bytes(
+                &format!("plain_text/test-{shard}-of-00002.parquet"),
+                sample.clone().into(),
+            )
+            .await
+            .unwrap();
+    }
+    // Not needed by IMDb: must not be copied.
+    store
+        .put_bytes(
+            "plain_text/train-00000-of-00001.parquet",
+            sample.clone().into(),
+        )
+        .await
+        .unwrap();
+
+    let cache = tmp.path().join("data-cache");
+    let worker = &bins().worker;
+    let run = |expect: &str| {
+        let o = show(worker, &url, &server.env(), &cache);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{out}\n{err}\n{}",
+            tail(&tmp.path().join("s3.log"), 20)
+        );
+        assert!(out.contains(expect), "expected `{expect}` in {out}");
+        err
+    };
+    let err = run("counts: negative=8 positive=6");
+    assert_eq!(err.matches("copied from the data root").count(), 2, "{err}");
+    let copies: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert_eq!(copies.len(), 1, "one copy directory");
+    let copy = copies[0].as_ref().unwrap().path();
+    assert!(copy
+        .join("plain_text/test-00001-of-00002.parquet")
+        .is_file());
+    assert!(!copy
+        .join("plain_text/train-00000-of-00001.parquet")
+        .exists());
+
+    // Unchanged objects: the copy is reused, nothing downloaded.
+    let err = run("counts: negative=8 positive=6");
+    assert!(err.contains("reusing the cached copy"), "{err}");
+    assert!(!err.contains("copied from the data root"), "{err}");
+
+    // A third shard appears: a new copy of what is there now.
+    store
+        .put_bytes(
+            "plain_text/test-00002-of-00002.parquet",
+            sample.clone().into(),
+        )
+        .await
+        .unwrap();
+    let err = run("counts: negative=12 positive=9");
+    assert_eq!(err.matches("copied from the data root").count(), 3, "{err}");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+}
