@@ -6,17 +6,18 @@ use std::path::{Path, PathBuf};
 /// The root under which a dataset's files are looked up (see each manifest's
 /// `source.files`).
 ///
-/// Only [`DataRoot::Local`] is read by the loaders. A remote root is resolved by
-/// the worker before loading: it copies the manifest's `source.files` from the
-/// object store (`s3://bucket/prefix/<file>`, `file://...`) or downloads them
-/// from an HF Hub dataset repository into a local cache directory, then calls
-/// the loaders with `DataRoot::Local(cache_dir)`. Keeping the network out of
-/// this crate keeps loading pure and testable.
+/// Only [`DataRoot::Local`] is read by the loaders. A remote root is made local
+/// by the worker before loading (`cd_worker::data_fetch`): it copies the files
+/// the manifest needs (see [`super::find_source_files`]) from the object store
+/// into its data cache, or resolves them through the HF Hub cache, then calls
+/// the loaders with `DataRoot::Local(dir)`. Keeping the network out of the
+/// loaders keeps loading pure and testable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataRoot {
     /// A local directory.
     Local(PathBuf),
-    /// An object-store URL (`s3://`, `gs://`, `file://`, `memory://`...).
+    /// An object-store URL as the storage layer opens it (`s3://`, `memory://`,
+    /// a relative `file://dir`).
     ObjectStore(url::Url),
     /// An HF Hub dataset repository, written `hf://datasets/<org>/<name>[@rev]`.
     HfHub {
