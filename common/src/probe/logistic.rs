@@ -55,10 +55,10 @@ pub struct SolverConfig {
     /// Up to this feature width the Newton system is solved exactly (Hessian
     /// by GEMM, Cholesky) instead of by CG; above it, Newton-CG.
     pub direct_max_dim: usize,
-    /// Above `direct_max_dim`, when the training rows are fewer than the
-    /// features and at most this many, CG is preconditioned with the exact
-    /// inverse Hessian through the Woodbury identity (an `n × n` Cholesky);
-    /// otherwise with the Hessian's diagonal. 0 disables it.
+    /// Above `direct_max_dim`, when there are at most this many training
+    /// rows, CG is preconditioned with the exact inverse Hessian through the
+    /// Woodbury identity (an `n × n` Cholesky); otherwise with the Hessian's
+    /// diagonal. 0 disables it.
     pub woodbury_max_rows: usize,
 }
 
@@ -251,7 +251,7 @@ pub fn fit(
     let mut f_cur = objective(&z, 0.0);
     // Wide problems: CG preconditioned by the exact inverse Hessian at the
     // curvature of some earlier step, rebuilt when CG needs too many steps.
-    let use_woodbury = d > cfg.direct_max_dim && n < d && n <= cfg.woodbury_max_rows;
+    let use_woodbury = d > cfg.direct_max_dim && n <= cfg.woodbury_max_rows;
     let mut kernel: Option<Kernel> = None;
     let mut woodbury: Option<Woodbury> = None;
     let mut last_cg = usize::MAX;
