@@ -8,6 +8,7 @@ it converged, and wall time as JSON. The BLAS kernel in use is reported via
 threadpoolctl.
 
 Usage: python scripts/probe_bench_sklearn.py DIR MAX_ITER [TOL] [--layers a,b,c] [--standardize]
+       [--solver NAME]   (default lbfgs; newton-cholesky with a tiny TOL gives the exact optimum)
 """
 import json
 import sys
@@ -28,6 +29,11 @@ def main():
     standardize = "--standardize" in args
     args = [a for a in args if a != "--standardize"]
     layers_sel = None
+    solver = "lbfgs"
+    if "--solver" in args:
+        k = args.index("--solver")
+        solver = args[k + 1]
+        del args[k : k + 2]
     if "--layers" in args:
         k = args.index("--layers")
         layers_sel = [int(v) for v in args[k + 1].split(",")]
@@ -49,7 +55,7 @@ def main():
             xtr, xte = sc.transform(xtr), sc.transform(xte)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            clf = LogisticRegression(C=1.0, max_iter=max_iter, tol=tol).fit(xtr, y[train])
+            clf = LogisticRegression(C=1.0, max_iter=max_iter, tol=tol, solver=solver).fit(xtr, y[train])
         acc = accuracy_score(y[test], clf.predict(xte))
         auc = roc_auc_score(y[test], clf.predict_proba(xte)[:, 1])
         dt = time.perf_counter() - t0
@@ -57,7 +63,7 @@ def main():
         rows.append({"layer": layer, "accuracy": acc, "auc": auc, "n_iter": int(clf.n_iter_[0]),
                      "converged": bool(clf.n_iter_[0] < max_iter), "seconds": dt})
     blas = [{k: i.get(k) for k in ("internal_api", "num_threads", "architecture")} for i in threadpool_info()]
-    print(json.dumps({"tool": f"sklearn {sklearn.__version__}", "max_iter": max_iter, "tol": tol,
+    print(json.dumps({"tool": f"sklearn {sklearn.__version__}", "solver": solver, "max_iter": max_iter, "tol": tol,
                       "shape": list(feats.shape), "standardize": standardize, "fit_seconds": total,
                       "blas": blas, "layers": rows}))
 

@@ -18,10 +18,12 @@
 //! materialised: passes read the raw rows and fold `μ, s` into the weights.
 //!
 //! # Method
-//! Newton's method with the Newton system solved inexactly by conjugate
-//! gradients preconditioned with the Hessian's diagonal (which absorbs the
-//! very different scales of raw LLM feature dimensions), and an Armijo
-//! backtracking line search. Each CG step costs one pass over the rows that
+//! Newton's method with an Armijo backtracking line search. The Newton
+//! system is solved exactly for moderate widths (`direct_max_dim`); above
+//! that by conjugate gradients, preconditioned with the exact inverse Hessian
+//! through the Woodbury identity when the training rows fit an `n × n`
+//! Cholesky (see [`super::woodbury`]), else with the Hessian's diagonal
+//! (which absorbs the very different scales of raw LLM feature dimensions). Each CG step costs one pass over the rows that
 //! computes `q = X̃p` and `X̃ᵀ(D q)` together (the row stays in cache), and
 //! also accumulates `X̃d` for the Newton direction `d`, so the line search
 //! costs O(n) rather than a pass. The gradient pass likewise fuses `X̃ᵀr` with
