@@ -3,6 +3,8 @@
 //! Parquet shards found by listing) into its data cache, reuses the copy while
 //! the objects are unchanged, and copies again when one changes.
 
+use cd_common::metrics::CellMetrics;
+use cd_common::spec::{ModelRef, ModelSource, Pooling, Precision, Site, TaskKind, TaskSpec};
 use cd_common::storage::Store;
 use cd_tests::*;
 use std::process::Output;
@@ -101,4 +103,48 @@ async fn imdb_shards_from_s3_are_copied_once_and_refreshed_when_changed() {
     let err = run("counts: negative=12 positive=9");
     assert_eq!(err.matches("copied from the data root").count(), 3, "{err}");
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+
+    // A task with this data root goes through the same resolution: the
+    // pipeline reuses the copy and probes all 21 reviews.
+    let Some(models) = tiny_models() else { return };
+    let spec = TaskSpec {
+        sweep: "s3data".into(),
+        kind: TaskKind::Probe,
+        model: ModelRef {
+            name: "tiny-qwen".into(),
+            source: ModelSource::Dir {
+                path: models.join("qwen2_bias_tied").display().to_string(),
+            },
+            size_b: 0.001,
+        },
+        dataset: "imdb".into(),
+        data_root: url.clone(),
+        precision: Precision::F32,
+        noise: "none".into(),
+        prompt_mode: "paper".into(),
+        site: Site::Residual,
+        pooling: Pooling::Last,
+        seed: 0,
+        probe: serde_json::json!({}),
+        batch_size: 8,
+        upload_features: false,
+    };
+    let spec_path = tmp.path().join("spec.json");
+    std::fs::write(&spec_path, spec.canonical_json()).unwrap();
+    let results = tmp.path().join("results");
+    let o = std::process::Command::new(worker)
+        .args(["cell", "--spec"])
+        .arg(&spec_path)
+        .arg("--store")
+        .arg(format!("file://{}", results.display()))
+        .envs(server.env())
+        .env("CD_DATA_CACHE", &cache)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "cd-worker cell failed: {err}");
+    assert!(err.contains("reusing the cached copy"), "{err}");
+    let key = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let m = CellMetrics::from_json(&std::fs::read_to_string(results.join(key)).unwrap()).unwrap();
+    assert_eq!(m.n_examples, 21);
 }
