@@ -1,7 +1,8 @@
 //! A dataset read from a real S3-compatible server (`s3s-fs`): the worker
 //! copies exactly the files the manifest needs (here IMDb's Hub layout, two
 //! Parquet shards found by listing) into its data cache, reuses the copy while
-//! the objects are unchanged, and copies again when one changes.
+//! the objects are unchanged, and copies again when one changes; a probe task
+//! (`cd-worker cell`) with that data root goes through the same copy.
 
 use cd_common::metrics::CellMetrics;
 use cd_common::spec::{ModelRef, ModelSource, Pooling, Precision, Site, TaskKind, TaskSpec};
