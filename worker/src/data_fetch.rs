@@ -247,6 +247,7 @@ async fn store_files(
         move |source| FetchError::Cache { path, source }
     };
     std::fs::create_dir_all(&cache).map_err(cache_err(&cache))?;
+    remove_stale_partials(&cache);
     let tmp = tempfile::Builder::new()
         .prefix(".partial-")
         .tempdir_in(&cache)
@@ -293,6 +294,26 @@ async fn store_files(
         }
     }
     Ok(Some(dest))
+}
+
+/// Staging directories of copies that never finished (a worker killed
+/// mid-copy) are removed once they are an hour old: no live copy takes that long.
+fn remove_stale_partials(cache: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+        if stale && entry.file_name().to_string_lossy().starts_with(".partial-") {
+            tracing::info!(dir = %entry.path().display(), "removing an unfinished copy");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Whether an env var holds a truthy value (`1`, `true`, `yes`, `on`).
@@ -476,6 +497,21 @@ mod tests {
         assert_ne!(fresh, local);
         let d = datasets::load_binary("sarcasm", &fresh, &Default::default()).unwrap();
         assert_eq!(d.class_counts(), [3, 3]);
+        // An unfinished copy from a killed worker: removed once stale, not before.
+        let stale = cache.path().join(".partial-killed");
+        let fresh = cache.path().join(".partial-running");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::create_dir_all(&fresh).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::open(&stale)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        rt.block_on(store.put_bytes("cd/sarcasm.json", Bytes::from(sarcasm_lines(8))))
+            .unwrap();
+        resolve(&root, "sarcasm", &opts, rt.handle()).unwrap();
+        assert!(!stale.exists() && fresh.exists());
+        std::fs::remove_dir(&fresh).unwrap();
         let leftovers: Vec<_> = std::fs::read_dir(cache.path())
             .unwrap()
             .filter_map(|e| e.ok())
