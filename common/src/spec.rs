@@ -245,39 +245,42 @@ impl TaskSpec {
     }
 }
 
+/// A fully populated spec for tests in this crate, so every module's tests
+/// start from the same valid task instead of repeating the literal.
+#[cfg(test)]
+pub(crate) fn example_spec() -> TaskSpec {
+    TaskSpec {
+        sweep: "s".into(),
+        kind: TaskKind::Probe,
+        model: ModelRef {
+            name: "m".into(),
+            source: ModelSource::Dir { path: "/m".into() },
+            size_b: 0.1,
+        },
+        dataset: "cities".into(),
+        data_root: "/d".into(),
+        precision: Precision::F32,
+        noise: "none".into(),
+        prompt_mode: "paper".into(),
+        site: Site::Residual,
+        pooling: Pooling::Last,
+        seed: 0,
+        probe: serde_json::json!({"c": 1.0}),
+        batch_size: 8,
+        upload_features: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn spec() -> TaskSpec {
-        TaskSpec {
-            sweep: "s".into(),
-            kind: TaskKind::Probe,
-            model: ModelRef {
-                name: "m".into(),
-                source: ModelSource::Dir { path: "/m".into() },
-                size_b: 0.1,
-            },
-            dataset: "cities".into(),
-            data_root: "/d".into(),
-            precision: Precision::F32,
-            noise: "none".into(),
-            prompt_mode: "paper".into(),
-            site: Site::Residual,
-            pooling: Pooling::Last,
-            seed: 0,
-            probe: serde_json::json!({"c": 1.0}),
-            batch_size: 8,
-            upload_features: true,
-        }
-    }
-
     #[test]
     fn id_is_stable_and_sensitive() {
-        let a = spec();
-        assert_eq!(a.id(), spec().id());
+        let a = example_spec();
+        assert_eq!(a.id(), example_spec().id());
         assert_eq!(a.id().0.len(), 16);
-        let mut b = spec();
+        let mut b = example_spec();
         b.seed = 1;
         assert_ne!(a.id(), b.id());
         let round: TaskSpec = serde_json::from_str(&a.canonical_json()).unwrap();

@@ -411,28 +411,15 @@ fn parse_bool(s: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{ModelRef, ModelSource, Pooling, Precision, Site, TaskKind};
+    use crate::spec::example_spec;
 
+    /// The shared example spec in this module's sweep, varied by seed.
     fn spec(seed: u64) -> TaskSpec {
         TaskSpec {
             sweep: "sw".into(),
-            kind: TaskKind::Probe,
-            model: ModelRef {
-                name: "m".into(),
-                source: ModelSource::Dir { path: "/m".into() },
-                size_b: 0.1,
-            },
-            dataset: "cities".into(),
-            data_root: "/d".into(),
-            precision: Precision::F32,
-            noise: "none".into(),
-            prompt_mode: "paper".into(),
-            site: Site::Residual,
-            pooling: Pooling::Last,
             seed,
             probe: serde_json::json!({}),
-            batch_size: 8,
-            upload_features: true,
+            ..example_spec()
         }
     }
 
