@@ -22,7 +22,7 @@
 //! system is solved exactly for moderate widths (`direct_max_dim`); above
 //! that by conjugate gradients, preconditioned with the exact inverse Hessian
 //! through the Woodbury identity when the training rows fit an `n × n`
-//! Cholesky (see [`super::woodbury`]), else with the Hessian's diagonal
+//! Cholesky (see `probe/woodbury.rs`), else with the Hessian's diagonal
 //! (which absorbs the very different scales of raw LLM feature dimensions). Each CG step costs one pass over the rows that
 //! computes `q = X̃p` and `X̃ᵀ(D q)` together (the row stays in cache), and
 //! also accumulates `X̃d` for the Newton direction `d`, so the line search
