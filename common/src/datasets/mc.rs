@@ -497,15 +497,7 @@ fn read_truthfulqa(file: &SourceFile) -> Result<Vec<RawItem>, DatasetError> {
 
 /// ReClor: the labelled option is true, the others false.
 fn read_reclor(file: &SourceFile) -> Result<Vec<RawItem>, DatasetError> {
-    let doc: serde_json::Value = serde_json::from_str(source::text(file)?).map_err(|e| {
-        DatasetError::parse(
-            &file.path,
-            format!("line {} column {}", e.line(), e.column()),
-            "(document)",
-            "valid JSON",
-            e,
-        )
-    })?;
+    let doc = source::parse_json(file)?;
     let arr = doc.as_array().ok_or_else(|| {
         DatasetError::parse(
             &file.path,
@@ -518,20 +510,6 @@ fn read_reclor(file: &SourceFile) -> Result<Vec<RawItem>, DatasetError> {
     let mut out = Vec::new();
     for (i, v) in arr.iter().enumerate() {
         let loc = format!("[{i}]");
-        let s = |k: &str| {
-            v.get(k)
-                .and_then(|x| x.as_str())
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    DatasetError::parse(
-                        &file.path,
-                        &loc,
-                        k,
-                        "a string",
-                        v.get(k).map_or("nothing".into(), |x| x.to_string()),
-                    )
-                })
-        };
         let answers = str_list(v, file, &loc, "answers")?;
         let label = v
             .get("label")
@@ -559,8 +537,8 @@ fn read_reclor(file: &SourceFile) -> Result<Vec<RawItem>, DatasetError> {
                 .get("id_string")
                 .and_then(|x| x.as_str())
                 .map_or_else(|| format!("[{i}]"), str::to_string),
-            context: Some(s("context")?),
-            question: s("question")?,
+            context: Some(source::str_field(file, &loc, v, "context")?),
+            question: source::str_field(file, &loc, v, "question")?,
             truths: vec![truth],
             falses,
             best: 0,

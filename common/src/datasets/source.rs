@@ -419,7 +419,8 @@ fn read_jsonl(file: &SourceFile, spec: &SourceSpec) -> Result<Vec<RawRow>, Datas
     Ok(rows)
 }
 
-fn parse_json(file: &SourceFile) -> Result<serde_json::Value, DatasetError> {
+/// The file as one JSON document; a syntax error names its line and column.
+pub(crate) fn parse_json(file: &SourceFile) -> Result<serde_json::Value, DatasetError> {
     serde_json::from_str(text(file)?).map_err(|e| {
         DatasetError::parse(
             &file.path,
@@ -429,6 +430,28 @@ fn parse_json(file: &SourceFile) -> Result<serde_json::Value, DatasetError> {
             e,
         )
     })
+}
+
+/// The string field `key` of the JSON object `obj` found at `loc` in `file`;
+/// anything else is an error naming the location, the key and what was there.
+pub(crate) fn str_field(
+    file: &SourceFile,
+    loc: &str,
+    obj: &serde_json::Value,
+    key: &str,
+) -> Result<String, DatasetError> {
+    obj.get(key)
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            DatasetError::parse(
+                &file.path,
+                loc,
+                key,
+                "a string",
+                obj.get(key).map_or("nothing".into(), |v| v.to_string()),
+            )
+        })
 }
 
 fn examples(
@@ -466,22 +489,8 @@ fn read_strategyqa(file: &SourceFile) -> Result<Vec<RawRow>, DatasetError> {
     let mut rows = Vec::new();
     for (i, ex) in examples(file, &doc)?.iter().enumerate() {
         let loc = format!("examples[{i}]");
-        let s = |k: &str| -> Result<String, DatasetError> {
-            ex.get(k)
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    DatasetError::parse(
-                        &file.path,
-                        &loc,
-                        k,
-                        "a string",
-                        ex.get(k).map_or("nothing".into(), |v| v.to_string()),
-                    )
-                })
-        };
-        let input = s("input")?;
-        let target = s("target")?;
+        let input = str_field(file, &loc, ex, "input")?;
+        let target = str_field(file, &loc, ex, "target")?;
         let score = |k: &str| {
             ex.get("target_scores")
                 .and_then(|t| t.get(k))
