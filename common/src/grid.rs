@@ -58,7 +58,10 @@ pub struct GridFile {
     pub version: Spanned<u32>,
     /// Sweep name: the storage prefix of every result. Example: `sweep = "full"`.
     pub sweep: Spanned<String>,
-    /// Where workers find raw dataset files (a local directory, may use `${VAR}`).
+    /// Where workers find raw dataset files (may use `${VAR}`): a local path, an
+    /// object-store URL (`s3://…`, `file://…`, `memory://…`) or a Hub dataset
+    /// (`hf://datasets/OWNER/NAME[@REV]`); workers copy remote files to their
+    /// data cache first (`docs/datasets.md`).
     /// Example: `data_root = "${CD_DATA_ROOT:-datasets/data}"`.
     pub data_root: Spanned<String>,
     /// Where results go.

@@ -206,6 +206,9 @@ pub struct PipelineOptions {
     pub offline: bool,
     /// Hub cache directory.
     pub model_cache: Option<PathBuf>,
+    /// Where copies of remote data roots go (`None`: `data_fetch`'s default,
+    /// which reads `CD_DATA_CACHE`).
+    pub data_cache: Option<PathBuf>,
     /// How long storage writes are retried before the task fails.
     pub store_retry_budget: Duration,
     /// Texts per extraction chunk, as a multiple of the batch size: between
@@ -220,6 +223,7 @@ impl PipelineOptions {
             devices,
             offline: false,
             model_cache: None,
+            data_cache: None,
             store_retry_budget: Duration::from_secs(600),
             chunk_batches: 8,
         }
@@ -374,7 +378,7 @@ impl Pipeline {
     /// copied to the data cache first (see `data_fetch`).
     fn data_root(&self, spec: &TaskSpec, ctx: &TaskContext<'_>) -> Result<DataRoot, PipelineError> {
         let fetch = FetchOptions {
-            cache_dir: None,
+            cache_dir: self.opts.data_cache.clone(),
             hub_cache: self.opts.model_cache.clone(),
             offline: self.opts.offline,
         };

@@ -32,6 +32,11 @@ pub struct AgentArgs {
     /// Cache directory for Hugging Face Hub downloads (default: `HF_HOME` rules).
     #[arg(long, env = "CD_MODEL_CACHE")]
     pub model_cache: Option<PathBuf>,
+    /// Directory for local copies of remote data roots (object-store URLs,
+    /// Hub datasets). Default: `XDG_CACHE_HOME` or `~/.cache`, then
+    /// `concept-depth/data`.
+    #[arg(long, env = "CD_DATA_CACHE")]
+    pub data_cache: Option<PathBuf>,
     /// Never touch the network for models: Hub models must already be cached.
     #[arg(long, env = "CD_OFFLINE")]
     pub offline: bool,

@@ -26,6 +26,9 @@ pub struct CellArgs {
     /// Cache directory for Hugging Face Hub downloads.
     #[arg(long, env = "CD_MODEL_CACHE")]
     pub model_cache: Option<PathBuf>,
+    /// Directory for local copies of remote data roots (as the agent's flag).
+    #[arg(long, env = "CD_DATA_CACHE")]
+    pub data_cache: Option<PathBuf>,
     /// Never touch the network for models.
     #[arg(long)]
     pub offline: bool,
@@ -42,6 +45,7 @@ pub fn run(args: CellArgs) -> anyhow::Result<i32> {
     let mut opts = PipelineOptions::new(devices);
     opts.offline = args.offline;
     opts.model_cache = args.model_cache;
+    opts.data_cache = args.data_cache;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
