@@ -13,7 +13,7 @@ pub(crate) mod llama;
 pub(crate) mod qwen2;
 
 use super::config::{LayerKind, ModelConfig, Rope, RopeScaling};
-use super::packed_gemm::PackedMatrix;
+use super::packed_gemm::{matmul_gated, Gate, PackedMatrix};
 use super::quant::Numerics;
 use super::EngineError;
 use candle_core::quantized::QMatMul;
@@ -53,6 +53,35 @@ fn pack(w: &Tensor) -> candle_core::Result<PackedMatrix> {
     };
     let data = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + n * k];
     Ok(PackedMatrix::pack(data, n, k))
+}
+
+/// `act(x·Gᵀ) ⊙ (x·Uᵀ)` through the packed kernel, for `x` `[..., k]` f32
+/// on the CPU; the result has `x`'s leading dimensions.
+fn packed_gated(
+    x: &Tensor,
+    g: &PackedMatrix,
+    u: &PackedMatrix,
+    act: Act,
+) -> candle_core::Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let k = dims[dims.len() - 1];
+    let m: usize = dims[..dims.len() - 1].iter().product();
+    let x = x.reshape((m, k))?.contiguous()?;
+    let gate = match act {
+        Act::Silu => Gate::Silu,
+        Act::GeluTanh => Gate::GeluTanh,
+    };
+    let y = {
+        let (storage, layout) = x.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("the packed kernel needs CPU activations")
+        };
+        let start = layout.start_offset();
+        matmul_gated(g, u, gate, &cpu.as_slice::<f32>()?[start..start + m * k], m)
+    };
+    let mut out = dims;
+    *out.last_mut().expect("non-empty dims") = g.out_features();
+    Tensor::from_vec(y, out, x.device())
 }
 
 /// `x·Wᵀ` through the packed kernel; `x` is `[m, k]` f32 on the CPU.
@@ -208,6 +237,15 @@ impl GatedMlp {
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let (Weight::Packed(g), Weight::Packed(u), None, None, DType::F32) = (
+            &self.gate.w,
+            &self.up.w,
+            &self.gate.b,
+            &self.up.b,
+            x.dtype(),
+        ) {
+            return self.down.forward(&packed_gated(x, g, u, self.act)?);
+        }
         let g = self.gate.forward(x)?;
         let g = match self.act {
             Act::Silu => candle_nn::ops::silu(&g)?,
