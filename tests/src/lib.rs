@@ -7,6 +7,12 @@
 //! output goes to a log file in the cluster's temporary directory; a failing
 //! `wait_for_*` prints the tails of those logs.
 
+/// The worker's exit codes, compiled from the worker's own source file so the
+/// tests (and the deployment's `podFailurePolicy` checks) use the very values
+/// the binary does, without linking the worker crate.
+#[path = "../../worker/src/agent/exit.rs"]
+pub mod worker_exit;
+
 use anyhow::{anyhow, bail, Context, Result};
 use cd_proto::v1::coordinator_client::CoordinatorClient;
 use cd_proto::v1::SweepStatusResponse;

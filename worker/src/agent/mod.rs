@@ -14,28 +14,13 @@ pub(crate) mod backoff;
 pub mod cell;
 mod client;
 mod executor;
+pub mod exit;
 mod heartbeat;
 mod identity;
 mod shutdown;
 mod worker;
 
 pub use args::AgentArgs;
-
-/// Process exit codes of `cd-worker` in agent mode.
-pub mod exit {
-    /// The sweep is done (`--idle-exit`), `--max-tasks` were completed, or the
-    /// worker shut down gracefully after SIGTERM/SIGINT.
-    pub const OK: i32 = 0;
-    /// An unexpected internal error.
-    pub const ERROR: i32 = 1;
-    /// Bad command line or configuration (also clap's code for usage errors):
-    /// unreadable token file, bad `--gpus`, TLS settings, storage URL.
-    pub const CONFIG: i32 = 2;
-    /// The coordinator refused the worker's token.
-    pub const AUTH: i32 = 3;
-    /// The coordinator stayed unreachable longer than `--give-up-after-secs`.
-    pub const UNREACHABLE: i32 = 4;
-}
 
 /// Why the agent stopped before its work was done.
 #[derive(Debug, thiserror::Error)]

@@ -43,6 +43,8 @@ struct Agent {
     executor: Executor,
     loaded_model: Option<String>,
     completed: u64,
+    /// The last lease answer said the sweep is done.
+    sweep_done: bool,
 }
 
 /// Run the agent until the sweep is done, `--max-tasks` are completed, or a
@@ -63,6 +65,7 @@ pub async fn run(args: AgentArgs) -> Result<i32, AgentError> {
     let mut opts = PipelineOptions::new(devices.clone());
     opts.offline = args.offline;
     opts.model_cache = args.model_cache.clone();
+    opts.data_cache = args.data_cache.clone();
     let executor = Executor::spawn(Pipeline::new(opts), tokio::runtime::Handle::current())
         .map_err(|e| AgentError::Config(format!("starting the executor thread: {e}")))?;
     tracing::info!(
@@ -83,6 +86,7 @@ pub async fn run(args: AgentArgs) -> Result<i32, AgentError> {
         executor,
         loaded_model: None,
         completed: 0,
+        sweep_done: false,
     };
     agent.work().await
 }
@@ -189,14 +193,25 @@ impl Agent {
         Ok(true)
     }
 
+    /// The exit code after a shutdown request: the work is over only if the
+    /// coordinator said the sweep is done; otherwise the worker was taken
+    /// away mid-sweep and must not look finished to whoever runs it.
+    fn stopped_code(&self) -> i32 {
+        if self.sweep_done {
+            exit::OK
+        } else {
+            exit::SIGNALLED
+        }
+    }
+
     async fn work(&mut self) -> Result<i32, AgentError> {
         if !self.register().await? {
-            return Ok(exit::OK);
+            return Ok(self.stopped_code());
         }
         loop {
             if self.shutdown.requested() {
                 tracing::info!(completed = self.completed, "shut down");
-                return Ok(exit::OK);
+                return Ok(self.stopped_code());
             }
             if self.args.max_tasks.is_some_and(|m| self.completed >= m) {
                 tracing::info!(completed = self.completed, "--max-tasks reached");
@@ -230,6 +245,7 @@ impl Agent {
                     )))
                 }
             };
+            self.sweep_done = resp.lease.is_none() && resp.sweep_done;
             match resp.lease {
                 Some(lease) => {
                     if self.run_lease(lease).await? {
@@ -237,7 +253,7 @@ impl Agent {
                             completed = self.completed,
                             "shut down after handing the lease back"
                         );
-                        return Ok(exit::OK);
+                        return Ok(self.stopped_code());
                     }
                 }
                 None if resp.sweep_done && self.args.idle_exit => {
