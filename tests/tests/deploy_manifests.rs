@@ -6,6 +6,7 @@
 
 mod deploy_support;
 
+use cd_tests::worker_exit;
 use deploy_support::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -294,6 +295,43 @@ fn worker_job_does_not_count_preemption_as_failure() {
             ignores_disruption,
             "{overlay}: podFailurePolicy must Ignore the DisruptionTarget condition"
         );
+        // Exit codes come from the worker's own source (worker/src/agent/exit.rs).
+        let codes = |action: &str| -> BTreeSet<i64> {
+            rules
+                .iter()
+                .filter(|r| r["action"] == action && r["onExitCodes"].is_object())
+                .inspect(|r| {
+                    let on = &r["onExitCodes"];
+                    assert_eq!(on["operator"], "In", "{overlay}: {action} rule: {on}");
+                    assert_eq!(
+                        on["containerName"], "worker",
+                        "{overlay}: {action} rule: {on}"
+                    );
+                })
+                .flat_map(|r| {
+                    r["onExitCodes"]["values"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .map(|v| v.as_i64().expect("exit codes are integers"))
+                .collect()
+        };
+        let signalled = i64::from(worker_exit::SIGNALLED);
+        assert_eq!(
+            codes("Ignore"),
+            BTreeSet::from([signalled]),
+            "{overlay}: a worker stopped mid-sweep exits {signalled}: the Job must Ignore that code (and only it)"
+        );
+        assert_eq!(
+            codes("FailJob"),
+            BTreeSet::from([i64::from(worker_exit::CONFIG), i64::from(worker_exit::AUTH)]),
+            "{overlay}: only configuration errors and a refused token fail the Job at once"
+        );
+        assert!(
+            !codes("Count").contains(&i64::from(worker_exit::OK)),
+            "{overlay}: exit 0 is a finished worker"
+        );
         // The worker must leave before the kubelet kills it: its own grace is shorter.
         let c = container(objs, "Job", "cd-worker", "worker");
         let args = expanded_args(objs, c, "cd-worker-0-x7k2p");
@@ -354,6 +392,41 @@ fn worker_model_cache_is_a_volume_at_hf_home() {
         assert!(
             token.starts_with("<secret "),
             "{overlay}: HF_TOKEN must come from a Secret"
+        );
+    }
+}
+
+#[test]
+fn worker_data_cache_is_a_volume_passed_as_data_cache() {
+    for overlay in OVERLAYS {
+        let Some(objs) = render(overlay) else { return };
+        let c = container(objs, "Job", "cd-worker", "worker");
+        let args = expanded_args(objs, c, "cd-worker-0-x7k2p");
+        let dir = flag(&args, "--data-cache").unwrap_or_else(|| {
+            panic!("{overlay}: workers need --data-cache for remote data roots")
+        });
+        let mount = c["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["mountPath"] == dir)
+            .unwrap_or_else(|| panic!("{overlay}: nothing mounted at --data-cache {dir}"));
+        assert_ne!(
+            mount["readOnly"], true,
+            "{overlay}: the data cache must be writable"
+        );
+        let job = find(objs, "Job", "cd-worker").expect("worker job");
+        let vol = pod_spec(job).expect("pod")["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == mount["name"])
+            .expect("mounted volume is declared");
+        assert!(
+            vol["emptyDir"].is_object()
+                || vol["hostPath"].is_object()
+                || vol["persistentVolumeClaim"].is_object(),
+            "{overlay}: the data cache must be a volume that outlives tasks, not {vol}"
         );
     }
 }
