@@ -138,8 +138,12 @@ async fn imdb_shards_from_s3_are_copied_once_and_refreshed_when_changed() {
         .arg(&spec_path)
         .arg("--store")
         .arg(format!("file://{}", results.display()))
+        // The flag, not the variable: the copy made above is only found if
+        // `--data-cache` reaches the pipeline.
+        .arg("--data-cache")
+        .arg(&cache)
         .envs(server.env())
-        .env("CD_DATA_CACHE", &cache)
+        .env_remove("CD_DATA_CACHE")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
