@@ -132,6 +132,19 @@ async fn complete(c: &mut Client, worker: &str, l: &Lease) -> Result<bool, Statu
     .map(|r| r.into_inner().accepted)
 }
 
+/// A bare heartbeat (no progress) for `l`; whether the coordinator still holds the lease.
+async fn heartbeat_ok(c: &mut Client, worker: &str, l: &Lease) -> bool {
+    c.heartbeat(HeartbeatRequest {
+        worker_id: worker.into(),
+        lease_id: l.lease_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .ok
+}
+
 async fn status(c: &mut Client) -> SweepStatusResponse {
     c.sweep_status(SweepStatusRequest {})
         .await
@@ -204,16 +217,7 @@ async fn lease_heartbeat_complete_is_idempotent_and_checked_against_the_store() 
     let s = status(&mut c).await;
     assert_eq!((s.completed, s.leased), (1, 0));
     // The finished lease is gone.
-    let hb = c
-        .heartbeat(HeartbeatRequest {
-            worker_id: "w".into(),
-            lease_id: l.lease_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!hb.ok);
+    assert!(!heartbeat_ok(&mut c, "w", &l).await);
     // An id outside the sweep is an error, not a silent success.
     let bogus = Lease {
         task_id: "0000000000000000".into(),
@@ -235,29 +239,17 @@ async fn expired_leases_are_requeued_and_attempts_are_bounded() {
     // Heartbeats keep it alive past one ttl.
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(900)).await;
-        let hb = c
-            .heartbeat(HeartbeatRequest {
-                worker_id: "w".into(),
-                lease_id: first.lease_id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(hb.ok, "a heartbeating lease must not lapse");
+        assert!(
+            heartbeat_ok(&mut c, "w", &first).await,
+            "a heartbeating lease must not lapse"
+        );
     }
     // Silence: the lease lapses and the task comes back with attempt 2.
     tokio::time::sleep(Duration::from_millis(2600)).await;
-    let hb = c
-        .heartbeat(HeartbeatRequest {
-            worker_id: "w".into(),
-            lease_id: first.lease_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!hb.ok, "an expired lease is gone");
+    assert!(
+        !heartbeat_ok(&mut c, "w", &first).await,
+        "an expired lease is gone"
+    );
     // The re-queued task goes to the back of its queue; drain until it reappears.
     let mut seen = None;
     let mut held = Vec::new();

@@ -154,6 +154,27 @@ fn opt(v: Option<impl std::fmt::Display>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
+/// Like [`opt`], but a missing value reads as a dash in Markdown tables.
+fn opt_or_dash(v: Option<impl std::fmt::Display>) -> String {
+    v.map_or("–".to_string(), |v| v.to_string())
+}
+
+/// A cell's identity columns (`model,size_b,dataset,precision,noise`), shared by
+/// the depth and multiple-choice CSVs so both name a cell the same way.
+fn csv_cell(model: &str, size_b: f64, dataset: &str, precision: &str, noise: &str) -> String {
+    format!(
+        "{},{size_b},{},{precision},{}",
+        csv_field(model),
+        csv_field(dataset),
+        csv_field(noise)
+    )
+}
+
+/// The same identity columns for the Markdown tables, which omit the size.
+fn md_cell(model: &str, dataset: &str, precision: &str, noise: &str) -> String {
+    format!("{model} | {dataset} | {precision} | {noise}")
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -169,12 +190,8 @@ fn depth_csv(rows: &[DepthRow]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{:.4},{},{:.4},{},{:.4},{},{},{},{}",
-            csv_field(&r.model),
-            r.size_b,
-            csv_field(&r.dataset),
-            r.precision,
-            csv_field(&r.noise),
+            "{},{},{:.4},{},{:.4},{},{:.4},{},{},{},{}",
+            csv_cell(&r.model, r.size_b, &r.dataset, &r.precision, &r.noise),
             r.n_layers,
             r.peak_accuracy,
             r.peak_layer,
@@ -231,19 +248,15 @@ fn depth_md(rows: &[DepthRow], matrices: &[Matrix]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {:.3} | {} | {} | {:.3} | {} | {} |",
-            r.model,
-            r.dataset,
-            r.precision,
-            r.noise,
+            "| {} | {} | {:.3} | {} | {} | {:.3} | {} | {} |",
+            md_cell(&r.model, &r.dataset, &r.precision, &r.noise),
             r.n_layers,
             r.peak_accuracy,
             r.peak_layer,
             r.converging_layer,
             r.converging_fraction,
-            r.jumping_layer.map_or("–".to_string(), |l| l.to_string()),
-            r.jumping_fraction
-                .map_or("–".to_string(), |f| format!("{f:.3}")),
+            opt_or_dash(r.jumping_layer),
+            opt_or_dash(r.jumping_fraction.map(|f| format!("{f:.3}"))),
         );
     }
     s
@@ -316,12 +329,8 @@ fn mc_csv(rows: &[McRow]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{:.4},{},{:.4},{:.4},{}",
-            csv_field(&r.model),
-            r.size_b,
-            csv_field(&r.dataset),
-            r.precision,
-            csv_field(&r.noise),
+            "{},{},{},{:.4},{},{:.4},{:.4},{}",
+            csv_cell(&r.model, r.size_b, &r.dataset, &r.precision, &r.noise),
             r.lens,
             r.length_normalised,
             r.peak_mc1,
@@ -339,18 +348,15 @@ fn mc_md(rows: &[McRow]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {} |",
-            r.model,
-            r.dataset,
-            r.precision,
-            r.noise,
+            "| {} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {} |",
+            md_cell(&r.model, &r.dataset, &r.precision, &r.noise),
             r.lens,
             r.length_normalised,
             r.peak_mc1,
             r.peak_layer,
             r.last_mc1,
             r.last_mc3,
-            r.chance_mc1.map_or("–".into(), |c| format!("{c:.3}"))
+            opt_or_dash(r.chance_mc1.map(|c| format!("{c:.3}")))
         );
     }
     s
@@ -519,4 +525,69 @@ fn index_html(
     }
     s.push_str("</body></html>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Pins the row layouts the CSV and Markdown tables share (identity columns,
+    // quoting, number formats, empty and dashed missing values).
+    #[test]
+    fn table_rows_keep_their_layout() {
+        let depth = DepthRow {
+            model: "m, \"x\"".into(),
+            size_b: 0.5,
+            dataset: "cities".into(),
+            precision: "16".into(),
+            noise: "none".into(),
+            n_layers: 30,
+            peak_accuracy: 0.91234,
+            peak_layer: 12,
+            peak_fraction: 0.4,
+            converging_layer: 10,
+            converging_fraction: 0.33333,
+            converging_layer_paper: None,
+            converging_fraction_paper: Some(0.25),
+            jumping_layer: Some(3),
+            jumping_fraction: None,
+        };
+        let csv = depth_csv(std::slice::from_ref(&depth));
+        assert_eq!(
+            csv.lines().nth(1).unwrap(),
+            r#""m, ""x""",0.5,cities,16,none,30,0.9123,12,0.4000,10,0.3333,,0.2500,3,"#
+        );
+        let md = depth_md(&[depth], &[]);
+        assert!(
+            md.contains(
+                "\n| m, \"x\" | cities | 16 | none | 30 | 0.912 | 12 | 10 | 0.333 | 3 | – |\n"
+            ),
+            "{md}"
+        );
+
+        let mc = McRow {
+            model: "m".into(),
+            size_b: 0.5,
+            dataset: "tqa".into(),
+            precision: "32".into(),
+            noise: "none".into(),
+            lens: "normed".into(),
+            length_normalised: true,
+            peak_mc1: 0.61234,
+            peak_layer: 7,
+            last_mc1: 0.5,
+            last_mc3: 0.45678,
+            chance_mc1: None,
+        };
+        let csv = mc_csv(std::slice::from_ref(&mc));
+        assert_eq!(
+            csv.lines().nth(1).unwrap(),
+            "m,0.5,tqa,32,none,normed,true,0.6123,7,0.5000,0.4568,"
+        );
+        let md = mc_md(&[mc]);
+        assert_eq!(
+            md.lines().last().unwrap(),
+            "| m | tqa | 32 | none | normed | true | 0.612 | 7 | 0.500 | 0.457 | – |"
+        );
+    }
 }
