@@ -10,7 +10,7 @@ use cd_worker::engine::{ExtractOptions, Model};
 use ndarray::{Array3, Axis};
 
 mod engine_support;
-use engine_support::tiny_model;
+use engine_support::{extract, tiny_model};
 
 /// Texts of very different lengths (1 to 30+ words) from the tiny vocabulary.
 fn texts() -> Vec<String> {
@@ -40,22 +40,6 @@ fn load(name: &str) -> Option<Model> {
     Some(load_model(&source, &opts).unwrap())
 }
 
-fn run(
-    model: &Model,
-    texts: &[String],
-    site: Site,
-    pooling: Pooling,
-    batch_size: usize,
-) -> Array3<f32> {
-    let opts = ExtractOptions {
-        site,
-        pooling,
-        batch_size,
-        ..ExtractOptions::default()
-    };
-    model.extract(texts, &opts, &mut |_| {}).unwrap().data
-}
-
 /// Largest |a − b| relative to max |b|.
 fn rel_diff(a: &Array3<f32>, b: &Array3<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape());
@@ -70,10 +54,10 @@ fn check_invariance(name: &str) {
     for site in [Site::Residual, Site::PostAttentionNorm] {
         for pooling in [Pooling::Last, Pooling::Mean] {
             // Reference: each text alone, no padding at all.
-            let alone = run(&model, &texts, site, pooling, 1);
+            let alone = extract(&model, &texts, site, pooling, 1);
             let mut worst = 0f32;
             for bs in [2, 3, texts.len()] {
-                let batched = run(&model, &texts, site, pooling, bs);
+                let batched = extract(&model, &texts, site, pooling, bs);
                 let d = rel_diff(&batched, &alone);
                 worst = worst.max(d);
                 assert!(
@@ -83,7 +67,7 @@ fn check_invariance(name: &str) {
             }
             // Same texts in reverse order: other batch mates, other padding.
             let rev: Vec<String> = texts.iter().rev().cloned().collect();
-            let mut out = run(&model, &rev, site, pooling, 3);
+            let mut out = extract(&model, &rev, site, pooling, 3);
             out.invert_axis(Axis(0));
             let d = rel_diff(&out, &alone);
             worst = worst.max(d);
@@ -114,8 +98,8 @@ fn same_input_gives_same_bytes() {
         return;
     };
     let texts = texts();
-    let a = run(&model, &texts, Site::Residual, Pooling::Mean, 3);
-    let b = run(&model, &texts, Site::Residual, Pooling::Mean, 3);
+    let a = extract(&model, &texts, Site::Residual, Pooling::Mean, 3);
+    let b = extract(&model, &texts, Site::Residual, Pooling::Mean, 3);
     let bytes = |x: &Array3<f32>| x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
     assert!(bytes(&a) == bytes(&b), "two identical runs differ");
 }

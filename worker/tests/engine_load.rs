@@ -6,8 +6,8 @@ mod engine_support;
 
 use cd_common::spec::{ModelSource, Pooling, Site};
 use cd_worker::engine::load::{load_model, open_model, LoadOptions};
-use cd_worker::engine::{ExtractOptions, Model};
-use engine_support::{smollm2_path, tiny_model};
+use cd_worker::engine::Model;
+use engine_support::{extract, smollm2_path, tiny_model};
 use std::path::{Path, PathBuf};
 
 fn dir_source(p: &Path) -> ModelSource {
@@ -23,6 +23,11 @@ fn load_err(source: &ModelSource, opts: &LoadOptions) -> String {
     }
 }
 
+/// The error of loading the model directory `dir` with default options.
+fn dir_load_err(dir: &Path) -> String {
+    load_err(&dir_source(dir), &LoadOptions::default())
+}
+
 /// Copy a model directory so a test can break it.
 fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
@@ -32,63 +37,57 @@ fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
+/// A writable copy of the tiny model `name` for a test to break; `None` (the
+/// test returns early) where `tiny_model` finds no tiny models.
+fn breakable_copy(name: &str) -> Option<tempfile::TempDir> {
+    let src = tiny_model(name)?;
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&src, tmp.path());
+    Some(tmp)
+}
+
 fn features(model: &Model) -> Vec<f32> {
     let texts = vec![
         "the capital of france is paris .".to_string(),
         "yes".to_string(),
     ];
-    let opts = ExtractOptions {
-        site: Site::Residual,
-        pooling: Pooling::Last,
-        batch_size: 2,
-        ..Default::default()
-    };
-    model
-        .extract(&texts, &opts, &mut |_| {})
-        .unwrap()
-        .data
+    extract(model, &texts, Site::Residual, Pooling::Last, 2)
         .into_raw_vec_and_offset()
         .0
 }
 
 #[test]
 fn missing_config_names_the_file() {
-    let Some(src) = tiny_model("llama_gqa_rope3") else {
+    let Some(tmp) = breakable_copy("llama_gqa_rope3") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&src, tmp.path());
     std::fs::remove_file(tmp.path().join("config.json")).unwrap();
-    let e = load_err(&dir_source(tmp.path()), &LoadOptions::default());
+    let e = dir_load_err(tmp.path());
     assert!(e.contains("config.json") && e.contains("missing"), "{e}");
 }
 
 #[test]
 fn missing_tokenizer_names_the_file() {
-    let Some(src) = tiny_model("llama_gqa_rope3") else {
+    let Some(tmp) = breakable_copy("llama_gqa_rope3") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&src, tmp.path());
     std::fs::remove_file(tmp.path().join("tokenizer.json")).unwrap();
-    let e = load_err(&dir_source(tmp.path()), &LoadOptions::default());
+    let e = dir_load_err(tmp.path());
     assert!(e.contains("tokenizer.json") && e.contains("missing"), "{e}");
 }
 
 #[test]
 fn unknown_architecture_names_what_was_found_and_what_is_supported() {
-    let Some(src) = tiny_model("llama_gqa_rope3") else {
+    let Some(tmp) = breakable_copy("llama_gqa_rope3") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&src, tmp.path());
     let cfg_path = tmp.path().join("config.json");
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["model_type"] = "gpt_neox".into();
     cfg["architectures"] = serde_json::json!(["GPTNeoXForCausalLM"]);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let e = load_err(&dir_source(tmp.path()), &LoadOptions::default());
+    let e = dir_load_err(tmp.path());
     assert!(e.contains("config.json"), "{e}");
     assert!(
         e.contains("gpt_neox") && e.contains("GPTNeoXForCausalLM"),
@@ -99,15 +98,13 @@ fn unknown_architecture_names_what_was_found_and_what_is_supported() {
 
 #[test]
 fn truncated_safetensors_is_reported_as_such() {
-    let Some(src) = tiny_model("llama_gqa_rope3") else {
+    let Some(tmp) = breakable_copy("llama_gqa_rope3") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&src, tmp.path());
     let w = tmp.path().join("model.safetensors");
     let bytes = std::fs::read(&w).unwrap();
     std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
-    let e = load_err(&dir_source(tmp.path()), &LoadOptions::default());
+    let e = dir_load_err(tmp.path());
     assert!(
         e.contains("model.safetensors") && e.contains("truncated or corrupt"),
         "{e}"
@@ -116,11 +113,9 @@ fn truncated_safetensors_is_reported_as_such() {
 
 #[test]
 fn missing_tensor_is_named_with_the_files_searched() {
-    let Some(src) = tiny_model("llama_gqa_rope3") else {
+    let Some(tmp) = breakable_copy("llama_gqa_rope3") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&src, tmp.path());
     // Rewrite the weights without one tensor (with the safetensors crate, as a user might).
     let w = tmp.path().join("model.safetensors");
     let bytes = std::fs::read(&w).unwrap();
@@ -131,20 +126,18 @@ fn missing_tensor_is_named_with_the_files_searched() {
         .filter(|(k, _)| k != "model.layers.2.mlp.up_proj.weight")
         .collect();
     safetensors::serialize_to_file(kept, None, &w).unwrap();
-    let e = load_err(&dir_source(tmp.path()), &LoadOptions::default());
+    let e = dir_load_err(tmp.path());
     assert!(e.contains("model.layers.2.mlp.up_proj.weight"), "{e}");
     assert!(e.contains("model.safetensors"), "{e}");
 }
 
 #[test]
 fn missing_shard_is_named() {
-    let Some(src) = tiny_model("llama_sharded_tied") else {
+    let Some(tmp) = breakable_copy("llama_sharded_tied") else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&src, tmp.path());
     std::fs::remove_file(tmp.path().join("model-00002-of-00002.safetensors")).unwrap();
-    let e = load_err(&dir_source(tmp.path()), &LoadOptions::default());
+    let e = dir_load_err(tmp.path());
     assert!(
         e.contains("model-00002-of-00002.safetensors") && e.contains("missing"),
         "{e}"

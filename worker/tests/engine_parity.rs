@@ -14,7 +14,7 @@
 
 use cd_common::spec::{ModelSource, Pooling, Precision, Site};
 use cd_worker::engine::load::{load_model, LoadOptions};
-use cd_worker::engine::{ExtractOptions, Model};
+use cd_worker::engine::Model;
 use ndarray::{Array3, ArrayView2};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 mod engine_support;
-use engine_support::{fixtures, smollm2_path, tiny_models_dir};
+use engine_support::{extract, fixtures, smollm2_path, tiny_models_dir};
 
 const REL_TOL: f32 = 1e-4;
 const MIN_COS: f64 = 0.99999;
@@ -114,22 +114,6 @@ fn compare(what: &str, ours: &Array3<f32>, reference: &Array3<f32>) -> Achieved 
         worst.rel = worst.rel.max(rel);
     }
     worst
-}
-
-fn extract(
-    model: &Model,
-    texts: &[String],
-    site: Site,
-    pooling: Pooling,
-    batch_size: usize,
-) -> Array3<f32> {
-    let opts = ExtractOptions {
-        site,
-        pooling,
-        batch_size,
-        ..ExtractOptions::default()
-    };
-    model.extract(texts, &opts, &mut |_| {}).unwrap().data
 }
 
 /// Check a model against its fixture at both sites and poolings.

@@ -120,50 +120,23 @@ fn config_json(m: &Meta<'_>, vocab_size: usize, has_output: bool) -> Result<Json
             }
         }
     }
-    match m.arch.as_str() {
-        "llama" => {
-            obj.insert("architectures".into(), json!(["LlamaForCausalLM"]));
-            obj.insert("model_type".into(), json!("llama"));
-            obj.insert("hidden_act".into(), json!("silu"));
-        }
-        "qwen2" => {
-            obj.insert("architectures".into(), json!(["Qwen2ForCausalLM"]));
-            obj.insert("model_type".into(), json!("qwen2"));
-            obj.insert("hidden_act".into(), json!("silu"));
-        }
-        "gemma" => {
-            obj.insert("architectures".into(), json!(["GemmaForCausalLM"]));
-            obj.insert("model_type".into(), json!("gemma"));
-            obj.insert("hidden_activation".into(), json!("gelu_pytorch_tanh"));
-        }
-        "gemma3" => {
-            obj.insert("architectures".into(), json!(["Gemma3ForCausalLM"]));
-            obj.insert("model_type".into(), json!("gemma3_text"));
-            obj.insert("hidden_activation".into(), json!("gelu_pytorch_tanh"));
-            // Not in the metadata: llama.cpp and transformers both use these.
-            obj.insert("rope_local_base_freq".into(), json!(10000.0));
-            // Gemma-3 27B scales queries by hidden/heads, the others by head_dim
-            // (llama.cpp's rule; the 27B model is the one with 62 layers).
-            let scalar = if layers == 62 {
-                hidden / heads
-            } else {
-                head_dim
-            };
-            obj.insert("query_pre_attn_scalar".into(), json!(scalar));
-            let window = m.int_opt("attention.sliding_window").unwrap_or(4096);
-            obj.insert("sliding_window".into(), json!(window));
-            // Five sliding-window layers, then one global, repeating.
-            let types: Vec<&str> = (0..layers)
-                .map(|i| {
-                    if (i + 1) % 6 == 0 {
-                        "full_attention"
-                    } else {
-                        "sliding_attention"
-                    }
-                })
-                .collect();
-            obj.insert("layer_types".into(), json!(types));
-        }
+    // The HF class, model type and activation (under the key each family's
+    // config uses) that the architecture's GGUF metadata leaves implicit.
+    let (class, model_type, act_key, act) = match m.arch.as_str() {
+        "llama" => ("LlamaForCausalLM", "llama", "hidden_act", "silu"),
+        "qwen2" => ("Qwen2ForCausalLM", "qwen2", "hidden_act", "silu"),
+        "gemma" => (
+            "GemmaForCausalLM",
+            "gemma",
+            "hidden_activation",
+            "gelu_pytorch_tanh",
+        ),
+        "gemma3" => (
+            "Gemma3ForCausalLM",
+            "gemma3_text",
+            "hidden_activation",
+            "gelu_pytorch_tanh",
+        ),
         other => {
             return Err(EngineError::UnknownArchitecture {
                 path: m.path.clone(),
@@ -171,6 +144,34 @@ fn config_json(m: &Meta<'_>, vocab_size: usize, has_output: bool) -> Result<Json
                 expected: SUPPORTED_GGUF_ARCHS.to_string(),
             })
         }
+    };
+    obj.insert("architectures".into(), json!([class]));
+    obj.insert("model_type".into(), json!(model_type));
+    obj.insert(act_key.into(), json!(act));
+    if m.arch == "gemma3" {
+        // Not in the metadata: llama.cpp and transformers both use these.
+        obj.insert("rope_local_base_freq".into(), json!(10000.0));
+        // Gemma-3 27B scales queries by hidden/heads, the others by head_dim
+        // (llama.cpp's rule; the 27B model is the one with 62 layers).
+        let scalar = if layers == 62 {
+            hidden / heads
+        } else {
+            head_dim
+        };
+        obj.insert("query_pre_attn_scalar".into(), json!(scalar));
+        let window = m.int_opt("attention.sliding_window").unwrap_or(4096);
+        obj.insert("sliding_window".into(), json!(window));
+        // Five sliding-window layers, then one global, repeating.
+        let types: Vec<&str> = (0..layers)
+            .map(|i| {
+                if (i + 1) % 6 == 0 {
+                    "full_attention"
+                } else {
+                    "sliding_attention"
+                }
+            })
+            .collect();
+        obj.insert("layer_types".into(), json!(types));
     }
     Ok(cfg)
 }
@@ -331,30 +332,36 @@ mod tests {
 
     #[test]
     fn names_map_to_hf() {
-        assert_eq!(
-            hf_name("llama", "token_embd.weight").unwrap(),
-            "model.embed_tokens.weight"
-        );
-        assert_eq!(
-            hf_name("llama", "blk.3.attn_q.weight").unwrap(),
-            "model.layers.3.self_attn.q_proj.weight"
-        );
-        assert_eq!(
-            hf_name("llama", "blk.0.ffn_norm.weight").unwrap(),
-            "model.layers.0.post_attention_layernorm.weight"
-        );
-        assert_eq!(
-            hf_name("gemma3", "blk.0.ffn_norm.weight").unwrap(),
-            "model.layers.0.pre_feedforward_layernorm.weight"
-        );
-        assert_eq!(
-            hf_name("gemma3", "blk.1.post_attention_norm.weight").unwrap(),
-            "model.layers.1.post_attention_layernorm.weight"
-        );
-        assert_eq!(
-            hf_name("qwen2", "blk.2.attn_k.bias").unwrap(),
-            "model.layers.2.self_attn.k_proj.bias"
-        );
+        for (arch, gguf, hf) in [
+            ("llama", "token_embd.weight", "model.embed_tokens.weight"),
+            (
+                "llama",
+                "blk.3.attn_q.weight",
+                "model.layers.3.self_attn.q_proj.weight",
+            ),
+            (
+                "llama",
+                "blk.0.ffn_norm.weight",
+                "model.layers.0.post_attention_layernorm.weight",
+            ),
+            (
+                "gemma3",
+                "blk.0.ffn_norm.weight",
+                "model.layers.0.pre_feedforward_layernorm.weight",
+            ),
+            (
+                "gemma3",
+                "blk.1.post_attention_norm.weight",
+                "model.layers.1.post_attention_layernorm.weight",
+            ),
+            (
+                "qwen2",
+                "blk.2.attn_k.bias",
+                "model.layers.2.self_attn.k_proj.bias",
+            ),
+        ] {
+            assert_eq!(hf_name(arch, gguf).unwrap(), hf, "{arch} `{gguf}`");
+        }
         assert!(hf_name("llama", "rope_freqs.weight").is_none());
     }
 

@@ -68,3 +68,21 @@ pub fn smollm2_path() -> Option<PathBuf> {
         }
     }
 }
+
+/// Extract `texts` at one site and pooling with the given batch size (other
+/// options default), panicking on error: the common call of the engine tests.
+pub fn extract(
+    model: &cd_worker::engine::Model,
+    texts: &[String],
+    site: cd_common::spec::Site,
+    pooling: cd_common::spec::Pooling,
+    batch_size: usize,
+) -> ndarray::Array3<f32> {
+    let opts = cd_worker::engine::ExtractOptions {
+        site,
+        pooling,
+        batch_size,
+        ..Default::default()
+    };
+    model.extract(texts, &opts, &mut |_| {}).unwrap().data
+}
