@@ -56,24 +56,25 @@ fn features(model: &Model) -> Vec<f32> {
         .0
 }
 
-#[test]
-fn missing_config_names_the_file() {
-    let Some(tmp) = breakable_copy("llama_gqa_rope3") else {
+/// Remove `file` from a copy of the tiny model `name`: loading must fail with
+/// an error naming that file as missing.
+fn check_missing_file_is_named(name: &str, file: &str) {
+    let Some(tmp) = breakable_copy(name) else {
         return;
     };
-    std::fs::remove_file(tmp.path().join("config.json")).unwrap();
+    std::fs::remove_file(tmp.path().join(file)).unwrap();
     let e = dir_load_err(tmp.path());
-    assert!(e.contains("config.json") && e.contains("missing"), "{e}");
+    assert!(e.contains(file) && e.contains("missing"), "{e}");
+}
+
+#[test]
+fn missing_config_names_the_file() {
+    check_missing_file_is_named("llama_gqa_rope3", "config.json");
 }
 
 #[test]
 fn missing_tokenizer_names_the_file() {
-    let Some(tmp) = breakable_copy("llama_gqa_rope3") else {
-        return;
-    };
-    std::fs::remove_file(tmp.path().join("tokenizer.json")).unwrap();
-    let e = dir_load_err(tmp.path());
-    assert!(e.contains("tokenizer.json") && e.contains("missing"), "{e}");
+    check_missing_file_is_named("llama_gqa_rope3", "tokenizer.json");
 }
 
 #[test]
@@ -133,15 +134,7 @@ fn missing_tensor_is_named_with_the_files_searched() {
 
 #[test]
 fn missing_shard_is_named() {
-    let Some(tmp) = breakable_copy("llama_sharded_tied") else {
-        return;
-    };
-    std::fs::remove_file(tmp.path().join("model-00002-of-00002.safetensors")).unwrap();
-    let e = dir_load_err(tmp.path());
-    assert!(
-        e.contains("model-00002-of-00002.safetensors") && e.contains("missing"),
-        "{e}"
-    );
+    check_missing_file_is_named("llama_sharded_tied", "model-00002-of-00002.safetensors");
 }
 
 /// Lay out `src` the way `huggingface_hub` caches a repo: content-addressed
