@@ -516,11 +516,28 @@ impl Cluster {
         self.start_worker_with_token(id, Some(&token), extra)
     }
 
+    /// Start a worker without `--idle-exit`: once the sweep is done it keeps
+    /// polling for a new one until it is stopped.
+    pub fn start_polling_worker(&mut self, id: &str, extra: &[&str]) -> Result<()> {
+        let token = self.token.clone();
+        self.spawn_worker(id, Some(&token), false, extra)
+    }
+
     /// Start a worker with an explicit token (`None`: no token at all).
     pub fn start_worker_with_token(
         &mut self,
         id: &str,
         token: Option<&str>,
+        extra: &[&str],
+    ) -> Result<()> {
+        self.spawn_worker(id, token, true, extra)
+    }
+
+    fn spawn_worker(
+        &mut self,
+        id: &str,
+        token: Option<&str>,
+        idle_exit: bool,
         extra: &[&str],
     ) -> Result<()> {
         let log_path = self.dir.path().join(format!("worker-{id}.log"));
@@ -533,8 +550,8 @@ impl Cluster {
             id,
             "--gpus",
             "cpu",
-            "--idle-exit",
         ])
+        .args(idle_exit.then_some("--idle-exit"))
         .args(extra)
         .envs(self.storage_env())
         .env_remove("CD_TOKEN")

@@ -438,6 +438,29 @@ fn sigterm_hands_the_lease_back_and_exits_143() {
 }
 
 #[test]
+fn sigterm_after_the_sweep_is_done_exits_zero() {
+    let Some(models) = tiny_models() else { return };
+    let grid = tiny_grid(&models, &["qwen2_bias_tied"], 40, &["none"], &[0]);
+    let mut cluster = ClusterBuilder::new(grid).start().unwrap();
+    cluster.start_polling_worker("w0", &[]).unwrap();
+    let log = cluster.worker("w0").log.clone();
+    // The worker has done the only cell and heard that the sweep is over.
+    cluster
+        .wait_for_log(&log, "sweep_done=true", DONE_TIMEOUT)
+        .unwrap();
+    signal(cluster.worker("w0").child.id(), "TERM").unwrap();
+    let st = cluster
+        .wait_worker_exit("w0", Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(
+        st.code(),
+        Some(worker_exit::OK),
+        "a worker stopped after the sweep is done has finished its work"
+    );
+    assert_eq!(cluster.status().unwrap().completed, 1);
+}
+
+#[test]
 fn cell_subcommand_runs_one_task_and_is_idempotent() {
     let Some(models) = tiny_models() else { return };
     let grid = tiny_grid(&models, &["qwen2_bias_tied"], 40, &["none"], &[0]);
