@@ -235,12 +235,11 @@ fn smollm2_gguf_matches_transformers() {
     check_model("smollm2", model, &fx);
 }
 
-#[test]
-fn smollm2_gguf_tokenizer_matches_transformers() {
-    let Some(model) = smollm2() else { return };
-    let path = fixtures().join("smollm2_tokenizer.json");
+/// Every case of the tokenizer fixture `file` (texts and transformers' ids)
+/// must encode to the same ids; returns how many cases were checked.
+fn check_tokenizer_fixture(label: &str, model: &Model, file: &str) -> usize {
     let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join(file)).unwrap()).unwrap();
     let cases = doc["cases"].as_array().unwrap();
     for c in cases {
         let text = c["text"].as_str().unwrap();
@@ -248,13 +247,17 @@ fn smollm2_gguf_tokenizer_matches_transformers() {
         assert_eq!(
             model.encode(text, true).unwrap(),
             want,
-            "token ids of {text:?}"
+            "{label} token ids of {text:?}"
         );
     }
-    println!(
-        "smollm2 tokenizer: {} strings tokenized exactly as transformers does",
-        cases.len()
-    );
+    cases.len()
+}
+
+#[test]
+fn smollm2_gguf_tokenizer_matches_transformers() {
+    let Some(model) = smollm2() else { return };
+    let n = check_tokenizer_fixture("smollm2", model, "smollm2_tokenizer.json");
+    println!("smollm2 tokenizer: {n} strings tokenized exactly as transformers does");
 }
 
 /// Eight texts of varied lengths from a real dataset-like mix.
@@ -338,18 +341,6 @@ fn gemma3_270m_gguf_matches_transformers() {
         &LoadOptions::default(),
     )
     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let doc: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("gemma3_270m_tokenizer.json")).unwrap(),
-    )
-    .unwrap();
-    for c in doc["cases"].as_array().unwrap() {
-        let text = c["text"].as_str().unwrap();
-        let want: Vec<u32> = serde_json::from_value(c["ids"].clone()).unwrap();
-        assert_eq!(
-            model.encode(text, true).unwrap(),
-            want,
-            "gemma3 token ids of {text:?}"
-        );
-    }
+    check_tokenizer_fixture("gemma3", &model, "gemma3_270m_tokenizer.json");
     check_model("gemma3_270m", &model, &fx);
 }
