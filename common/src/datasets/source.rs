@@ -368,15 +368,7 @@ fn row_from_object(
 ) -> Result<RawRow, DatasetError> {
     let tf = field(spec, "text");
     let lf = field(spec, "label");
-    let text = obj.get(tf).and_then(|v| v.as_str()).ok_or_else(|| {
-        DatasetError::parse(
-            &file.path,
-            &location,
-            tf,
-            "a string",
-            obj.get(tf).map_or("nothing".into(), |v| v.to_string()),
-        )
-    })?;
+    let text = str_field(file, &location, obj, tf)?;
     let label = obj.get(lf).and_then(label_text).ok_or_else(|| {
         DatasetError::parse(
             &file.path,
@@ -396,7 +388,7 @@ fn row_from_object(
     Ok(RawRow {
         index,
         location,
-        text: text.to_string(),
+        text,
         label,
         group,
     })
