@@ -73,9 +73,9 @@ run_hf seed 1
 for b in $BATCHES; do
   run_ours "$b"
   # BENCH_CANDLE_MATMUL=1: also cd-worker with candle's general matmul instead
-  # of the packed kernel (the same binary, CD_PACKED_GEMM=0), for an A/B.
+  # of the packed kernel (the same binary, CD_CPU_KERNELS=0), for an A/B.
   if [[ ${BENCH_CANDLE_MATMUL:-0} == 1 ]]; then
-    CD_PACKED_GEMM=0 run_ours "$b" "cd-worker (candle matmul)"
+    CD_CPU_KERNELS=0 run_ours "$b" "cd-worker (candle matmul)"
   fi
   run_hf batched "$b"
 done

@@ -27,7 +27,7 @@ const MR: usize = 6;
 /// Columns of `y` per micro-tile (one panel).
 const NR: usize = 16;
 /// Bytes of `x` one row block may occupy (sized for a 512 KiB L2).
-const ROW_BLOCK_BYTES: usize = 192 * 1024;
+const ROW_BLOCK_BYTES: usize = 4 << 20;
 
 /// A weight matrix `W` (`[n, k]`) laid out for [`PackedMatrix::matmul_t`].
 pub(crate) struct PackedMatrix {

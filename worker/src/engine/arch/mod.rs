@@ -7,6 +7,7 @@
 //! every row. Attention is plain masked softmax attention made of batched
 //! matmuls (device-generic: the same code runs on CPU and CUDA).
 
+mod cpu_attention;
 pub(crate) mod gemma;
 pub(crate) mod gemma3;
 pub(crate) mod llama;
@@ -33,14 +34,20 @@ enum Weight {
     Packed(PackedMatrix),
 }
 
-/// Whether f32 CPU projections use the packed kernel: yes where the CPU
-/// supports it, unless `CD_PACKED_GEMM=0` asks for candle's general matmul
-/// (kept selectable so the two can be compared in one benchmark run).
+/// Whether the engine's own CPU kernels (packed projections, fused gated
+/// MLP, one-pass attention) run f32 work on the CPU: yes, unless
+/// `CD_CPU_KERNELS=0` asks for candle's generic operations (kept selectable
+/// so the two can be compared in one benchmark run).
+fn cpu_kernels_enabled() -> bool {
+    std::env::var("CD_CPU_KERNELS").map_or(true, |v| v != "0")
+}
+
+/// Whether an f32 CPU projection uses the packed kernel (needs AVX2/FMA).
 fn use_packed(w: &Tensor) -> bool {
     w.device().is_cpu()
         && w.dtype() == DType::F32
         && PackedMatrix::supported()
-        && std::env::var("CD_PACKED_GEMM").map_or(true, |v| v != "0")
+        && cpu_kernels_enabled()
 }
 
 /// Pack a CPU f32 `[out, inp]` weight.
@@ -351,6 +358,17 @@ impl Attention {
             ),
             None => (k, v),
         };
+        if q.device().is_cpu() && q.dtype() == DType::F32 && cpu_kernels_enabled() {
+            let out = cpu_attention::attention(
+                &q,
+                &k,
+                &v,
+                ctx.mask,
+                self.scale as f32,
+                self.softcap.map(|c| c as f32),
+            )?;
+            return Ok((self.o.forward(&out)?, kept));
+        }
         let s = k.dim(2)?;
         // GQA without copying keys: the `g = h / kvh` query heads sharing a key
         // head are stacked along time, `[b, kvh, g·t, hd]` (HF's repeat_kv order).
