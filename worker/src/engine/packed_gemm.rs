@@ -15,9 +15,12 @@
 //! per step along `k` it loads one panel row (two vectors) and broadcasts one
 //! value from each of 6 rows of `x`.
 //!
-//! Blocking: rows of `x` are taken in blocks small enough to stay in the
-//! per-core L2 cache while every panel streams past them; panels are shared
-//! among threads, each panel written by exactly one thread. The threads are
+//! Blocking: a panel, once loaded, serves every row of `x` in the block,
+//! and blocks are large (4 MiB of `x`), so a batch of short texts reads each
+//! weight from memory once per call: with L2-sized blocks the weights, which
+//! do not fit in cache, were streamed again for every block, and that cost
+//! more than keeping `x` in L2 saved. Panels are shared among threads, each
+//! panel written by exactly one thread. The threads are
 //! candle's own CPU pool, the one its elementwise operations run on: a second
 //! pool (rayon's) would leave its threads spinning for cores that candle's
 //! are spinning on, between every two operations.
@@ -26,7 +29,7 @@
 const MR: usize = 6;
 /// Columns of `y` per micro-tile (one panel).
 const NR: usize = 16;
-/// Bytes of `x` one row block may occupy (sized for a 512 KiB L2).
+/// Bytes of `x` one row block may occupy (see the module's note on blocking).
 const ROW_BLOCK_BYTES: usize = 4 << 20;
 
 /// A weight matrix `W` (`[n, k]`) laid out for [`PackedMatrix::matmul_t`].
