@@ -2,6 +2,12 @@
 //! speaking the real protocol over loopback, with a progress line.
 
 use crate::shared::Shared;
+
+/// The worker's exit codes, from the worker's own source (it has no
+/// dependencies), so the coordinator reads them as the worker means them.
+#[path = "../../worker/src/agent/exit.rs"]
+#[allow(dead_code)]
+mod worker_exit;
 use anyhow::Context;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -102,6 +108,9 @@ pub async fn watch(
         for child in children.iter_mut() {
             match child.try_wait() {
                 Ok(None) => alive += 1,
+                Ok(Some(status)) if status.code() == Some(worker_exit::SIGNALLED) => {
+                    tracing::info!(%status, "a local worker stopped on a signal");
+                }
                 Ok(Some(status)) if !status.success() => {
                     tracing::warn!(%status, "a local worker exited with an error");
                 }
