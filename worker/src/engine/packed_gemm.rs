@@ -25,6 +25,8 @@
 //! pool (rayon's) would leave its threads spinning for cores that candle's
 //! are spinning on, between every two operations.
 
+use super::arch::Act;
+
 /// Rows of `y` per micro-tile.
 const MR: usize = 6;
 /// Columns of `y` per micro-tile (one panel).
@@ -141,27 +143,6 @@ impl PackedMatrix {
     }
 }
 
-/// The gate nonlinearity of a gated MLP, applied in [`matmul_gated`]'s epilogue.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Gate {
-    /// `x · sigmoid(x)` (SwiGLU).
-    Silu,
-    /// GELU, tanh approximation (GeGLU; HF `gelu_pytorch_tanh`).
-    GeluTanh,
-}
-
-impl Gate {
-    fn apply(self, x: f32) -> f32 {
-        match self {
-            Gate::Silu => x / (1.0 + (-x).exp()),
-            Gate::GeluTanh => {
-                const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
-                0.5 * x * (1.0 + (SQRT_TWO_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
-            }
-        }
-    }
-}
-
 /// `gate(x·Gᵀ) ⊙ (x·Uᵀ)` for a gated MLP's two input projections, in one
 /// pass: each 6 × 16 tile of both products is computed into registers and
 /// combined before it is stored, so neither `[m, n]` product is ever
@@ -169,7 +150,7 @@ impl Gate {
 pub(crate) fn matmul_gated(
     g: &PackedMatrix,
     u: &PackedMatrix,
-    gate: Gate,
+    gate: Act,
     x: &[f32],
     m: usize,
 ) -> Vec<f32> {
@@ -231,18 +212,19 @@ pub(crate) fn matmul_gated(
     y
 }
 
-/// The output pointer, shared by the tasks that write disjoint tiles.
+/// An output buffer's pointer, shared by parallel tasks that each write a
+/// disjoint part of it (tiles here, heads in the CPU attention).
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint tiles only (see `matmul_t`).
+pub(crate) struct SharedOut(pub(crate) *mut f32);
+// SAFETY: users write disjoint elements only (see `matmul_t`).
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
     /// The address of element `i` (a method, so closures capture the whole
     /// wrapper and not its raw-pointer field).
-    fn at(self, i: usize) -> *mut f32 {
-        // SAFETY: callers stay inside the `[m, n]` output.
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: callers stay inside the output buffer.
         unsafe { self.0.add(i) }
     }
 }
@@ -402,13 +384,13 @@ mod tests {
             let (g, u) = (matrix(n, k, 11), matrix(n, k, 12));
             let (gr, ur) = (reference(&x, &g, m, n, k), reference(&x, &u, m, n, k));
             let (gp, up) = (PackedMatrix::pack(&g, n, k), PackedMatrix::pack(&u, n, k));
-            for gate in [Gate::Silu, Gate::GeluTanh] {
+            for gate in [Act::Silu, Act::GeluTanh] {
                 let y = matmul_gated(&gp, &up, gate, &x, m);
                 for (i, v) in y.iter().enumerate() {
                     let (a, b) = (gr[i], ur[i]);
                     let act = match gate {
-                        Gate::Silu => a / (1.0 + (-a).exp()),
-                        Gate::GeluTanh => {
+                        Act::Silu => a / (1.0 + (-a).exp()),
+                        Act::GeluTanh => {
                             let c = (2.0 / std::f64::consts::PI).sqrt();
                             0.5 * a * (1.0 + (c * (a + 0.044715 * a * a * a)).tanh())
                         }

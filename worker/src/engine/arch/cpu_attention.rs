@@ -10,16 +10,9 @@
 //! projection reads. The arithmetic is the same as the generic path's
 //! (scores scaled, soft-capped when configured, masked, softmax in f32).
 
-use candle_core::{Layout, Storage, Tensor};
-
-/// The f32 contents of a contiguous CPU tensor.
-fn f32_data<'a>(storage: &'a Storage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
-    let Storage::Cpu(cpu) = storage else {
-        candle_core::bail!("CPU attention needs CPU tensors")
-    };
-    let start = layout.start_offset();
-    Ok(&cpu.as_slice::<f32>()?[start..start + layout.shape().elem_count()])
-}
+use super::cpu_f32;
+use crate::engine::packed_gemm::SharedOut;
+use candle_core::Tensor;
 
 /// `Σ a[i]·b[i]` with eight independent partial sums, so the compiler can
 /// keep them in one vector register instead of one long dependency chain.
@@ -38,20 +31,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
-}
-
-/// The output pointer, shared by the tasks that write disjoint heads.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: every task writes only its own (text, head) slots.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    fn at(self, i: usize) -> *mut f32 {
-        // SAFETY: callers stay inside the output buffer.
-        unsafe { self.0.add(i) }
-    }
 }
 
 /// Attention of `q` (`[b, heads, t, hd]`) over `k`, `v` (`[b, kv_heads, s, hd]`,
@@ -82,10 +61,10 @@ pub(crate) fn attention(
     let (vs, vl) = v.storage_and_layout();
     let (ms, ml) = mask.storage_and_layout();
     let (qd, kd, vd, md) = (
-        f32_data(&qs, ql)?,
-        f32_data(&ks, kl)?,
-        f32_data(&vs, vl)?,
-        f32_data(&ms, ml)?,
+        cpu_f32(&qs, ql)?,
+        cpu_f32(&ks, kl)?,
+        cpu_f32(&vs, vl)?,
+        cpu_f32(&ms, ml)?,
     );
     let mut out = vec![0f32; b * t * heads * hd];
     let dst = SharedOut(out.as_mut_ptr());

@@ -14,11 +14,11 @@ pub(crate) mod llama;
 pub(crate) mod qwen2;
 
 use super::config::{LayerKind, ModelConfig, Rope, RopeScaling};
-use super::packed_gemm::{matmul_gated, Gate, PackedMatrix};
+use super::packed_gemm::{matmul_gated, PackedMatrix};
 use super::quant::Numerics;
 use super::EngineError;
 use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, Module, Storage, Tensor};
+use candle_core::{DType, Device, Layout, Module, Storage, Tensor};
 use candle_nn::VarBuilder;
 
 /// A projection `y = x Wᵀ + b`, dense or 8-bit quantised.
@@ -50,16 +50,35 @@ fn use_packed(w: &Tensor) -> bool {
         && cpu_kernels_enabled()
 }
 
+/// The f32 contents of a contiguous CPU tensor's storage.
+pub(super) fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    let Storage::Cpu(cpu) = storage else {
+        candle_core::bail!("the engine's CPU kernels need CPU tensors")
+    };
+    let start = layout.start_offset();
+    Ok(&cpu.as_slice::<f32>()?[start..start + layout.shape().elem_count()])
+}
+
+/// `x` (`[..., k]`) as a contiguous `[m, k]` matrix, plus its dims.
+fn as_rows(x: &Tensor) -> candle_core::Result<(Tensor, Vec<usize>)> {
+    let dims = x.dims().to_vec();
+    let k = dims[dims.len() - 1];
+    let m: usize = dims[..dims.len() - 1].iter().product();
+    Ok((x.reshape((m, k))?.contiguous()?, dims))
+}
+
+/// `y` (`[m, n]`) back to `x`'s leading dims, `[..., n]`.
+fn from_rows(y: Tensor, mut dims: Vec<usize>) -> candle_core::Result<Tensor> {
+    *dims.last_mut().expect("non-empty dims") = y.dim(1)?;
+    y.reshape(dims)
+}
+
 /// Pack a CPU f32 `[out, inp]` weight.
 fn pack(w: &Tensor) -> candle_core::Result<PackedMatrix> {
     let (n, k) = w.dims2()?;
     let w = w.contiguous()?;
     let (storage, layout) = w.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("packing needs a CPU tensor")
-    };
-    let data = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + n * k];
-    Ok(PackedMatrix::pack(data, n, k))
+    Ok(PackedMatrix::pack(cpu_f32(&storage, layout)?, n, k))
 }
 
 /// `act(x·Gᵀ) ⊙ (x·Uᵀ)` through the packed kernel, for `x` `[..., k]` f32
@@ -70,39 +89,30 @@ fn packed_gated(
     u: &PackedMatrix,
     act: Act,
 ) -> candle_core::Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let k = dims[dims.len() - 1];
-    let m: usize = dims[..dims.len() - 1].iter().product();
-    let x = x.reshape((m, k))?.contiguous()?;
-    let gate = match act {
-        Act::Silu => Gate::Silu,
-        Act::GeluTanh => Gate::GeluTanh,
-    };
+    let (x2, dims) = as_rows(x)?;
+    let m = x2.dim(0)?;
     let y = {
-        let (storage, layout) = x.storage_and_layout();
-        let Storage::Cpu(cpu) = &*storage else {
-            candle_core::bail!("the packed kernel needs CPU activations")
-        };
-        let start = layout.start_offset();
-        matmul_gated(g, u, gate, &cpu.as_slice::<f32>()?[start..start + m * k], m)
+        let (storage, layout) = x2.storage_and_layout();
+        matmul_gated(g, u, act, cpu_f32(&storage, layout)?, m)
     };
-    let mut out = dims;
-    *out.last_mut().expect("non-empty dims") = g.out_features();
-    Tensor::from_vec(y, out, x.device())
+    from_rows(
+        Tensor::from_vec(y, (m, g.out_features()), x.device())?,
+        dims,
+    )
 }
 
-/// `x·Wᵀ` through the packed kernel; `x` is `[m, k]` f32 on the CPU.
+/// `x·Wᵀ` through the packed kernel; `x` is a contiguous `[m, k]` f32 matrix on the CPU.
 fn packed_matmul(x: &Tensor, w: &PackedMatrix) -> candle_core::Result<Tensor> {
-    let (m, _) = x.dims2()?;
-    let x = x.contiguous()?;
+    let (m, k) = x.dims2()?;
+    if k != w.in_features() {
+        candle_core::bail!(
+            "[{m}, {k}] input to a projection of {} features",
+            w.in_features()
+        )
+    }
     let y = {
         let (storage, layout) = x.storage_and_layout();
-        let Storage::Cpu(cpu) = &*storage else {
-            candle_core::bail!("the packed kernel needs CPU activations")
-        };
-        let start = layout.start_offset();
-        let data = &cpu.as_slice::<f32>()?[start..start + m * w.in_features()];
-        w.matmul_t(data, m)
+        w.matmul_t(cpu_f32(&storage, layout)?, m)
     };
     Tensor::from_vec(y, (m, w.out_features()), x.device())
 }
@@ -143,10 +153,7 @@ impl Linear {
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let k = dims[dims.len() - 1];
-        let m: usize = dims[..dims.len() - 1].iter().product();
-        let x2 = x.reshape((m, k))?;
+        let (x2, dims) = as_rows(x)?;
         let y = match &self.w {
             Weight::Dense(w) => x2.matmul(&w.t()?)?,
             Weight::Quant(q) => q.forward(&x2)?,
@@ -157,10 +164,7 @@ impl Linear {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
-        let mut out = dims;
-        let n = y.dim(1)?;
-        *out.last_mut().expect("non-empty dims") = n;
-        y.reshape(out)
+        from_rows(y, dims)
     }
 }
 
@@ -217,6 +221,20 @@ pub(crate) enum Act {
     Silu,
     /// GeGLU with the tanh approximation of GELU (Gemma).
     GeluTanh,
+}
+
+impl Act {
+    /// The nonlinearity on one f32 value (the packed CPU path's epilogue);
+    /// the same formulas as candle's `silu` and (tanh) `gelu`.
+    pub(crate) fn apply(self, x: f32) -> f32 {
+        match self {
+            Act::Silu => x / (1.0 + (-x).exp()),
+            Act::GeluTanh => {
+                const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+                0.5 * x * (1.0 + (SQRT_TWO_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
+            }
+        }
+    }
 }
 
 /// Gated MLP: `down(act(gate(x)) * up(x))`.
