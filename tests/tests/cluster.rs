@@ -402,6 +402,20 @@ fn workers_with_a_wrong_or_missing_token_are_refused() {
     );
 }
 
+/// Wait until `worker`'s log shows `needle`, send it SIGTERM, and return how it exited.
+fn sigterm_once_logged(
+    cluster: &mut Cluster,
+    worker: &str,
+    needle: &str,
+) -> std::process::ExitStatus {
+    let log = cluster.worker(worker).log.clone();
+    cluster.wait_for_log(&log, needle, DONE_TIMEOUT).unwrap();
+    signal(cluster.worker(worker).child.id(), "TERM").unwrap();
+    cluster
+        .wait_worker_exit(worker, Duration::from_secs(30))
+        .unwrap()
+}
+
 #[test]
 fn sigterm_hands_the_lease_back_and_exits_143() {
     let Some(models) = tiny_models() else { return };
@@ -410,14 +424,7 @@ fn sigterm_hands_the_lease_back_and_exits_143() {
     cluster
         .start_worker("w0", &["--shutdown-grace-secs", "0"])
         .unwrap();
-    let log = cluster.worker("w0").log.clone();
-    cluster
-        .wait_for_log(&log, "task leased", DONE_TIMEOUT)
-        .unwrap();
-    signal(cluster.worker("w0").child.id(), "TERM").unwrap();
-    let st = cluster
-        .wait_worker_exit("w0", Duration::from_secs(30))
-        .unwrap();
+    let st = sigterm_once_logged(&mut cluster, "w0", "task leased");
     // Stopped mid-sweep: not 0, which a Kubernetes Indexed Job would count as
     // a finished index, but the code its podFailurePolicy ignores.
     assert_eq!(
@@ -443,15 +450,8 @@ fn sigterm_after_the_sweep_is_done_exits_zero() {
     let grid = tiny_grid(&models, &["qwen2_bias_tied"], 40, &["none"], &[0]);
     let mut cluster = ClusterBuilder::new(grid).start().unwrap();
     cluster.start_polling_worker("w0", &[]).unwrap();
-    let log = cluster.worker("w0").log.clone();
     // The worker has done the only cell and heard that the sweep is over.
-    cluster
-        .wait_for_log(&log, "sweep_done=true", DONE_TIMEOUT)
-        .unwrap();
-    signal(cluster.worker("w0").child.id(), "TERM").unwrap();
-    let st = cluster
-        .wait_worker_exit("w0", Duration::from_secs(30))
-        .unwrap();
+    let st = sigterm_once_logged(&mut cluster, "w0", "sweep_done=true");
     assert_eq!(
         st.code(),
         Some(worker_exit::OK),
