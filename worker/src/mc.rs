@@ -130,7 +130,7 @@ impl Model {
             let ids =
                 Tensor::from_vec(first[..shared].to_vec(), (1, shared), &self.devices().embed)
                     .map_err(fwd)?;
-            Some(self.forward(&ids, None, true, &mut |_| Ok(()))?)
+            Some(self.forward(&ids, None, None, true, &mut |_| Ok(()))?)
         } else {
             None
         };
@@ -158,7 +158,7 @@ impl Model {
         let mut gather_by_dev: Vec<(candle_core::Device, Tensor)> = Vec::new();
         let mut per_layer: Vec<Vec<f32>> = vec![Vec::new(); last + 1];
         let softcap = self.config().final_logit_softcapping;
-        self.forward(&ids, prefix_kv.as_deref(), false, &mut |c| {
+        self.forward(&ids, None, prefix_kv.as_deref(), false, &mut |c| {
             let Capture::Residual { index, h } = c else {
                 return Ok(());
             };

@@ -1,10 +1,12 @@
 //! Texts in, pooled per-layer vectors out.
 //!
 //! Batching: texts are tokenised once, sorted by token count (longest first,
-//! ties by input order) and cut into batches of `batch_size`, so each batch
-//! pads to nearly its own length. Padding goes on the right: attention is
-//! causal, so a real token never attends to a pad, every row's positions are
-//! `0..len`, and a text's vectors do not depend on its batch mates.
+//! ties by input order) and cut into batches of `batch_size`. Where the
+//! model runs f32 on the CPU ([`Model::packs_texts`]), a batch's texts are
+//! packed end to end into one row and no pad is ever computed; elsewhere
+//! each batch pads to nearly its own length, on the right. Either way
+//! attention is causal and per text, every text's positions are `0..len`,
+//! and a text's vectors do not depend on its batch mates.
 //!
 //! Pooling happens on the device that produced each layer's state; only
 //! `[batch, d]` f32 per layer leaves it.
@@ -140,19 +142,28 @@ impl Model {
         Ok(Features { data, token_counts })
     }
 
-    /// One padded batch → per capture layer, `[rows × d]` f32 row-major.
+    /// One batch → per capture layer, `[rows × d]` f32 row-major.
     fn extract_batch(
         &self,
         rows: &[&[u32]],
         opts: &ExtractOptions,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        let ids = right_padded(rows, &self.devices().embed).map_err(EngineError::forward(None))?;
         let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
-        let mut pools = PoolCache::new(&lens, opts.pooling);
+        let packed = self.packs_texts();
+        let dev = &self.devices().embed;
+        let ids = if packed {
+            let flat: Vec<u32> = rows.concat();
+            let n = flat.len();
+            Tensor::from_vec(flat, (1, n), dev)
+        } else {
+            right_padded(rows, dev)
+        }
+        .map_err(EngineError::forward(None))?;
+        let mut pools = PoolCache::new(&lens, packed, opts.pooling);
         let n_layers = self.num_capture_layers(opts.site);
         let mut pooled: Vec<Option<Tensor>> = vec![None; n_layers];
         let site = opts.site;
-        self.forward(&ids, None, false, &mut |c| {
+        self.forward(&ids, packed.then_some(&lens[..]), None, false, &mut |c| {
             let (slot, h) = match (site, c) {
                 (Site::Residual, Capture::Residual { index, h }) => (index, h),
                 (Site::PostAttentionNorm, Capture::PostAttentionNorm { layer, h }) => (layer, h),
@@ -197,45 +208,72 @@ pub(crate) fn right_padded(rows: &[&[u32]], dev: &Device) -> candle_core::Result
     Tensor::from_vec(flat, (rows.len(), t), dev)
 }
 
-/// Pools `[b, t, d]` states to `[b, d]` f32, with per-device index tensors built once.
+/// Pools a pass's states (`[b, t, d]`, padded or packed) to one f32 row
+/// per text, with per-device index tensors built once.
 struct PoolCache<'a> {
     lens: &'a [usize],
+    /// Texts packed end to end in one row (else one padded row each).
+    packed: bool,
     pooling: Pooling,
     per_device: Vec<(Device, Tensor)>,
 }
 
 impl<'a> PoolCache<'a> {
-    fn new(lens: &'a [usize], pooling: Pooling) -> Self {
+    fn new(lens: &'a [usize], packed: bool, pooling: Pooling) -> Self {
         PoolCache {
             lens,
+            packed,
             pooling,
             per_device: Vec::new(),
         }
+    }
+
+    /// Where text `r`'s rows start among the pass's `b · t` rows.
+    fn starts(&self, t: usize) -> Vec<usize> {
+        if !self.packed {
+            return (0..self.lens.len()).map(|r| r * t).collect();
+        }
+        let mut at = 0;
+        self.lens
+            .iter()
+            .map(|&l| {
+                at += l;
+                at - l
+            })
+            .collect()
     }
 
     fn helper(&mut self, dev: &Device, t: usize) -> candle_core::Result<Tensor> {
         if let Some((_, x)) = self.per_device.iter().find(|(d, _)| d.same_device(dev)) {
             return Ok(x.clone());
         }
-        let b = self.lens.len();
-        let x = match self.pooling {
-            // Flat row index of each text's last real token.
-            Pooling::Last => {
-                let idx: Vec<u32> = self
-                    .lens
+        let n = self.lens.len();
+        let starts = self.starts(t);
+        let x = match (self.pooling, self.packed) {
+            // Flat row index of each text's last token.
+            (Pooling::Last, _) => {
+                let idx: Vec<u32> = starts
                     .iter()
-                    .enumerate()
-                    .map(|(r, &l)| (r * t + l - 1) as u32)
+                    .zip(self.lens)
+                    .map(|(&s, &l)| (s + l - 1) as u32)
                     .collect();
-                Tensor::from_vec(idx, b, dev)?
+                Tensor::from_vec(idx, n, dev)?
             }
             // Averaging weights `[b, 1, t]`: 1/len on real tokens, 0 on pads.
-            Pooling::Mean => {
-                let mut w = vec![0f32; b * t];
+            (Pooling::Mean, false) => {
+                let mut w = vec![0f32; n * t];
                 for (r, &l) in self.lens.iter().enumerate() {
                     w[r * t..r * t + l].fill(1.0 / l as f32);
                 }
-                Tensor::from_vec(w, (b, 1, t), dev)?
+                Tensor::from_vec(w, (n, 1, t), dev)?
+            }
+            // Packed: `[n, T]`, 1/len on each text's own rows.
+            (Pooling::Mean, true) => {
+                let mut w = vec![0f32; n * t];
+                for (r, (&s, &l)) in starts.iter().zip(self.lens).enumerate() {
+                    w[r * t + s..r * t + s + l].fill(1.0 / l as f32);
+                }
+                Tensor::from_vec(w, (n, t), dev)?
             }
         };
         self.per_device.push((dev.clone(), x.clone()));
@@ -245,12 +283,13 @@ impl<'a> PoolCache<'a> {
     fn pool(&mut self, h: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, d) = h.dims3()?;
         let helper = self.helper(h.device(), t)?;
-        match self.pooling {
-            Pooling::Last => h
+        match (self.pooling, self.packed) {
+            (Pooling::Last, _) => h
                 .reshape((b * t, d))?
                 .index_select(&helper, 0)?
                 .to_dtype(DType::F32),
-            Pooling::Mean => helper.matmul(&h.to_dtype(DType::F32)?)?.reshape((b, d)),
+            (Pooling::Mean, false) => helper.matmul(&h.to_dtype(DType::F32)?)?.reshape((b, d)),
+            (Pooling::Mean, true) => helper.matmul(&h.to_dtype(DType::F32)?.reshape((t, d))?),
         }
     }
 }

@@ -29,7 +29,7 @@ pub use config::{Arch, LayerKind, ModelConfig, Rope, RopeScaling};
 pub use error::EngineError;
 pub use extract::{ExtractOptions, ExtractProgress, Features};
 
-use arch::{AttnCtx, Block, RmsNorm};
+use arch::{AttnCtx, Block, RmsNorm, Segment};
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use quant::Numerics;
@@ -88,6 +88,7 @@ struct LayerInputs {
     cos: Tensor,
     sin: Tensor,
     mask: Tensor,
+    window: Option<usize>,
 }
 
 impl Model {
@@ -240,20 +241,36 @@ impl Model {
         self.final_norm.forward_f32(h)
     }
 
-    /// Run the network on right-padded token ids `[b, t]` (u32, any device),
-    /// calling `capture` with every residual entry (if `residual`) and every
-    /// post-attention-norm state (if `post_attn`), each on the device that
-    /// produced it. With `prefix`, the ids continue a cached prefix (batch 1,
-    /// broadcast over the rows). With `keep_kv`, returns every layer's keys
-    /// and values (to be used as a prefix later).
+    /// Whether texts may be packed end to end into one row of ids (see
+    /// [`Model::forward`]): every layer runs f32 on the CPU with the engine's
+    /// CPU kernels, whose attention keeps packed texts apart.
+    pub(crate) fn packs_texts(&self) -> bool {
+        self.num.act_dtype == DType::F32
+            && self.devices.layers.iter().all(Device::is_cpu)
+            && arch::cpu_kernels_enabled()
+    }
+
+    /// Run the network on token ids `[b, t]` (u32, any device), calling
+    /// `capture` with every residual entry and every post-attention-norm
+    /// state, each on the device that produced it. `packed: None`: the rows
+    /// are right-padded texts. `packed: Some(lens)` (only where
+    /// [`Model::packs_texts`]): `b = 1` and the row holds texts of these
+    /// lengths end to end, each at positions `0..len`, none seeing another.
+    /// With `prefix`, the ids continue a cached prefix (batch 1, broadcast
+    /// over the texts). With `keep_kv`, returns every layer's keys and values
+    /// (to be used as a prefix later).
     pub(crate) fn forward(
         &self,
         ids: &Tensor,
+        packed: Option<&[usize]>,
         prefix: Option<&[(Tensor, Tensor)]>,
         keep_kv: bool,
         capture: &mut dyn FnMut(Capture<'_>) -> candle_core::Result<()>,
     ) -> Result<Vec<(Tensor, Tensor)>, EngineError> {
         let (b, t) = ids.dims2().map_err(EngineError::forward(None))?;
+        let segments = segments(b, t, packed).map_err(EngineError::forward(None))?;
+        // Rotary tables and masks cover the longest text's positions.
+        let span = segments.iter().map(|s| s.len).max().unwrap_or(0);
         let offset = match prefix {
             Some(p) => p
                 .first()
@@ -275,11 +292,13 @@ impl Model {
                 if !h.device().same_device(dev) {
                     h = h.to_device(dev)?;
                 }
-                let li = self.layer_inputs(&mut inputs, i, dev, offset, t)?;
+                let li = self.layer_inputs(&mut inputs, i, dev, offset, span)?;
                 let ctx = AttnCtx {
                     cos: &li.cos,
                     sin: &li.sin,
                     mask: &li.mask,
+                    segments: &segments,
+                    window: li.window,
                     prefix: prefix.map(|p| &p[i]),
                     keep_kv,
                 };
@@ -353,6 +372,10 @@ impl Model {
                 let (cos, sin) =
                     arch::rope_tables(rope, self.cfg.head_dim, offset, t, self.num.act_dtype, dev)?;
                 let mask = arch::causal_mask(kind, self.cfg.sliding_window, offset, t, dev)?;
+                let window = match kind {
+                    LayerKind::Sliding => self.cfg.sliding_window,
+                    _ => None,
+                };
                 cache.push(LayerInputs {
                     device: dev.clone(),
                     kind,
@@ -360,10 +383,35 @@ impl Model {
                     cos,
                     sin,
                     mask,
+                    window,
                 });
                 cache.len() - 1
             }
         };
         Ok(&cache[idx])
     }
+}
+
+/// The texts' rows in a pass over `[b, t]` ids: `b` padded rows of `t`, or
+/// (`packed`) one row holding texts of the given lengths end to end.
+fn segments(b: usize, t: usize, packed: Option<&[usize]>) -> candle_core::Result<Vec<Segment>> {
+    let Some(lens) = packed else {
+        return Ok((0..b)
+            .map(|r| Segment {
+                start: r * t,
+                len: t,
+            })
+            .collect());
+    };
+    if b != 1 || lens.iter().sum::<usize>() != t || lens.contains(&0) {
+        candle_core::bail!("packed texts of lengths {lens:?} do not fill ids of [{b}, {t}]")
+    }
+    Ok(lens
+        .iter()
+        .scan(0, |start, &len| {
+            let s = Segment { start: *start, len };
+            *start += len;
+            Some(s)
+        })
+        .collect())
 }

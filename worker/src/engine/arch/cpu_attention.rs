@@ -1,21 +1,66 @@
-//! Softmax attention for f32 states on the CPU, in one pass per head.
+//! Softmax attention for f32 states on the CPU, straight from the
+//! projections' row layout.
 //!
-//! The device-generic path builds attention from batched matmuls, a mask
-//! add, a softmax and layout copies: for the short texts probing runs on,
-//! each of those is a tiny operation, and the matmuls go to a second thread
-//! pool whose threads then spin against candle's. Here each (text, head)
-//! pair is one task on candle's CPU pool that computes its scores, masked
-//! softmax and weighted sum of values row by row and writes the result
-//! straight into the `[b, t, heads · head_dim]` layout the output
-//! projection reads. The arithmetic is the same as the generic path's
-//! (scores scaled, soft-capped when configured, masked, softmax in f32).
+//! The device-generic path transposes queries, keys and values to
+//! `[b, heads, t, hd]`, rotates them, and builds attention from batched
+//! matmuls, a mask add and a softmax: for the short texts probing runs on,
+//! each of those is a tiny operation with its own pass over memory. Here
+//! each (text, key head) pair is one task on candle's CPU pool: it rotates
+//! that head's keys once into a local buffer (after any cached prefix),
+//! then, for every query head of its group, rotates each query row, scores
+//! only the keys the causal (and sliding-window) rule lets it see, takes the
+//! softmax in f32 and writes the weighted sum of values straight into the
+//! `[rows, heads · hd]` layout the output projection reads.
+//!
+//! The arithmetic is the generic path's: half-split rotary embedding
+//! (`x₁·cos − x₂·sin`, `x₂·cos + x₁·sin`), scores scaled after the dot
+//! product, soft-capped when configured, softmax with the running maximum
+//! subtracted. Keys a query may not see are skipped rather than given
+//! `−∞` (their `exp` would add exactly zero).
 
-use super::cpu_f32;
 use crate::engine::packed_gemm::SharedOut;
-use candle_core::Tensor;
+
+/// Where one text's rows sit in a pass's flattened rows: rows
+/// `start..start + len` hold positions `prefix..prefix + len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Segment {
+    /// First row.
+    pub start: usize,
+    /// Rows (tokens) in the text.
+    pub len: usize,
+}
+
+/// Head geometry and score rules of one attention layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadSpec {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    pub softcap: Option<f32>,
+    /// Sliding window: a query at position `p` sees keys at `p − w + 1 ..= p`.
+    pub window: Option<usize>,
+}
+
+/// Keys and values of a cached prefix shared by every text:
+/// `[kv_heads, len, head_dim]` each, keys already rotated.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prefix<'a> {
+    pub keys: &'a [f32],
+    pub values: &'a [f32],
+    pub len: usize,
+}
+
+/// Rotary tables: row `i` (`head_dim / 2` values) is position `prefix + i`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RopeTables<'a> {
+    pub cos: &'a [f32],
+    pub sin: &'a [f32],
+}
 
 /// `Σ a[i]·b[i]` with eight independent partial sums, so the compiler can
 /// keep them in one vector register instead of one long dependency chain.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -33,79 +78,341 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Attention of `q` (`[b, heads, t, hd]`) over `k`, `v` (`[b, kv_heads, s, hd]`,
-/// query head `i` reading key head `i / (heads / kv_heads)`), with an additive
-/// `mask` (`[t, s]`, 0 or -inf) shared by every text; returns `[b, t, heads · hd]`.
-pub(crate) fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: &Tensor,
-    scale: f32,
-    softcap: Option<f32>,
-) -> candle_core::Result<Tensor> {
-    let (b, heads, t, hd) = q.dims4()?;
-    let (_, kv_heads, s, _) = k.dims4()?;
-    if mask.dims() != [t, s] {
-        candle_core::bail!("attention mask is {:?}, expected [{t}, {s}]", mask.dims());
+/// `dst = rotate(src)` with the tables' row `pos` (half-split convention).
+#[inline(always)]
+fn rotate(src: &[f32], rope: &RopeTables<'_>, pos: usize, dst: &mut [f32]) {
+    let half = src.len() / 2;
+    let (cos, sin) = (
+        &rope.cos[pos * half..(pos + 1) * half],
+        &rope.sin[pos * half..(pos + 1) * half],
+    );
+    let (x1, x2) = src.split_at(half);
+    let (d1, d2) = dst.split_at_mut(half);
+    for i in 0..half {
+        d1[i] = x1[i] * cos[i] - x2[i] * sin[i];
+        d2[i] = x2[i] * cos[i] + x1[i] * sin[i];
     }
-    let group = heads / kv_heads;
-    let (q, k, v, mask) = (
-        q.contiguous()?,
-        k.contiguous()?,
-        v.contiguous()?,
-        mask.contiguous()?,
+}
+
+/// Attention over row-major projections: `q` is `[rows, heads · hd]`, `k`
+/// and `v` are `[rows, kv_heads · hd]` (unrotated; query head `i` reads key
+/// head `i / (heads / kv_heads)`). Every text attends causally within its
+/// own segment, after the optional shared prefix. Returns `[rows, heads · hd]`;
+/// rows outside every segment stay zero.
+pub(crate) fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    segments: &[Segment],
+    rope: RopeTables<'_>,
+    prefix: Option<Prefix<'_>>,
+    spec: HeadSpec,
+) -> Vec<f32> {
+    let HeadSpec {
+        heads,
+        kv_heads,
+        head_dim: hd,
+        ..
+    } = spec;
+    let rows = q.len() / (heads * hd);
+    assert_eq!(
+        k.len(),
+        rows * kv_heads * hd,
+        "keys are not [{rows}, {kv_heads}·{hd}]"
     );
-    let (qs, ql) = q.storage_and_layout();
-    let (ks, kl) = k.storage_and_layout();
-    let (vs, vl) = v.storage_and_layout();
-    let (ms, ml) = mask.storage_and_layout();
-    let (qd, kd, vd, md) = (
-        cpu_f32(&qs, ql)?,
-        cpu_f32(&ks, kl)?,
-        cpu_f32(&vs, vl)?,
-        cpu_f32(&ms, ml)?,
-    );
-    let mut out = vec![0f32; b * t * heads * hd];
+    assert_eq!(v.len(), k.len(), "values and keys differ in shape");
+    let mut out = vec![0f32; rows * heads * hd];
     let dst = SharedOut(out.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(b * heads, |range| {
-        let mut scores = vec![0f32; s];
+    candle_core::utils::barrier_pool().execute_chunked(segments.len() * kv_heads, |range| {
+        let mut buf = Buffers::default();
         for unit in range {
-            let (bi, hi) = (unit / heads, unit % heads);
-            let kv = bi * kv_heads + hi / group;
-            let keys = &kd[kv * s * hd..(kv + 1) * s * hd];
-            let values = &vd[kv * s * hd..(kv + 1) * s * hd];
-            for ti in 0..t {
-                let query = &qd[((bi * heads + hi) * t + ti) * hd..][..hd];
-                let mut max = f32::NEG_INFINITY;
-                for (si, score) in scores.iter_mut().enumerate() {
-                    let key = &keys[si * hd..(si + 1) * hd];
-                    let mut x = dot(query, key) * scale;
-                    if let Some(c) = softcap {
-                        x = (x / c).tanh() * c;
-                    }
-                    x += md[ti * s + si];
-                    max = max.max(x);
-                    *score = x;
+            let (seg, kvh) = (segments[unit / kv_heads], unit % kv_heads);
+            let unit = Unit {
+                seg,
+                kvh,
+                rope: &rope,
+                prefix,
+                spec,
+                dst,
+            };
+            // SAFETY: one task per (segment, key head); it writes the query
+            // heads of its group in its segment's rows, which no other task
+            // touches. The AVX2 variant runs only where the CPU has AVX2/FMA.
+            unsafe {
+                #[cfg(target_arch = "x86_64")]
+                if super::super::packed_gemm::PackedMatrix::supported() {
+                    head_group_avx2(q, k, v, &unit, &mut buf);
+                    continue;
                 }
-                let mut sum = 0f32;
-                for score in scores.iter_mut() {
-                    *score = (*score - max).exp();
-                    sum += *score;
+                head_group(q, k, v, &unit, &mut buf);
+            }
+        }
+    });
+    out
+}
+
+/// One task's share of the work: a segment and one key head.
+#[derive(Clone, Copy)]
+struct Unit<'a> {
+    seg: Segment,
+    kvh: usize,
+    rope: &'a RopeTables<'a>,
+    prefix: Option<Prefix<'a>>,
+    spec: HeadSpec,
+    dst: SharedOut,
+}
+
+/// [`head_group`] compiled for AVX2/FMA, so its loops use 8-wide vectors.
+///
+/// # Safety
+/// As [`head_group`]; and the CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn head_group_avx2(q: &[f32], k: &[f32], v: &[f32], unit: &Unit<'_>, buf: &mut Buffers) {
+    // SAFETY: forwarded from the caller.
+    unsafe { head_group(q, k, v, unit, buf) }
+}
+
+/// Per-task scratch space, reused across the task's units.
+#[derive(Default)]
+struct Buffers {
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    query: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+/// One (segment, key head) unit: every query head of the group, every row.
+///
+/// # Safety
+/// The caller gives each (segment, key head) pair to exactly one task, so
+/// the output slots this writes are written by nobody else.
+#[inline(always)]
+unsafe fn head_group(q: &[f32], k: &[f32], v: &[f32], unit: &Unit<'_>, buf: &mut Buffers) {
+    let Unit {
+        seg,
+        kvh,
+        rope,
+        prefix,
+        spec,
+        dst,
+    } = *unit;
+    let (heads, kv_heads, hd) = (spec.heads, spec.kv_heads, spec.head_dim);
+    let group = heads / kv_heads;
+    let p = prefix.map_or(0, |x| x.len);
+    let s = p + seg.len;
+    buf.keys.resize(s * hd, 0.0);
+    buf.values.resize(s * hd, 0.0);
+    buf.query.resize(hd, 0.0);
+    buf.scores.resize(s, 0.0);
+    if let Some(pre) = prefix {
+        let from = kvh * p * hd..(kvh + 1) * p * hd;
+        buf.keys[..p * hd].copy_from_slice(&pre.keys[from.clone()]);
+        buf.values[..p * hd].copy_from_slice(&pre.values[from]);
+    }
+    let kv_stride = kv_heads * hd;
+    for j in 0..seg.len {
+        let at = (seg.start + j) * kv_stride + kvh * hd;
+        let key = &mut buf.keys[(p + j) * hd..(p + j + 1) * hd];
+        rotate(&k[at..at + hd], rope, j, key);
+        buf.values[(p + j) * hd..(p + j + 1) * hd].copy_from_slice(&v[at..at + hd]);
+    }
+    let q_stride = heads * hd;
+    for hi in kvh * group..(kvh + 1) * group {
+        for i in 0..seg.len {
+            let row = seg.start + i;
+            rotate(
+                &q[row * q_stride + hi * hd..][..hd],
+                rope,
+                i,
+                &mut buf.query,
+            );
+            // Absolute positions: this query p + i, key slot j is position j.
+            let qp = p + i;
+            let lo = spec.window.map_or(0, |w| (qp + 1).saturating_sub(w));
+            let scores = &mut buf.scores[lo..=qp];
+            let mut max = f32::NEG_INFINITY;
+            for (j, score) in (lo..=qp).zip(scores.iter_mut()) {
+                let mut x = dot(&buf.query, &buf.keys[j * hd..(j + 1) * hd]) * spec.scale;
+                if let Some(c) = spec.softcap {
+                    x = (x / c).tanh() * c;
                 }
-                // SAFETY: slots (bi, ti, hi, 0..hd) belong to this unit alone.
-                let row = unsafe {
-                    std::slice::from_raw_parts_mut(dst.at(((bi * t + ti) * heads + hi) * hd), hd)
-                };
-                for (si, &p) in scores.iter().enumerate() {
-                    let p = p / sum;
-                    for (o, val) in row.iter_mut().zip(&values[si * hd..(si + 1) * hd]) {
-                        *o += p * val;
+                max = max.max(x);
+                *score = x;
+            }
+            let mut sum = 0f32;
+            for score in scores.iter_mut() {
+                *score = (*score - max).exp();
+                sum += *score;
+            }
+            // SAFETY: row `row`, head `hi` belongs to this unit alone (see above).
+            let out =
+                unsafe { std::slice::from_raw_parts_mut(dst.at(row * q_stride + hi * hd), hd) };
+            for (j, &e) in (lo..=qp).zip(scores.iter()) {
+                let w = e / sum;
+                for (o, val) in out.iter_mut().zip(&buf.values[j * hd..(j + 1) * hd]) {
+                    *o += w * val;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Straightforward f64 attention of one text (no prefix) for comparison.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        seg: Segment,
+        rope: &RopeTables<'_>,
+        spec: HeadSpec,
+        row: usize,
+        head: usize,
+    ) -> Vec<f64> {
+        let hd = spec.head_dim;
+        let half = hd / 2;
+        let rot = |x: &[f32], pos: usize| -> Vec<f64> {
+            let mut r = vec![0f64; hd];
+            for i in 0..half {
+                let (c, s) = (
+                    rope.cos[pos * half + i] as f64,
+                    rope.sin[pos * half + i] as f64,
+                );
+                r[i] = x[i] as f64 * c - x[i + half] as f64 * s;
+                r[i + half] = x[i + half] as f64 * c + x[i] as f64 * s;
+            }
+            r
+        };
+        let kvh = head / (spec.heads / spec.kv_heads);
+        let i = row - seg.start;
+        let qr = rot(&q[row * spec.heads * hd + head * hd..][..hd], i);
+        let visible: Vec<usize> = (0..=i)
+            .filter(|&j| spec.window.is_none_or(|w| i - j < w))
+            .collect();
+        let scores: Vec<f64> = visible
+            .iter()
+            .map(|&j| {
+                let kr = rot(
+                    &k[(seg.start + j) * spec.kv_heads * hd + kvh * hd..][..hd],
+                    j,
+                );
+                let x = qr.iter().zip(&kr).map(|(a, b)| a * b).sum::<f64>() * spec.scale as f64;
+                match spec.softcap {
+                    Some(c) => (x / c as f64).tanh() * c as f64,
+                    None => x,
+                }
+            })
+            .collect();
+        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        let mut out = vec![0f64; hd];
+        for (&j, w) in visible.iter().zip(&e) {
+            let vr = &v[(seg.start + j) * spec.kv_heads * hd + kvh * hd..][..hd];
+            for (o, x) in out.iter_mut().zip(vr) {
+                *o += w / sum * *x as f64;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn packed_texts_match_a_per_text_reference_with_gqa_windows_and_softcap() {
+        let spec = HeadSpec {
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 8,
+            scale: 0.35,
+            softcap: Some(5.0),
+            window: Some(3),
+        };
+        let segments = [
+            Segment { start: 0, len: 5 },
+            Segment { start: 5, len: 1 },
+            Segment { start: 6, len: 4 },
+        ];
+        let rows = 10;
+        let (q, k, v) = (
+            values(rows * 4 * 8, 1),
+            values(rows * 2 * 8, 2),
+            values(rows * 2 * 8, 3),
+        );
+        let (cos, sin) = (values(5 * 4, 4), values(5 * 4, 5));
+        let rope = RopeTables {
+            cos: &cos,
+            sin: &sin,
+        };
+        let out = attention(&q, &k, &v, &segments, rope, None, spec);
+        for seg in segments {
+            for row in seg.start..seg.start + seg.len {
+                for head in 0..4 {
+                    let want = reference(&q, &k, &v, seg, &rope, spec, row, head);
+                    let got = &out[row * 32 + head * 8..][..8];
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(
+                            (*g as f64 - w).abs() < 1e-5,
+                            "row {row} head {head}: {g} vs {w}"
+                        );
                     }
                 }
             }
         }
-    });
-    drop((qs, ks, vs, ms));
-    Tensor::from_vec(out, (b, t, heads * hd), q.device())
+    }
+
+    #[test]
+    fn a_text_gives_the_same_bytes_alone_and_packed_with_others() {
+        let spec = HeadSpec {
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 4,
+            scale: 0.5,
+            softcap: None,
+            window: None,
+        };
+        let (q, k, v) = (values(9 * 8, 7), values(9 * 4, 8), values(9 * 4, 9));
+        let (cos, sin) = (values(6 * 2, 10), values(6 * 2, 11));
+        let rope = RopeTables {
+            cos: &cos,
+            sin: &sin,
+        };
+        let packed = attention(
+            &q,
+            &k,
+            &v,
+            &[Segment { start: 0, len: 3 }, Segment { start: 3, len: 6 }],
+            rope,
+            None,
+            spec,
+        );
+        let alone = attention(
+            &q[3 * 8..],
+            &k[3 * 4..],
+            &v[3 * 4..],
+            &[Segment { start: 0, len: 6 }],
+            rope,
+            None,
+            spec,
+        );
+        assert_eq!(&packed[3 * 8..], &alone[..]);
+    }
 }

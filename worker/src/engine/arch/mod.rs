@@ -7,7 +7,7 @@
 //! every row. Attention is plain masked softmax attention made of batched
 //! matmuls (device-generic: the same code runs on CPU and CUDA).
 
-mod cpu_attention;
+pub(crate) mod cpu_attention;
 pub(crate) mod gemma;
 pub(crate) mod gemma3;
 pub(crate) mod llama;
@@ -20,6 +20,7 @@ use super::EngineError;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Layout, Module, Storage, Tensor};
 use candle_nn::VarBuilder;
+pub(crate) use cpu_attention::Segment;
 
 /// A projection `y = x Wᵀ + b`, dense or 8-bit quantised.
 pub(crate) struct Linear {
@@ -38,7 +39,7 @@ enum Weight {
 /// MLP, one-pass attention) run f32 work on the CPU: yes, unless
 /// `CD_CPU_KERNELS=0` asks for candle's generic operations (kept selectable
 /// so the two can be compared in one benchmark run).
-fn cpu_kernels_enabled() -> bool {
+pub(crate) fn cpu_kernels_enabled() -> bool {
     std::env::var("CD_CPU_KERNELS").map_or(true, |v| v != "0")
 }
 
@@ -282,14 +283,21 @@ impl GatedMlp {
 }
 
 /// Per-forward inputs of one attention layer: rotary tables for its
-/// positions, its additive mask, and an optional cached prefix.
+/// positions, its additive mask, where each text's rows are, and an
+/// optional cached prefix.
 pub(crate) struct AttnCtx<'a> {
-    /// `[time, head_dim / 2]`, activation dtype.
+    /// `[time, head_dim / 2]`, activation dtype; row `i` is position `prefix + i`.
     pub cos: &'a Tensor,
     /// `[time, head_dim / 2]`, activation dtype.
     pub sin: &'a Tensor,
     /// `[time, prefix + time]`, 0 or -inf, in f32.
     pub mask: &'a Tensor,
+    /// Each text's rows in the flattened `[b · t]` rows: `b` segments of `t`
+    /// rows for a padded batch, or several texts packed end to end in one
+    /// row of `[1, T]` (only the CPU attention kernel serves those).
+    pub segments: &'a [Segment],
+    /// The sliding window of this layer, if it has one.
+    pub window: Option<usize>,
     /// Keys and values of a shared prefix (`[1, kv_heads, prefix, head_dim]`).
     pub prefix: Option<&'a (Tensor, Tensor)>,
     /// Whether to return this pass's keys and values (to serve as a prefix).
@@ -357,6 +365,12 @@ impl Attention {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
+        if runs_cpu_kernels(&q) {
+            return self.cpu_forward(&q, &k, &v, ctx);
+        }
+        if ctx.segments.len() != b {
+            candle_core::bail!("texts packed into one row need the CPU attention kernel")
+        }
         let q = q.transpose(1, 2)?.contiguous()?;
         let k = k.transpose(1, 2)?.contiguous()?;
         let v = v.transpose(1, 2)?.contiguous()?;
@@ -376,17 +390,6 @@ impl Attention {
             ),
             None => (k, v),
         };
-        if q.device().is_cpu() && q.dtype() == DType::F32 && cpu_kernels_enabled() {
-            let out = cpu_attention::attention(
-                &q,
-                &k,
-                &v,
-                ctx.mask,
-                self.scale as f32,
-                self.softcap.map(|c| c as f32),
-            )?;
-            return Ok((self.o.forward(&out)?, kept));
-        }
         let s = k.dim(2)?;
         // GQA without copying keys: the `g = h / kvh` query heads sharing a key
         // head are stacked along time, `[b, kvh, g·t, hd]` (HF's repeat_kv order).
@@ -421,6 +424,82 @@ impl Attention {
             .reshape((b, t, h * hd))?;
         Ok((self.o.forward(&out)?, kept))
     }
+    /// The attention part on the CPU kernel, for f32 `q` (`[b, t, heads, hd]`),
+    /// `k`, `v` (`[b, t, kv_heads, hd]`), all unrotated.
+    fn cpu_forward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        ctx: &AttnCtx<'_>,
+    ) -> candle_core::Result<(Tensor, Option<(Tensor, Tensor)>)> {
+        let (b, t, h, hd) = q.dims4()?;
+        // Kept keys and values are a prefix for later passes: `[b, kv_heads, t, hd]`, keys rotated.
+        let kept = if ctx.keep_kv {
+            let kt = k.transpose(1, 2)?.contiguous()?;
+            Some((
+                candle_nn::rotary_emb::rope(&kt, ctx.cos, ctx.sin)?,
+                v.transpose(1, 2)?.contiguous()?,
+            ))
+        } else {
+            None
+        };
+        let spec = cpu_attention::HeadSpec {
+            heads: h,
+            kv_heads: self.kv_heads,
+            head_dim: hd,
+            scale: self.scale as f32,
+            softcap: self.softcap.map(|c| c as f32),
+            window: ctx.window,
+        };
+        let c = |x: &Tensor| x.contiguous();
+        let (q, k, v, cos, sin) = (c(q)?, c(k)?, c(v)?, c(ctx.cos)?, c(ctx.sin)?);
+        let prefix = match ctx.prefix {
+            Some((pk, pv)) => Some((c(pk)?, c(pv)?)),
+            None => None,
+        };
+        let out = {
+            let (qs, ql) = q.storage_and_layout();
+            let (ks, kl) = k.storage_and_layout();
+            let (vs, vl) = v.storage_and_layout();
+            let (cs, cl) = cos.storage_and_layout();
+            let (ss, sl) = sin.storage_and_layout();
+            let pre = prefix
+                .as_ref()
+                .map(|(pk, pv)| (pk.storage_and_layout(), pv.storage_and_layout(), pk.dim(2)));
+            let prefix = match &pre {
+                Some(((pks, pkl), (pvs, pvl), len)) => Some(cpu_attention::Prefix {
+                    keys: cpu_f32(pks, pkl)?,
+                    values: cpu_f32(pvs, pvl)?,
+                    len: *len
+                        .as_ref()
+                        .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+                }),
+                None => None,
+            };
+            let rope = cpu_attention::RopeTables {
+                cos: cpu_f32(&cs, cl)?,
+                sin: cpu_f32(&ss, sl)?,
+            };
+            cpu_attention::attention(
+                cpu_f32(&qs, ql)?,
+                cpu_f32(&ks, kl)?,
+                cpu_f32(&vs, vl)?,
+                ctx.segments,
+                rope,
+                prefix,
+                spec,
+            )
+        };
+        let out = Tensor::from_vec(out, (b, t, h * hd), q.device())?;
+        Ok((self.o.forward(&out)?, kept))
+    }
+}
+
+/// Whether attention on `x` runs the CPU kernel: f32 on the CPU, with the
+/// engine's CPU kernels enabled.
+pub(crate) fn runs_cpu_kernels(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && cpu_kernels_enabled()
 }
 
 /// What one decoder block produces.
