@@ -130,7 +130,8 @@ fn check_model(label: &str, model: &Model, fx: &Fixture) {
         for pooling in [Pooling::Last, Pooling::Mean] {
             let key = format!("{}_{}", site.as_str(), pooling.as_str());
             let reference = &fx.tensors[&key];
-            // Batched with padding: the prompts have different lengths.
+            // Batched: the prompts have different lengths (packed end to end
+            // on the CPU in f32, right-padded elsewhere).
             let ours = extract(model, &prompts, site, pooling, prompts.len());
             let a = compare(&format!("{label} {key}"), &ours, reference);
             println!(

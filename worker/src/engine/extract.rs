@@ -163,7 +163,12 @@ impl Model {
         let n_layers = self.num_capture_layers(opts.site);
         let mut pooled: Vec<Option<Tensor>> = vec![None; n_layers];
         let site = opts.site;
-        self.forward(&ids, packed.then_some(&lens[..]), None, false, &mut |c| {
+        let packing = packed.then_some(super::Packed {
+            lens: &lens,
+            // Last-token pooling needs nothing else from the last block.
+            last_only: opts.pooling == Pooling::Last,
+        });
+        self.forward(&ids, packing, None, false, &mut |c| {
             let (slot, h) = match (site, c) {
                 (Site::Residual, Capture::Residual { index, h }) => (index, h),
                 (Site::PostAttentionNorm, Capture::PostAttentionNorm { layer, h }) => (layer, h),
@@ -282,6 +287,11 @@ impl<'a> PoolCache<'a> {
 
     fn pool(&mut self, h: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, d) = h.dims3()?;
+        if self.pooling == Pooling::Last && t == 1 && b == self.lens.len() {
+            // One row per text already (a last block that computed only the
+            // last tokens; or texts of one token, padded to nothing).
+            return h.reshape((b, d))?.to_dtype(DType::F32);
+        }
         let helper = self.helper(h.device(), t)?;
         match (self.pooling, self.packed) {
             (Pooling::Last, _) => h

@@ -253,22 +253,26 @@ impl Model {
     /// Run the network on token ids `[b, t]` (u32, any device), calling
     /// `capture` with every residual entry and every post-attention-norm
     /// state, each on the device that produced it. `packed: None`: the rows
-    /// are right-padded texts. `packed: Some(lens)` (only where
-    /// [`Model::packs_texts`]): `b = 1` and the row holds texts of these
-    /// lengths end to end, each at positions `0..len`, none seeing another.
+    /// are right-padded texts. `packed: Some(..)` (only where
+    /// [`Model::packs_texts`]): `b = 1` and the row holds texts of the given
+    /// lengths end to end, each at positions `0..len`, none seeing another;
+    /// with [`Packed::last_only`], the last block computes (and captures)
+    /// only each text's last token, `[texts, 1, d]`.
     /// With `prefix`, the ids continue a cached prefix (batch 1, broadcast
     /// over the texts). With `keep_kv`, returns every layer's keys and values
     /// (to be used as a prefix later).
     pub(crate) fn forward(
         &self,
         ids: &Tensor,
-        packed: Option<&[usize]>,
+        packed: Option<Packed<'_>>,
         prefix: Option<&[(Tensor, Tensor)]>,
         keep_kv: bool,
         capture: &mut dyn FnMut(Capture<'_>) -> candle_core::Result<()>,
     ) -> Result<Vec<(Tensor, Tensor)>, EngineError> {
         let (b, t) = ids.dims2().map_err(EngineError::forward(None))?;
-        let segments = segments(b, t, packed).map_err(EngineError::forward(None))?;
+        let segments =
+            segments(b, t, packed.map(|p| p.lens)).map_err(EngineError::forward(None))?;
+        let last_only = packed.is_some_and(|p| p.last_only);
         // Rotary tables and masks cover the longest text's positions.
         let span = segments.iter().map(|s| s.len).max().unwrap_or(0);
         let offset = match prefix {
@@ -299,6 +303,7 @@ impl Model {
                     mask: &li.mask,
                     segments: &segments,
                     window: li.window,
+                    last_only: last_only && i + 1 == self.blocks.len(),
                     prefix: prefix.map(|p| &p[i]),
                     keep_kv,
                 };
@@ -390,6 +395,15 @@ impl Model {
         };
         Ok(&cache[idx])
     }
+}
+
+/// Texts packed end to end in one row of ids (see [`Model::forward`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Packed<'a> {
+    /// Each text's token count, in row order.
+    pub lens: &'a [usize],
+    /// Whether only each text's last token is needed out of the last block.
+    pub last_only: bool,
 }
 
 /// The texts' rows in a pass over `[b, t]` ids: `b` padded rows of `t`, or

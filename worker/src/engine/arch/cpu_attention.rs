@@ -51,6 +51,16 @@ pub(crate) struct Prefix<'a> {
     pub len: usize,
 }
 
+/// Which rows ask queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queries {
+    /// Every row of every segment; `q` and the output have the input's rows.
+    All,
+    /// Only each segment's last row; `q` and the output have one row per
+    /// segment, in segment order.
+    LastOfEach,
+}
+
 /// Rotary tables: row `i` (`head_dim / 2` values) is position `prefix + i`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RopeTables<'a> {
@@ -97,13 +107,16 @@ fn rotate(src: &[f32], rope: &RopeTables<'_>, pos: usize, dst: &mut [f32]) {
 /// Attention over row-major projections: `q` is `[rows, heads · hd]`, `k`
 /// and `v` are `[rows, kv_heads · hd]` (unrotated; query head `i` reads key
 /// head `i / (heads / kv_heads)`). Every text attends causally within its
-/// own segment, after the optional shared prefix. Returns `[rows, heads · hd]`;
-/// rows outside every segment stay zero.
+/// own segment, after the optional shared prefix. Returns `q`'s shape,
+/// `[query rows, heads · hd]`; with [`Queries::All`], rows outside every
+/// segment stay zero.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     segments: &[Segment],
+    queries: Queries,
     rope: RopeTables<'_>,
     prefix: Option<Prefix<'_>>,
     spec: HeadSpec,
@@ -114,22 +127,35 @@ pub(crate) fn attention(
         head_dim: hd,
         ..
     } = spec;
-    let rows = q.len() / (heads * hd);
+    let rows = k.len() / (kv_heads * hd);
+    let q_rows = match queries {
+        Queries::All => rows,
+        Queries::LastOfEach => segments.len(),
+    };
     assert_eq!(
-        k.len(),
-        rows * kv_heads * hd,
-        "keys are not [{rows}, {kv_heads}·{hd}]"
+        q.len(),
+        q_rows * heads * hd,
+        "queries are not [{q_rows}, {heads}·{hd}]"
     );
     assert_eq!(v.len(), k.len(), "values and keys differ in shape");
-    let mut out = vec![0f32; rows * heads * hd];
+    let mut out = vec![0f32; q_rows * heads * hd];
     let dst = SharedOut(out.as_mut_ptr());
     candle_core::utils::barrier_pool().execute_chunked(segments.len() * kv_heads, |range| {
         let mut buf = Buffers::default();
         for unit in range {
-            let (seg, kvh) = (segments[unit / kv_heads], unit % kv_heads);
+            let (si, kvh) = (unit / kv_heads, unit % kv_heads);
+            let seg = segments[si];
+            // Query rows `first..len` of the segment, the first at row
+            // `q_row0` of `q` and the output.
+            let (first, q_row0) = match queries {
+                Queries::All => (0, seg.start),
+                Queries::LastOfEach => (seg.len - 1, si),
+            };
             let unit = Unit {
                 seg,
                 kvh,
+                first,
+                q_row0,
                 rope: &rope,
                 prefix,
                 spec,
@@ -156,6 +182,10 @@ pub(crate) fn attention(
 struct Unit<'a> {
     seg: Segment,
     kvh: usize,
+    /// The first query row, counted within the segment.
+    first: usize,
+    /// Where query `first` sits in `q` and the output.
+    q_row0: usize,
     rope: &'a RopeTables<'a>,
     prefix: Option<Prefix<'a>>,
     spec: HeadSpec,
@@ -192,6 +222,8 @@ unsafe fn head_group(q: &[f32], k: &[f32], v: &[f32], unit: &Unit<'_>, buf: &mut
     let Unit {
         seg,
         kvh,
+        first,
+        q_row0,
         rope,
         prefix,
         spec,
@@ -219,8 +251,8 @@ unsafe fn head_group(q: &[f32], k: &[f32], v: &[f32], unit: &Unit<'_>, buf: &mut
     }
     let q_stride = heads * hd;
     for hi in kvh * group..(kvh + 1) * group {
-        for i in 0..seg.len {
-            let row = seg.start + i;
+        for i in first..seg.len {
+            let row = q_row0 + i - first;
             rotate(
                 &q[row * q_stride + hi * hd..][..hd],
                 rope,
@@ -362,7 +394,26 @@ mod tests {
             cos: &cos,
             sin: &sin,
         };
-        let out = attention(&q, &k, &v, &segments, rope, None, spec);
+        let out = attention(&q, &k, &v, &segments, Queries::All, rope, None, spec);
+        // Last rows only: the same values, one row per text.
+        let last: Vec<f32> = segments
+            .iter()
+            .flat_map(|s| q[(s.start + s.len - 1) * 32..][..32].to_vec())
+            .collect();
+        let lasts = attention(
+            &last,
+            &k,
+            &v,
+            &segments,
+            Queries::LastOfEach,
+            rope,
+            None,
+            spec,
+        );
+        for (si, seg) in segments.iter().enumerate() {
+            let row = seg.start + seg.len - 1;
+            assert_eq!(&lasts[si * 32..][..32], &out[row * 32..][..32]);
+        }
         for seg in segments {
             for row in seg.start..seg.start + seg.len {
                 for head in 0..4 {
@@ -400,6 +451,7 @@ mod tests {
             &k,
             &v,
             &[Segment { start: 0, len: 3 }, Segment { start: 3, len: 6 }],
+            Queries::All,
             rope,
             None,
             spec,
@@ -409,6 +461,7 @@ mod tests {
             &k[3 * 4..],
             &v[3 * 4..],
             &[Segment { start: 0, len: 6 }],
+            Queries::All,
             rope,
             None,
             spec,

@@ -58,7 +58,7 @@ impl Block for DecoderLayer {
         let (attn, kv) = self
             .self_attn
             .forward(&self.input_layernorm.forward(x)?, ctx)?;
-        let a = (x + self.post_attention_layernorm.forward(&attn)?)?;
+        let a = (ctx.rows_out(x)? + self.post_attention_layernorm.forward(&attn)?)?;
         let n = self.pre_feedforward_layernorm.forward(&a)?;
         let m = self
             .post_feedforward_layernorm

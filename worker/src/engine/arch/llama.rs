@@ -71,7 +71,7 @@ impl Block for DecoderLayer {
         let (attn, kv) = self
             .self_attn
             .forward(&self.input_layernorm.forward(x)?, ctx)?;
-        let a = (x + attn)?;
+        let a = (ctx.rows_out(x)? + attn)?;
         let n = self.post_attention_layernorm.forward(&a)?;
         let out = (&a + self.mlp.forward(&n)?)?;
         Ok(BlockOut {

@@ -298,10 +298,34 @@ pub(crate) struct AttnCtx<'a> {
     pub segments: &'a [Segment],
     /// The sliding window of this layer, if it has one.
     pub window: Option<usize>,
+    /// Only each text's last token leaves this layer (the rest is needed
+    /// only as keys and values): the block's outputs are `[texts, 1, d]`.
+    pub last_only: bool,
     /// Keys and values of a shared prefix (`[1, kv_heads, prefix, head_dim]`).
     pub prefix: Option<&'a (Tensor, Tensor)>,
     /// Whether to return this pass's keys and values (to serve as a prefix).
     pub keep_kv: bool,
+}
+
+impl AttnCtx<'_> {
+    /// The rows of `x` (`[b, t, d]`) that leave this layer: all of them, or
+    /// with [`AttnCtx::last_only`] each text's last row, `[texts, 1, d]`.
+    pub(crate) fn rows_out(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if !self.last_only {
+            return Ok(x.clone());
+        }
+        let (b, t, d) = x.dims3()?;
+        let idx: Vec<u32> = self
+            .segments
+            .iter()
+            .map(|s| (s.start + s.len - 1) as u32)
+            .collect();
+        let n = idx.len();
+        let idx = Tensor::from_vec(idx, n, x.device())?;
+        x.reshape((b * t, d))?
+            .index_select(&idx, 0)?
+            .reshape((n, 1, d))
+    }
 }
 
 /// Multi-head self-attention with GQA, RoPE, optional biases and q/k norms.
@@ -358,14 +382,19 @@ impl Attention {
     ) -> candle_core::Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let (b, t, _) = x.dims3()?;
         let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
-        let mut q = self.q.forward(x)?.reshape((b, t, h, hd))?;
+        let cpu = runs_cpu_kernels(x);
+        // The CPU kernel asks queries of the rows that leave the layer only;
+        // the generic path computes all and keeps those rows at the end.
+        let xq = if cpu { ctx.rows_out(x)? } else { x.clone() };
+        let (bq, tq, _) = xq.dims3()?;
+        let mut q = self.q.forward(&xq)?.reshape((bq, tq, h, hd))?;
         let mut k = self.k.forward(x)?.reshape((b, t, kvh, hd))?;
         let v = self.v.forward(x)?.reshape((b, t, kvh, hd))?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
-        if runs_cpu_kernels(&q) {
+        if cpu {
             return self.cpu_forward(&q, &k, &v, ctx);
         }
         if ctx.segments.len() != b {
@@ -422,10 +451,11 @@ impl Attention {
             .reshape((b, h, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, h * hd))?;
-        Ok((self.o.forward(&out)?, kept))
+        Ok((self.o.forward(&ctx.rows_out(&out)?)?, kept))
     }
-    /// The attention part on the CPU kernel, for f32 `q` (`[b, t, heads, hd]`),
-    /// `k`, `v` (`[b, t, kv_heads, hd]`), all unrotated.
+    /// The attention part on the CPU kernel, for f32 `k`, `v` (`[b, t,
+    /// kv_heads, hd]`) and `q` (`[b, t, heads, hd]`, or `[texts, 1, heads,
+    /// hd]` with [`AttnCtx::last_only`]), all unrotated.
     fn cpu_forward(
         &self,
         q: &Tensor,
@@ -434,6 +464,11 @@ impl Attention {
         ctx: &AttnCtx<'_>,
     ) -> candle_core::Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let (b, t, h, hd) = q.dims4()?;
+        let queries = if ctx.last_only {
+            cpu_attention::Queries::LastOfEach
+        } else {
+            cpu_attention::Queries::All
+        };
         // Kept keys and values are a prefix for later passes: `[b, kv_heads, t, hd]`, keys rotated.
         let kept = if ctx.keep_kv {
             let kt = k.transpose(1, 2)?.contiguous()?;
@@ -486,6 +521,7 @@ impl Attention {
                 cpu_f32(&ks, kl)?,
                 cpu_f32(&vs, vl)?,
                 ctx.segments,
+                queries,
                 rope,
                 prefix,
                 spec,
@@ -504,9 +540,10 @@ pub(crate) fn runs_cpu_kernels(x: &Tensor) -> bool {
 
 /// What one decoder block produces.
 pub(crate) struct BlockOut {
-    /// The block's output residual stream `[b, t, d]`.
+    /// The block's output residual stream `[b, t, d]` (`[texts, 1, d]` with
+    /// [`AttnCtx::last_only`]).
     pub out: Tensor,
-    /// The `post_attention_norm` capture site `[b, t, d]` (the MLP's normed input).
+    /// The `post_attention_norm` capture site (the MLP's normed input), shaped as `out`.
     pub post_attn_norm: Tensor,
     /// Keys and values, when asked for.
     pub kv: Option<(Tensor, Tensor)>,
