@@ -17,7 +17,7 @@
 //! attention") is `pre_feedforward_layernorm`'s output, which is what we
 //! capture.
 
-use super::{Act, Attention, AttnCtx, Block, BlockOut, GatedMlp, RmsNorm};
+use super::{residual_add, Act, Attention, AttnCtx, Block, BlockOut, GatedMlp, RmsNorm};
 use crate::engine::config::ModelConfig;
 use crate::engine::quant::Numerics;
 use crate::engine::EngineError;
@@ -58,13 +58,15 @@ impl Block for DecoderLayer {
         let (attn, kv) = self
             .self_attn
             .forward(&self.input_layernorm.forward(x)?, ctx)?;
-        let a = (ctx.rows_out(x)? + self.post_attention_layernorm.forward(&attn)?)?;
-        let n = self.pre_feedforward_layernorm.forward(&a)?;
+        let (a, n) = self.pre_feedforward_layernorm.add_forward(
+            &ctx.rows_out(x)?,
+            &self.post_attention_layernorm.forward(&attn)?,
+        )?;
         let m = self
             .post_feedforward_layernorm
             .forward(&self.mlp.forward(&n)?)?;
         Ok(BlockOut {
-            out: (&a + m)?,
+            out: residual_add(&a, &m)?,
             post_attn_norm: n,
             kv,
         })

@@ -8,7 +8,7 @@
 //! y = a + Down(act(Gate(n)) ⊙ Up(n))   // ← residual stream, capture site `residual`
 //! ```
 
-use super::{Act, Attention, AttnCtx, Block, BlockOut, GatedMlp, RmsNorm};
+use super::{residual_add, Act, Attention, AttnCtx, Block, BlockOut, GatedMlp, RmsNorm};
 use crate::engine::config::ModelConfig;
 use crate::engine::quant::Numerics;
 use crate::engine::EngineError;
@@ -71,9 +71,10 @@ impl Block for DecoderLayer {
         let (attn, kv) = self
             .self_attn
             .forward(&self.input_layernorm.forward(x)?, ctx)?;
-        let a = (ctx.rows_out(x)? + attn)?;
-        let n = self.post_attention_layernorm.forward(&a)?;
-        let out = (&a + self.mlp.forward(&n)?)?;
+        let (a, n) = self
+            .post_attention_layernorm
+            .add_forward(&ctx.rows_out(x)?, &attn)?;
+        let out = residual_add(&a, &self.mlp.forward(&n)?)?;
         Ok(BlockOut {
             out,
             post_attn_norm: n,

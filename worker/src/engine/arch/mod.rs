@@ -8,6 +8,7 @@
 //! matmuls (device-generic: the same code runs on CPU and CUDA).
 
 pub(crate) mod cpu_attention;
+mod cpu_rows;
 pub(crate) mod gemma;
 pub(crate) mod gemma3;
 pub(crate) mod llama;
@@ -206,7 +207,24 @@ impl RmsNorm {
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if runs_cpu_kernels(x) {
+            return Ok(cpu_rows::add_rms_norm(x, None, &self.alpha_f32, self.eps)?.1);
+        }
         candle_nn::ops::rms_norm(&x.contiguous()?, &self.alpha, self.eps)
+    }
+
+    /// `a = x + y` and this norm of `a`: `(a, norm(a))` (one pass on the CPU in f32).
+    pub(crate) fn add_forward(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        if runs_cpu_kernels(x) {
+            return cpu_rows::add_rms_norm(x, Some(y), &self.alpha_f32, self.eps);
+        }
+        let a = (x + y)?;
+        let n = self.forward(&a)?;
+        Ok((a, n))
     }
 
     /// The same norm with f32 weights, for f32 states whatever the model dtype.
@@ -536,6 +554,14 @@ impl Attention {
 /// engine's CPU kernels enabled.
 pub(crate) fn runs_cpu_kernels(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32 && cpu_kernels_enabled()
+}
+
+/// `x + y` (the residual stream's adds; on the CPU pool in f32).
+pub(crate) fn residual_add(x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+    if runs_cpu_kernels(x) {
+        return cpu_rows::add(x, y);
+    }
+    x + y
 }
 
 /// What one decoder block produces.

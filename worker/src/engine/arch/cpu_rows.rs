@@ -1,0 +1,148 @@
+//! Row-wise f32 operations for the CPU path (residual adds and RMSNorm), on
+//! candle's CPU pool like the projections and attention.
+//!
+//! candle's own versions run on rayon's pool; on a machine with few cores
+//! the two pools' idle threads spin against each other between every two
+//! operations. These run the same arithmetic as candle's (the RMSNorm sums
+//! squares in f32 in row order, then `x / sqrt(mean + eps) · alpha`), with a
+//! residual add fused in front of the norm where a block has one.
+
+use super::cpu_f32;
+use crate::engine::packed_gemm::SharedOut;
+use candle_core::Tensor;
+
+/// Contiguous f32 CPU data of `x` as rows of its last dimension.
+fn rows_of(x: &Tensor) -> candle_core::Result<(Tensor, usize, usize)> {
+    let x = x.contiguous()?;
+    let d = x.dims().last().copied().unwrap_or(1);
+    let n = x.elem_count() / d.max(1);
+    Ok((x, n, d))
+}
+
+/// `a = x + y` (if `y`) and `rms_norm(a) · alpha`, row by row; returns
+/// `(a, normed)`, both shaped as `x`.
+pub(crate) fn add_rms_norm(
+    x: &Tensor,
+    y: Option<&Tensor>,
+    alpha: &Tensor,
+    eps: f32,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let (xc, rows, d) = rows_of(x)?;
+    let yc = y.map(|y| y.contiguous()).transpose()?;
+    if let Some(y) = &yc {
+        if y.dims() != xc.dims() {
+            candle_core::bail!("residual add of {:?} to {:?}", y.dims(), xc.dims())
+        }
+    }
+    let alpha = alpha.contiguous()?;
+    let mut sum = if yc.is_some() {
+        vec![0f32; rows * d]
+    } else {
+        Vec::new()
+    };
+    let mut normed = vec![0f32; rows * d];
+    {
+        let (xs, xl) = xc.storage_and_layout();
+        let xd = cpu_f32(&xs, xl)?;
+        let ys = yc.as_ref().map(|y| y.storage_and_layout());
+        let yd = match &ys {
+            Some((s, l)) => Some(cpu_f32(s, l)?),
+            None => None,
+        };
+        let (als, all) = alpha.storage_and_layout();
+        let ad = cpu_f32(&als, all)?;
+        if ad.len() != d {
+            candle_core::bail!("norm weight of {} for rows of {d}", ad.len())
+        }
+        let (sum_out, norm_out) = (SharedOut(sum.as_mut_ptr()), SharedOut(normed.as_mut_ptr()));
+        candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
+            for r in range {
+                let src = &xd[r * d..(r + 1) * d];
+                // SAFETY: row `r` of each output belongs to this task alone.
+                let dst = unsafe { std::slice::from_raw_parts_mut(norm_out.at(r * d), d) };
+                let row: &[f32] = match yd {
+                    Some(yd) => {
+                        // SAFETY: as above; `sum` has `rows · d` elements when `y` is given.
+                        let a = unsafe { std::slice::from_raw_parts_mut(sum_out.at(r * d), d) };
+                        for ((a, x), y) in a.iter_mut().zip(src).zip(&yd[r * d..(r + 1) * d]) {
+                            *a = x + y;
+                        }
+                        a
+                    }
+                    None => src,
+                };
+                let sum2 = row.iter().map(|v| v * v).sum::<f32>();
+                let m = (sum2 / d as f32 + eps).sqrt();
+                for ((o, v), w) in dst.iter_mut().zip(row).zip(ad) {
+                    *o = *v / m * *w;
+                }
+            }
+        });
+    }
+    let a = match yc {
+        Some(_) => Tensor::from_vec(sum, xc.dims(), xc.device())?,
+        None => xc.clone(),
+    };
+    let n = Tensor::from_vec(normed, xc.dims(), xc.device())?;
+    Ok((a, n))
+}
+
+/// `x + y`, same shapes.
+pub(crate) fn add(x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+    let (xc, rows, d) = rows_of(x)?;
+    let yc = y.contiguous()?;
+    if yc.dims() != xc.dims() {
+        candle_core::bail!("residual add of {:?} to {:?}", yc.dims(), xc.dims())
+    }
+    let mut out = vec![0f32; rows * d];
+    {
+        let (xs, xl) = xc.storage_and_layout();
+        let (ys, yl) = yc.storage_and_layout();
+        let (xd, yd) = (cpu_f32(&xs, xl)?, cpu_f32(&ys, yl)?);
+        let dst = SharedOut(out.as_mut_ptr());
+        candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
+            for r in range {
+                // SAFETY: row `r` belongs to this task alone.
+                let o = unsafe { std::slice::from_raw_parts_mut(dst.at(r * d), d) };
+                for ((o, x), y) in o.iter_mut().zip(&xd[r * d..]).zip(&yd[r * d..]) {
+                    *o = x + y;
+                }
+            }
+        });
+    }
+    Tensor::from_vec(out, xc.dims(), xc.device())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn fused_add_and_norm_give_candles_bytes() {
+        let dev = Device::Cpu;
+        let vals = |n: usize, seed: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| (i as f32 * 0.37 + seed).sin() * 3.0)
+                .collect()
+        };
+        let x = Tensor::from_vec(vals(5 * 7 * 24, 0.1), (5, 7, 24), &dev).unwrap();
+        let y = Tensor::from_vec(vals(5 * 7 * 24, 2.0), (5, 7, 24), &dev).unwrap();
+        let alpha = Tensor::from_vec(vals(24, 4.0), 24, &dev).unwrap();
+        let (a, n) = add_rms_norm(&x, Some(&y), &alpha, 1e-6).unwrap();
+        let want_a = (&x + &y).unwrap();
+        let want_n = candle_nn::ops::rms_norm(&want_a, &alpha, 1e-6).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&a), flat(&want_a));
+        assert_eq!(flat(&n), flat(&want_n));
+        assert_eq!(flat(&add(&x, &y).unwrap()), flat(&want_a));
+        let (same, n_only) = add_rms_norm(&x, None, &alpha, 1e-6).unwrap();
+        assert_eq!(flat(&same), flat(&x));
+        assert_eq!(
+            flat(&n_only),
+            flat(&candle_nn::ops::rms_norm(&x, &alpha, 1e-6).unwrap())
+        );
+        let wrong = Tensor::zeros((5, 7, 23), candle_core::DType::F32, &dev).unwrap();
+        assert!(add(&x, &wrong).is_err());
+    }
+}
