@@ -10,7 +10,9 @@
 # (../shared/datasets/cd/stsa.binary.train, or $CD_SHARED_DATASETS/cd/...).
 # Both sides time tokenisation + forward passes (model load excluded) and
 # take the last token of every layer (residual stream, L+1 vectors).
-# Peak RSS per run comes from /usr/bin/time -v. Prints a Markdown table.
+# Peak RSS per run comes from /usr/bin/time -v. Prints a Markdown table:
+# per engine and batch size, the best and median tokens/s over the rounds,
+# and the ratios of cd-worker's best configuration to HF's best.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-256}
@@ -50,13 +52,13 @@ fi
 export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 rss() { grep 'Maximum resident set size' "$1" | awk '{printf "%.0f", $NF/1024}'; }
 
-echo "| engine | batch | texts | tokens | seconds | tokens/s | peak RSS (MiB) |"
-echo "|---|---|---|---|---|---|---|"
+RESULTS="$WORK/results.tsv"
+: > "$RESULTS"
 run_hf() { # mode batch
   /usr/bin/time -v "$PY" scripts/bench_extract_hf.py "$1" --model "$HFDIR" --input "$WORK/texts.jsonl" \
     --batch-size "$2" --threads "$THREADS" > "$WORK/hf.json" 2> "$WORK/hf.time"
-  "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("| " + " | ".join(str(r[k]) for k in ("mode", "batch_size", "texts", "tokens", "seconds", "tokens_per_s")) + " | " + sys.argv[2] + " |")' \
-    "$WORK/hf.json" "$(rss "$WORK/hf.time")"
+  "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("\t".join(str(r[k]) for k in ("mode", "batch_size", "texts", "tokens", "seconds", "tokens_per_s")) + "\t" + sys.argv[2])' \
+    "$WORK/hf.json" "$(rss "$WORK/hf.time")" >> "$RESULTS"
 }
 run_ours() { # batch [label]
   /usr/bin/time -v "$BIN" extract --model "$HFDIR" --input "$WORK/texts.jsonl" --site residual \
@@ -67,15 +69,22 @@ run_ours() { # batch [label]
   tokens=$(sed -E 's/.* ([0-9]+) tokens in.*/\1/' <<<"$line")
   secs=$(sed -E 's/.* tokens in ([0-9.]+)s.*/\1/' <<<"$line")
   tps=$(sed -E 's/.*, ([0-9.]+) tokens\/s.*/\1/' <<<"$line")
-  echo "| ${2:-cd-worker} | $1 | $texts | $tokens | $secs | $tps | $(rss "$WORK/ours.time") |"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${2:-cd-worker}" "$1" "$texts" "$tokens" "$secs" "$tps" \
+    "$(rss "$WORK/ours.time")" >> "$RESULTS"
 }
-run_hf seed 1
-for b in $BATCHES; do
-  run_ours "$b"
-  # BENCH_CANDLE_MATMUL=1: also cd-worker with candle's general matmul instead
-  # of the packed kernel (the same binary, CD_CPU_KERNELS=0), for an A/B.
-  if [[ ${BENCH_CANDLE_MATMUL:-0} == 1 ]]; then
-    CD_CPU_KERNELS=0 run_ours "$b" "cd-worker (candle matmul)"
-  fi
-  run_hf batched "$b"
+# BENCH_REPEAT rounds (default 3), each running every configuration once in
+# the same order, so that drift in the machine's speed reaches both sides.
+for round in $(seq "${BENCH_REPEAT:-3}"); do
+  echo "round $round" >&2
+  [[ ${BENCH_SEED:-1} == 1 ]] && run_hf seed 1
+  for b in $BATCHES; do
+    run_ours "$b"
+    # BENCH_CANDLE_MATMUL=1: also cd-worker with candle's generic CPU operations
+    # instead of the engine's kernels (the same binary, CD_CPU_KERNELS=0), for an A/B.
+    if [[ ${BENCH_CANDLE_MATMUL:-0} == 1 ]]; then
+      CD_CPU_KERNELS=0 run_ours "$b" "cd-worker (candle ops)"
+    fi
+    run_hf batched "$b"
+  done
 done
+"$PY" scripts/bench_extract_summary.py "$RESULTS"
