@@ -106,10 +106,11 @@ impl PackedMatrix {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
         assert!(Self::supported(), "the packed kernel needs AVX2 and FMA");
-        let mut y = vec![0f32; m * n];
         if m == 0 || n == 0 || k == 0 {
-            return y;
+            return vec![0f32; m * n];
         }
+        // Not zeroed: the tiles below write every element (see the end).
+        let mut y: Vec<f32> = Vec::with_capacity(m * n);
         let panels = self.panels();
         let n_panels = n.div_ceil(NR);
         let rows_per_block = (ROW_BLOCK_BYTES / (k.max(1) * 4) / MR * MR).max(MR);
@@ -139,6 +140,9 @@ impl PackedMatrix {
                 }
             });
         }
+        // SAFETY: the row blocks cover rows 0..m and, in each, the panels
+        // cover columns 0..n; every (row, column) was written above.
+        unsafe { y.set_len(m * n) };
         y
     }
 }
@@ -165,10 +169,11 @@ pub(crate) fn matmul_gated(
         PackedMatrix::supported(),
         "the packed kernel needs AVX2 and FMA"
     );
-    let mut y = vec![0f32; m * n];
     if m == 0 || n == 0 || k == 0 {
-        return y;
+        return vec![0f32; m * n];
     }
+    // Not zeroed: every element is written below (see the end).
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
     let (gp, up) = (g.panels(), u.panels());
     let rows_per_block = (ROW_BLOCK_BYTES / (k * 4) / MR * MR).max(MR);
     let out = SharedOut(y.as_mut_ptr());
@@ -192,23 +197,19 @@ pub(crate) fn matmul_gated(
                         tile(tile_rows, a, k, &up[panel.clone()], tu.as_mut_ptr(), NR, NR);
                     }
                     for rr in 0..tile_rows {
-                        // SAFETY: row `row0 + r + rr`, columns `16p..16p + cols`
-                        // of `y` belong to this task alone (see `matmul_t`).
-                        let dst = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                out.at((row0 + r + rr) * n + p * NR),
-                                cols,
-                            )
-                        };
+                        // Row `row0 + r + rr`, columns `16p..16p + cols` of
+                        // `y`: this task's alone (see `matmul_t`).
+                        let dst = out.at((row0 + r + rr) * n + p * NR);
                         let (tg, tu) = (&tg[rr * NR..][..NR], &tu[rr * NR..][..NR]);
                         if let Act::Silu = gate {
-                            // SAFETY: the CPU features were checked above.
-                            let y = unsafe { silu_times(tg, tu) };
-                            dst.copy_from_slice(&y[..cols]);
+                            // SAFETY: the CPU features were checked above;
+                            // `dst` has `cols` elements of this task's.
+                            unsafe { silu_times(tg, tu, dst, cols) };
                             continue;
                         }
-                        for (j, d) in dst.iter_mut().enumerate() {
-                            *d = gate.apply(tg[j]) * tu[j];
+                        for j in 0..cols {
+                            // SAFETY: as above.
+                            unsafe { dst.add(j).write(gate.apply(tg[j]) * tu[j]) };
                         }
                     }
                     r += tile_rows;
@@ -216,35 +217,49 @@ pub(crate) fn matmul_gated(
             }
         });
     }
+    // SAFETY: the row blocks cover rows 0..m and, in each, the panels cover
+    // columns 0..n; every (row, column) was written above.
+    unsafe { y.set_len(m * n) };
     y
 }
 
-/// `silu(g[j]) · u[j]` for one tile row, `silu(x) = x / (1 + e⁻ˣ)` with the
-/// exponential from [`exp8`] and an IEEE division, 8 lanes at a time.
+/// `dst[j] = silu(g[j]) · u[j]` for `j < cols` of one tile row,
+/// `silu(x) = x / (1 + e⁻ˣ)` with the exponential from [`exp8`] and an IEEE
+/// division, 8 lanes at a time.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA.
+/// The CPU must have AVX2 and FMA; `dst` must be valid for `cols ≤ 16` writes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn silu_times(g: &[f32], u: &[f32]) -> [f32; NR] {
+unsafe fn silu_times(g: &[f32], u: &[f32], dst: *mut f32, cols: usize) {
     use std::arch::x86_64::*;
-    assert!(g.len() >= NR && u.len() >= NR);
-    let mut y = [0f32; NR];
-    for h in [0, 8] {
-        // SAFETY: `g`, `u` and `y` hold at least 16 floats (asserted above).
+    assert!(g.len() >= NR && u.len() >= NR && cols <= NR);
+    let mut y = [_mm256_setzero_ps(); 2];
+    for (h, v) in y.iter_mut().enumerate() {
+        // SAFETY: `g` and `u` hold at least 16 floats (asserted above).
         unsafe {
-            let x = _mm256_loadu_ps(g.as_ptr().add(h));
+            let x = _mm256_loadu_ps(g.as_ptr().add(8 * h));
             let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
             let s = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e));
-            let v = _mm256_mul_ps(s, _mm256_loadu_ps(u.as_ptr().add(h)));
-            _mm256_storeu_ps(y.as_mut_ptr().add(h), v);
+            *v = _mm256_mul_ps(s, _mm256_loadu_ps(u.as_ptr().add(8 * h)));
         }
     }
-    y
+    // SAFETY: `dst` is valid for `cols` writes (the caller's contract).
+    unsafe {
+        if cols == NR {
+            _mm256_storeu_ps(dst, y[0]);
+            _mm256_storeu_ps(dst.add(8), y[1]);
+        } else {
+            let mut buf = [0f32; NR];
+            _mm256_storeu_ps(buf.as_mut_ptr(), y[0]);
+            _mm256_storeu_ps(buf.as_mut_ptr().add(8), y[1]);
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), dst, cols);
+        }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn silu_times(_: &[f32], _: &[f32]) -> [f32; NR] {
+unsafe fn silu_times(_: &[f32], _: &[f32], _: *mut f32, _: usize) {
     unreachable!("PackedMatrix::supported() is false off x86-64")
 }
 
