@@ -19,8 +19,9 @@
 //! and blocks are large (4 MiB of `x`), so a batch of short texts reads each
 //! weight from memory once per call: with L2-sized blocks the weights, which
 //! do not fit in cache, were streamed again for every block, and that cost
-//! more than keeping `x` in L2 saved. Panels are shared among threads, each
-//! panel written by exactly one thread. The threads are
+//! more than keeping `x` in L2 saved. Threads take units of one panel × 48
+//! rows from a shared counter ([`for_each_unit`]), each output tile written
+//! by exactly one unit. The threads are
 //! candle's own CPU pool, the one its elementwise operations run on: a second
 //! pool (rayon's) would leave its threads spinning for cores that candle's
 //! are spinning on, between every two operations.
@@ -33,6 +34,36 @@ const MR: usize = 6;
 const NR: usize = 16;
 /// Bytes of `x` one row block may occupy (see the module's note on blocking).
 const ROW_BLOCK_BYTES: usize = 4 << 20;
+/// Rows of `x` per unit of work handed to a thread (with one panel).
+const UNIT_ROWS: usize = 8 * MR;
+
+/// Runs `f(state, unit)` for every unit in `0..n` on candle's CPU pool,
+/// threads taking one unit at a time from a shared counter, each with its
+/// own `state` from `init`. Fine-grained units keep both cores busy to the
+/// end of an operation: with the pool's own chunking (a sixteenth of the
+/// work per grab on two threads) one core waited for the other for about a
+/// thirty-second of every operation. Must not be called from inside the pool.
+pub(crate) fn for_each_unit<S>(
+    n: usize,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize) + Sync,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if n == 0 {
+        return;
+    }
+    let next = AtomicUsize::new(0);
+    candle_core::utils::barrier_pool().execute(|_| {
+        let mut state = init();
+        loop {
+            let unit = next.fetch_add(1, Ordering::Relaxed);
+            if unit >= n {
+                break;
+            }
+            f(&mut state, unit);
+        }
+    });
+}
 
 /// A weight matrix `W` (`[n, k]`) laid out for [`PackedMatrix::matmul_t`].
 pub(crate) struct PackedMatrix {
@@ -115,19 +146,25 @@ impl PackedMatrix {
         let n_panels = n.div_ceil(NR);
         let rows_per_block = (ROW_BLOCK_BYTES / (k.max(1) * 4) / MR * MR).max(MR);
         let out = SharedOut(y.as_mut_ptr());
-        let pool = candle_core::utils::barrier_pool();
         for row0 in (0..m).step_by(rows_per_block) {
             let rows = rows_per_block.min(m - row0);
-            pool.execute_chunked(n_panels, |range| {
-                for p in range {
+            let groups = rows.div_ceil(UNIT_ROWS);
+            // Unit u: panel u / groups, rows of group u % groups (a thread's
+            // next unit mostly reuses the panel it has in cache).
+            for_each_unit(
+                n_panels * groups,
+                || (),
+                |_, u| {
+                    let (p, g) = (u / groups, u % groups);
                     let panel = &panels[p * k * NR..(p + 1) * k * NR];
                     let cols = NR.min(n - p * NR);
-                    let mut r = 0;
-                    while r < rows {
-                        let tile_rows = MR.min(rows - r);
+                    let end = rows.min((g + 1) * UNIT_ROWS);
+                    let mut r = g * UNIT_ROWS;
+                    while r < end {
+                        let tile_rows = MR.min(end - r);
                         let a = &x[(row0 + r) * k..(row0 + r + tile_rows) * k];
                         // SAFETY: each (row, panel) tile of `y` is written by
-                        // exactly one task (panels are split among tasks, row
+                        // exactly one unit (units split panels × row groups, row
                         // blocks run one after another), `a` holds `tile_rows`
                         // full rows and `panel` `k` rows of 16, and the CPU
                         // features were checked above.
@@ -137,8 +174,8 @@ impl PackedMatrix {
                         }
                         r += tile_rows;
                     }
-                }
-            });
+                },
+            );
         }
         // SAFETY: the row blocks cover rows 0..m and, in each, the panels
         // cover columns 0..n; every (row, column) was written above.
@@ -177,43 +214,43 @@ pub(crate) fn matmul_gated(
     let (gp, up) = (g.panels(), u.panels());
     let rows_per_block = (ROW_BLOCK_BYTES / (k * 4) / MR * MR).max(MR);
     let out = SharedOut(y.as_mut_ptr());
-    let pool = candle_core::utils::barrier_pool();
     for row0 in (0..m).step_by(rows_per_block) {
         let rows = rows_per_block.min(m - row0);
-        pool.execute_chunked(n.div_ceil(NR), |range| {
-            let (mut tg, mut tu) = ([0f32; MR * NR], [0f32; MR * NR]);
-            for p in range {
-                let panel = p * k * NR..(p + 1) * k * NR;
-                let cols = NR.min(n - p * NR);
-                let mut r = 0;
-                while r < rows {
-                    let tile_rows = MR.min(rows - r);
-                    let a = &x[(row0 + r) * k..(row0 + r + tile_rows) * k];
-                    // SAFETY: the tiles go to local buffers of MR × NR; `a`
-                    // holds `tile_rows` rows of k, each panel k rows of 16;
-                    // the CPU features were checked above.
-                    unsafe {
-                        tile(tile_rows, a, k, &gp[panel.clone()], tg.as_mut_ptr(), NR, NR);
-                        tile(tile_rows, a, k, &up[panel.clone()], tu.as_mut_ptr(), NR, NR);
-                    }
-                    for rr in 0..tile_rows {
-                        // Row `row0 + r + rr`, columns `16p..16p + cols` of
-                        // `y`: this task's alone (see `matmul_t`).
-                        let dst = out.at((row0 + r + rr) * n + p * NR);
-                        let (tg, tu) = (&tg[rr * NR..][..NR], &tu[rr * NR..][..NR]);
-                        if let Act::Silu = gate {
-                            // SAFETY: the CPU features were checked above;
-                            // `dst` has `cols` elements of this task's.
-                            unsafe { silu_times(tg, tu, dst, cols) };
-                            continue;
-                        }
-                        for j in 0..cols {
-                            // SAFETY: as above.
-                            unsafe { dst.add(j).write(gate.apply(tg[j]) * tu[j]) };
-                        }
-                    }
-                    r += tile_rows;
+        let groups = rows.div_ceil(UNIT_ROWS);
+        let tiles = || ([0f32; MR * NR], [0f32; MR * NR]);
+        for_each_unit(n.div_ceil(NR) * groups, tiles, |(tg, tu), u| {
+            let (p, g) = (u / groups, u % groups);
+            let panel = p * k * NR..(p + 1) * k * NR;
+            let cols = NR.min(n - p * NR);
+            let end = rows.min((g + 1) * UNIT_ROWS);
+            let mut r = g * UNIT_ROWS;
+            while r < end {
+                let tile_rows = MR.min(end - r);
+                let a = &x[(row0 + r) * k..(row0 + r + tile_rows) * k];
+                // SAFETY: the tiles go to this thread's buffers of MR × NR;
+                // `a` holds `tile_rows` rows of k, each panel k rows of 16;
+                // the CPU features were checked above.
+                unsafe {
+                    tile(tile_rows, a, k, &gp[panel.clone()], tg.as_mut_ptr(), NR, NR);
+                    tile(tile_rows, a, k, &up[panel.clone()], tu.as_mut_ptr(), NR, NR);
                 }
+                for rr in 0..tile_rows {
+                    // Row `row0 + r + rr`, columns `16p..16p + cols` of `y`:
+                    // this unit's alone (see `matmul_t`).
+                    let dst = out.at((row0 + r + rr) * n + p * NR);
+                    let (tg, tu) = (&tg[rr * NR..][..NR], &tu[rr * NR..][..NR]);
+                    if let Act::Silu = gate {
+                        // SAFETY: the CPU features were checked above;
+                        // `dst` has `cols` elements of this unit's.
+                        unsafe { silu_times(tg, tu, dst, cols) };
+                        continue;
+                    }
+                    for j in 0..cols {
+                        // SAFETY: as above.
+                        unsafe { dst.add(j).write(gate.apply(tg[j]) * tu[j]) };
+                    }
+                }
+                r += tile_rows;
             }
         });
     }

@@ -18,7 +18,7 @@
 //! subtracted. Keys a query may not see are skipped rather than given
 //! `−∞` (their `exp` would add exactly zero).
 
-use crate::engine::packed_gemm::SharedOut;
+use crate::engine::packed_gemm::{for_each_unit, SharedOut};
 
 /// Where one text's rows sit in a pass's flattened rows: rows
 /// `start..start + len` hold positions `prefix..prefix + len`.
@@ -140,38 +140,36 @@ pub(crate) fn attention(
     assert_eq!(v.len(), k.len(), "values and keys differ in shape");
     let mut out = vec![0f32; q_rows * heads * hd];
     let dst = SharedOut(out.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(segments.len() * kv_heads, |range| {
-        let mut buf = Buffers::default();
-        for unit in range {
-            let (si, kvh) = (unit / kv_heads, unit % kv_heads);
-            let seg = segments[si];
-            // Query rows `first..len` of the segment, the first at row
-            // `q_row0` of `q` and the output.
-            let (first, q_row0) = match queries {
-                Queries::All => (0, seg.start),
-                Queries::LastOfEach => (seg.len - 1, si),
-            };
-            let unit = Unit {
-                seg,
-                kvh,
-                first,
-                q_row0,
-                rope: &rope,
-                prefix,
-                spec,
-                dst,
-            };
-            // SAFETY: one task per (segment, key head); it writes the query
-            // heads of its group in its segment's rows, which no other task
-            // touches. The AVX2 variant runs only where the CPU has AVX2/FMA.
-            unsafe {
-                #[cfg(target_arch = "x86_64")]
-                if super::super::packed_gemm::PackedMatrix::supported() {
-                    head_group_avx2(q, k, v, &unit, &mut buf);
-                    continue;
-                }
-                head_group(q, k, v, &unit, &mut buf);
+    // Texts come longest first, so the largest units are taken first.
+    for_each_unit(segments.len() * kv_heads, Buffers::default, |buf, unit| {
+        let (si, kvh) = (unit / kv_heads, unit % kv_heads);
+        let seg = segments[si];
+        // Query rows `first..len` of the segment, the first at row
+        // `q_row0` of `q` and the output.
+        let (first, q_row0) = match queries {
+            Queries::All => (0, seg.start),
+            Queries::LastOfEach => (seg.len - 1, si),
+        };
+        let unit = Unit {
+            seg,
+            kvh,
+            first,
+            q_row0,
+            rope: &rope,
+            prefix,
+            spec,
+            dst,
+        };
+        // SAFETY: one task per (segment, key head); it writes the query
+        // heads of its group in its segment's rows, which no other task
+        // touches. The AVX2 variant runs only where the CPU has AVX2/FMA.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            if super::super::packed_gemm::PackedMatrix::supported() {
+                head_group_avx2(q, k, v, &unit, buf);
+                return;
             }
+            head_group(q, k, v, &unit, buf);
         }
     });
     out
