@@ -354,3 +354,89 @@ fn smollm2_extraction_holds_one_copy_of_the_weights() {
         mib(allowance)
     );
 }
+
+/// The `features` tensor of an output file, as f32 values.
+fn read_features(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("features").unwrap();
+    assert_eq!(t.dtype(), safetensors::Dtype::F32);
+    t.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Features from the engine's CPU kernels (texts packed end to end without
+/// padding, the last block computing only the pooled tokens, the engine's
+/// attention and norms) against candle's generic operations on right-padded
+/// batches (`CD_CPU_KERNELS=0`), for every tiny architecture (GQA, biases,
+/// `1 + w` norms, q/k norms, sliding windows): equal within f32 rounding.
+#[test]
+fn cpu_kernels_match_candles_generic_padded_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("texts.jsonl");
+    let texts = [
+        "a",
+        "The quick brown fox jumps over the lazy dog, twice, and then once more.",
+        "Probing where concepts become readable.",
+        "one two three four five six seven eight nine ten eleven twelve thirteen",
+        "short text",
+    ];
+    let lines: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{{\"text\": {t:?}, \"label\": {}}}", i % 2))
+        .collect();
+    write(&input, &(lines.join("\n") + "\n"));
+    let names = [
+        "llama_gqa_rope3",
+        "llama_sharded_tied",
+        "mistral_sliding",
+        "qwen2_bias_tied",
+        "gemma",
+        "gemma3",
+    ];
+    for name in names {
+        let Some(model) = tiny_model(name) else {
+            return;
+        };
+        let model = model.to_str().unwrap();
+        for (site, pooling) in [("residual", "last"), ("post_attention_norm", "mean")] {
+            let mut runs = Vec::new();
+            for kernels in ["1", "0"] {
+                let out = tmp.path().join(format!("features-{kernels}.safetensors"));
+                let o = extract(
+                    &[
+                        "--model",
+                        model,
+                        "--input",
+                        input.to_str().unwrap(),
+                        "--site",
+                        site,
+                        "--pooling",
+                        pooling,
+                        "--batch-size",
+                        "3",
+                        "--out",
+                        out.to_str().unwrap(),
+                    ],
+                    &[("CD_CPU_KERNELS", kernels)],
+                );
+                assert!(o.status.success(), "{name}: {}", stderr(&o));
+                runs.push(read_features(&out));
+            }
+            let (ours, generic) = (&runs[0], &runs[1]);
+            assert_eq!(ours.len(), generic.len());
+            let scale = generic.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = ours
+                .iter()
+                .zip(generic)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                worst <= 1e-5 * scale,
+                "{name} {site} {pooling}: worst difference {worst:e} against max {scale:e}"
+            );
+        }
+    }
+}
