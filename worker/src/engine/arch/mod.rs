@@ -519,14 +519,13 @@ impl Attention {
             let (ss, sl) = sin.storage_and_layout();
             let pre = prefix
                 .as_ref()
-                .map(|(pk, pv)| (pk.storage_and_layout(), pv.storage_and_layout(), pk.dim(2)));
+                .map(|(pk, pv)| (pk.storage_and_layout(), pv.storage_and_layout()));
             let prefix = match &pre {
-                Some(((pks, pkl), (pvs, pvl), len)) => Some(cpu_attention::Prefix {
+                Some(((pks, pkl), (pvs, pvl))) => Some(cpu_attention::Prefix {
                     keys: cpu_f32(pks, pkl)?,
                     values: cpu_f32(pvs, pvl)?,
-                    len: *len
-                        .as_ref()
-                        .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+                    // `[1, kv_heads, len, hd]`
+                    len: pkl.dims()[2],
                 }),
                 None => None,
             };
