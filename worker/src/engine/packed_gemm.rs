@@ -65,6 +65,39 @@ pub(crate) fn for_each_unit<S>(
     });
 }
 
+/// Calls `f(state, panel, row, tile_rows, cols)` exactly once for every
+/// tile of an `[m, n]` output with inner dimension `k`: a tile is rows
+/// `row..row + tile_rows` (at most [`MR`]) by columns `16·panel..16·panel +
+/// cols`. Row blocks run one after another (see the module's note on
+/// blocking); within a block, units of one panel × [`UNIT_ROWS`] rows go to
+/// the pool's threads ([`for_each_unit`]), unit `u` being panel
+/// `u / groups`, so a thread's next unit mostly reuses the panel in cache.
+fn for_each_tile<S>(
+    m: usize,
+    n: usize,
+    k: usize,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize, usize, usize, usize) + Sync,
+) {
+    let n_panels = n.div_ceil(NR);
+    let rows_per_block = (ROW_BLOCK_BYTES / (k.max(1) * 4) / MR * MR).max(MR);
+    for row0 in (0..m).step_by(rows_per_block) {
+        let rows = rows_per_block.min(m - row0);
+        let groups = rows.div_ceil(UNIT_ROWS);
+        for_each_unit(n_panels * groups, &init, |state, u| {
+            let (p, g) = (u / groups, u % groups);
+            let cols = NR.min(n - p * NR);
+            let end = rows.min((g + 1) * UNIT_ROWS);
+            let mut r = g * UNIT_ROWS;
+            while r < end {
+                let tile_rows = MR.min(end - r);
+                f(state, p, row0 + r, tile_rows, cols);
+                r += tile_rows;
+            }
+        });
+    }
+}
+
 /// A weight matrix `W` (`[n, k]`) laid out for [`PackedMatrix::matmul_t`].
 pub(crate) struct PackedMatrix {
     n: usize,
@@ -143,42 +176,22 @@ impl PackedMatrix {
         // Not zeroed: the tiles below write every element (see the end).
         let mut y: Vec<f32> = Vec::with_capacity(m * n);
         let panels = self.panels();
-        let n_panels = n.div_ceil(NR);
-        let rows_per_block = (ROW_BLOCK_BYTES / (k.max(1) * 4) / MR * MR).max(MR);
         let out = SharedOut(y.as_mut_ptr());
-        for row0 in (0..m).step_by(rows_per_block) {
-            let rows = rows_per_block.min(m - row0);
-            let groups = rows.div_ceil(UNIT_ROWS);
-            // Unit u: panel u / groups, rows of group u % groups (a thread's
-            // next unit mostly reuses the panel it has in cache).
-            for_each_unit(
-                n_panels * groups,
-                || (),
-                |_, u| {
-                    let (p, g) = (u / groups, u % groups);
-                    let panel = &panels[p * k * NR..(p + 1) * k * NR];
-                    let cols = NR.min(n - p * NR);
-                    let end = rows.min((g + 1) * UNIT_ROWS);
-                    let mut r = g * UNIT_ROWS;
-                    while r < end {
-                        let tile_rows = MR.min(end - r);
-                        let a = &x[(row0 + r) * k..(row0 + r + tile_rows) * k];
-                        // SAFETY: each (row, panel) tile of `y` is written by
-                        // exactly one unit (units split panels × row groups, row
-                        // blocks run one after another), `a` holds `tile_rows`
-                        // full rows and `panel` `k` rows of 16, and the CPU
-                        // features were checked above.
-                        unsafe {
-                            let c = out.at((row0 + r) * n + p * NR);
-                            tile(tile_rows, a, k, panel, c, n, cols);
-                        }
-                        r += tile_rows;
-                    }
-                },
-            );
-        }
-        // SAFETY: the row blocks cover rows 0..m and, in each, the panels
-        // cover columns 0..n; every (row, column) was written above.
+        for_each_tile(
+            m,
+            n,
+            k,
+            || (),
+            |_, p, r, tile_rows, cols| {
+                let panel = &panels[p * k * NR..(p + 1) * k * NR];
+                let a = &x[r * k..(r + tile_rows) * k];
+                // SAFETY: each tile of `y` is handed out once (`for_each_tile`),
+                // `a` holds `tile_rows` full rows and `panel` `k` rows of 16, and
+                // the CPU features were checked above.
+                unsafe { tile(tile_rows, a, k, panel, out.at(r * n + p * NR), n, cols) };
+            },
+        );
+        // SAFETY: `for_each_tile` covers every (row, column); all were written.
         unsafe { y.set_len(m * n) };
         y
     }
@@ -212,50 +225,36 @@ pub(crate) fn matmul_gated(
     // Not zeroed: every element is written below (see the end).
     let mut y: Vec<f32> = Vec::with_capacity(m * n);
     let (gp, up) = (g.panels(), u.panels());
-    let rows_per_block = (ROW_BLOCK_BYTES / (k * 4) / MR * MR).max(MR);
     let out = SharedOut(y.as_mut_ptr());
-    for row0 in (0..m).step_by(rows_per_block) {
-        let rows = rows_per_block.min(m - row0);
-        let groups = rows.div_ceil(UNIT_ROWS);
-        let tiles = || ([0f32; MR * NR], [0f32; MR * NR]);
-        for_each_unit(n.div_ceil(NR) * groups, tiles, |(tg, tu), u| {
-            let (p, g) = (u / groups, u % groups);
-            let panel = p * k * NR..(p + 1) * k * NR;
-            let cols = NR.min(n - p * NR);
-            let end = rows.min((g + 1) * UNIT_ROWS);
-            let mut r = g * UNIT_ROWS;
-            while r < end {
-                let tile_rows = MR.min(end - r);
-                let a = &x[(row0 + r) * k..(row0 + r + tile_rows) * k];
-                // SAFETY: the tiles go to this thread's buffers of MR × NR;
-                // `a` holds `tile_rows` rows of k, each panel k rows of 16;
-                // the CPU features were checked above.
-                unsafe {
-                    tile(tile_rows, a, k, &gp[panel.clone()], tg.as_mut_ptr(), NR, NR);
-                    tile(tile_rows, a, k, &up[panel.clone()], tu.as_mut_ptr(), NR, NR);
-                }
-                for rr in 0..tile_rows {
-                    // Row `row0 + r + rr`, columns `16p..16p + cols` of `y`:
-                    // this unit's alone (see `matmul_t`).
-                    let dst = out.at((row0 + r + rr) * n + p * NR);
-                    let (tg, tu) = (&tg[rr * NR..][..NR], &tu[rr * NR..][..NR]);
-                    if let Act::Silu = gate {
-                        // SAFETY: the CPU features were checked above;
-                        // `dst` has `cols` elements of this unit's.
-                        unsafe { silu_times(tg, tu, dst, cols) };
-                        continue;
-                    }
-                    for j in 0..cols {
-                        // SAFETY: as above.
-                        unsafe { dst.add(j).write(gate.apply(tg[j]) * tu[j]) };
-                    }
-                }
-                r += tile_rows;
+    let tiles = || ([0f32; MR * NR], [0f32; MR * NR]);
+    for_each_tile(m, n, k, tiles, |(tg, tu), p, r, tile_rows, cols| {
+        let panel = p * k * NR..(p + 1) * k * NR;
+        let a = &x[r * k..(r + tile_rows) * k];
+        // SAFETY: the tiles go to this thread's buffers of MR × NR; `a`
+        // holds `tile_rows` rows of k, each panel k rows of 16; the CPU
+        // features were checked above.
+        unsafe {
+            tile(tile_rows, a, k, &gp[panel.clone()], tg.as_mut_ptr(), NR, NR);
+            tile(tile_rows, a, k, &up[panel], tu.as_mut_ptr(), NR, NR);
+        }
+        for rr in 0..tile_rows {
+            // Row `r + rr`, columns `16p..16p + cols` of `y`: this tile's
+            // alone (`for_each_tile` hands each tile out once).
+            let dst = out.at((r + rr) * n + p * NR);
+            let (tg, tu) = (&tg[rr * NR..][..NR], &tu[rr * NR..][..NR]);
+            if let Act::Silu = gate {
+                // SAFETY: the CPU features were checked above; `dst` has
+                // `cols` elements of this tile's.
+                unsafe { silu_times(tg, tu, dst, cols) };
+                continue;
             }
-        });
-    }
-    // SAFETY: the row blocks cover rows 0..m and, in each, the panels cover
-    // columns 0..n; every (row, column) was written above.
+            for j in 0..cols {
+                // SAFETY: as above.
+                unsafe { dst.add(j).write(gate.apply(tg[j]) * tu[j]) };
+            }
+        }
+    });
+    // SAFETY: `for_each_tile` covers every (row, column); all were written.
     unsafe { y.set_len(m * n) };
     y
 }
