@@ -233,19 +233,15 @@ impl<'a> PoolCache<'a> {
         }
     }
 
-    /// Where text `r`'s rows start among the pass's `b · t` rows.
-    fn starts(&self, t: usize) -> Vec<usize> {
-        if !self.packed {
-            return (0..self.lens.len()).map(|r| r * t).collect();
-        }
-        let mut at = 0;
-        self.lens
-            .iter()
-            .map(|&l| {
-                at += l;
-                at - l
-            })
-            .collect()
+    /// Where text `r`'s rows start among the pass's rows (`t` per padded
+    /// row, or all `t` in one packed row).
+    fn starts(&self, t: usize) -> candle_core::Result<Vec<usize>> {
+        let segments = if self.packed {
+            super::segments(1, t, Some(self.lens))?
+        } else {
+            super::segments(self.lens.len(), t, None)?
+        };
+        Ok(segments.iter().map(|s| s.start).collect())
     }
 
     fn helper(&mut self, dev: &Device, t: usize) -> candle_core::Result<Tensor> {
@@ -253,7 +249,7 @@ impl<'a> PoolCache<'a> {
             return Ok(x.clone());
         }
         let n = self.lens.len();
-        let starts = self.starts(t);
+        let starts = self.starts(t)?;
         let x = match (self.pooling, self.packed) {
             // Flat row index of each text's last token.
             (Pooling::Last, _) => {

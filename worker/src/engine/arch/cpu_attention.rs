@@ -18,6 +18,7 @@
 //! subtracted. Keys a query may not see are skipped rather than given
 //! `−∞` (their `exp` would add exactly zero).
 
+use super::dot;
 use crate::engine::packed_gemm::{for_each_unit, SharedOut};
 
 /// Where one text's rows sit in a pass's flattened rows: rows
@@ -66,26 +67,6 @@ pub(crate) enum Queries {
 pub(crate) struct RopeTables<'a> {
     pub cos: &'a [f32],
     pub sin: &'a [f32],
-}
-
-/// `Σ a[i]·b[i]` with eight independent partial sums, so the compiler can
-/// keep them in one vector register instead of one long dependency chain.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `dst = rotate(src)` with the tables' row `pos` (half-split convention).

@@ -9,7 +9,7 @@
 //! dependent adds), so results differ from candle's by f32 rounding only;
 //! a residual add is fused in front of the norm where a block has one.
 
-use super::cpu_f32;
+use super::{cpu_f32, dot};
 use crate::engine::packed_gemm::SharedOut;
 use candle_core::Tensor;
 
@@ -73,7 +73,7 @@ pub(crate) fn add_rms_norm(
                     }
                     None => src,
                 };
-                let sum2 = sum_of_squares(row);
+                let sum2 = dot(row, row);
                 let m = (sum2 / d as f32 + eps).sqrt();
                 for ((o, v), w) in dst.iter_mut().zip(row).zip(ad) {
                     *o = *v / m * *w;
@@ -87,19 +87,6 @@ pub(crate) fn add_rms_norm(
     };
     let n = Tensor::from_vec(normed, xc.dims(), xc.device())?;
     Ok((a, n))
-}
-
-/// `Σ v²` in eight interleaved partial sums.
-fn sum_of_squares(row: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = row.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
-    for c in chunks {
-        for i in 0..8 {
-            acc[i] += c[i] * c[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `x + y`, same shapes.

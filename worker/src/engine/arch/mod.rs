@@ -46,10 +46,28 @@ pub(crate) fn cpu_kernels_enabled() -> bool {
 
 /// Whether an f32 CPU projection uses the packed kernel (needs AVX2/FMA).
 fn use_packed(w: &Tensor) -> bool {
-    w.device().is_cpu()
-        && w.dtype() == DType::F32
-        && PackedMatrix::supported()
-        && cpu_kernels_enabled()
+    runs_cpu_kernels(w) && PackedMatrix::supported()
+}
+
+/// `Σ a[i]·b[i]` with eight independent partial sums, so the compiler can
+/// keep them in one vector register instead of one long dependency chain
+/// (the CPU attention's scores, the CPU RMSNorm's sum of squares).
+#[inline(always)]
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// The f32 contents of a contiguous CPU tensor's storage.
