@@ -5,7 +5,7 @@
 
 mod engine_support;
 
-use cd_common::metrics::CellMetrics;
+use cd_common::metrics::{CellMetrics, LayerRow};
 use cd_common::probe::layers::{probe_all_layers, Features};
 use cd_common::probe::{ProbeConfig, SplitConfig};
 use cd_worker::engine::output::{write_features, FeatureFile, OutputDtype, OutputMetadata};
@@ -82,6 +82,22 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Each layer's mean accuracy and AUC equal the library's `(accuracy, AUC)`.
+fn assert_layers_match(layers: &[LayerRow], want: &[(f64, f64)]) {
+    for (row, (acc, auc)) in layers.iter().zip(want) {
+        assert!(
+            (row.accuracy_mean - acc).abs() < 1e-12,
+            "layer {}",
+            row.layer
+        );
+        assert!(
+            (row.auc_mean.unwrap() - auc).abs() < 1e-12,
+            "layer {}",
+            row.layer
+        );
+    }
+}
+
 fn library_run(x: &Array3<f32>, labels: &[i64], cfg: &ProbeConfig, seed: u64) -> Vec<(f64, f64)> {
     let y: Vec<u8> = labels.iter().map(|&v| v as u8).collect();
     let (n, n_layers, d) = x.dim();
@@ -148,17 +164,8 @@ fn probe_writes_metrics_equal_to_the_library_and_known_answers() {
         assert_eq!(m.fold_layers.len(), k * L);
         // Same numbers as the library on the same data, split and settings.
         let want = library_run(&x, &labels, &cfg, 3);
-        for (row, (acc, auc)) in m.layers.iter().zip(&want) {
-            assert!(
-                (row.accuracy_mean - acc).abs() < 1e-12,
-                "layer {}",
-                row.layer
-            );
-            assert!(
-                (row.auc_mean.unwrap() - auc).abs() < 1e-12,
-                "layer {}",
-                row.layer
-            );
+        assert_layers_match(&m.layers, &want);
+        for row in &m.layers {
             assert_eq!(row.converged_folds, k);
         }
         // Independent of the library: layer 1 is separable with a margin, so
@@ -258,18 +265,7 @@ fn probe_reads_what_extract_writes() {
         ..ProbeConfig::default()
     };
     let want = library_run(&x, &y, &cfg, 9);
-    for (row, (acc, auc)) in m.layers.iter().zip(&want) {
-        assert!(
-            (row.accuracy_mean - acc).abs() < 1e-12,
-            "layer {}",
-            row.layer
-        );
-        assert!(
-            (row.auc_mean.unwrap() - auc).abs() < 1e-12,
-            "layer {}",
-            row.layer
-        );
-    }
+    assert_layers_match(&m.layers, &want);
 }
 
 /// Run a failing case: exit code, message fragments, and no output file.
