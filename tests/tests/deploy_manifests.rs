@@ -369,19 +369,9 @@ fn worker_model_cache_is_a_volume_at_hf_home() {
             Some(hub.as_str()),
             "{overlay}: --model-cache is not $HF_HOME/hub"
         );
-        let mount = c["volumeMounts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["mountPath"] == hf_home.as_str())
-            .unwrap_or_else(|| panic!("{overlay}: nothing mounted at HF_HOME {hf_home}"));
         let job = find(objs, "Job", "cd-worker").expect("worker job");
-        let vol = pod_spec(job).expect("pod")["volumes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|v| v["name"] == mount["name"])
-            .expect("mounted volume is declared");
+        let (_, vol) = mounted_volume(job, c, hf_home)
+            .unwrap_or_else(|| panic!("{overlay}: nothing mounted at HF_HOME {hf_home}"));
         let claim = vol["persistentVolumeClaim"]["claimName"].as_str();
         assert!(
             claim.is_some_and(|n| find(objs, "PersistentVolumeClaim", n).is_some())
@@ -405,23 +395,13 @@ fn worker_data_cache_is_a_volume_passed_as_data_cache() {
         let dir = flag(&args, "--data-cache").unwrap_or_else(|| {
             panic!("{overlay}: workers need --data-cache for remote data roots")
         });
-        let mount = c["volumeMounts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["mountPath"] == dir)
+        let job = find(objs, "Job", "cd-worker").expect("worker job");
+        let (mount, vol) = mounted_volume(job, c, dir)
             .unwrap_or_else(|| panic!("{overlay}: nothing mounted at --data-cache {dir}"));
         assert_ne!(
             mount["readOnly"], true,
             "{overlay}: the data cache must be writable"
         );
-        let job = find(objs, "Job", "cd-worker").expect("worker job");
-        let vol = pod_spec(job).expect("pod")["volumes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|v| v["name"] == mount["name"])
-            .expect("mounted volume is declared");
         assert!(
             vol["emptyDir"].is_object()
                 || vol["hostPath"].is_object()

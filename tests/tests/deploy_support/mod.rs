@@ -151,6 +151,28 @@ pub fn container<'a>(objs: &'a [Value], kind: &str, name: &str, container: &str)
         .unwrap_or_else(|| panic!("{kind}/{name} has no container {container}"))
 }
 
+/// The volume mount of container `c` at `path`, and the volume of workload
+/// `obj` it mounts; `None` when nothing is mounted there. Panics when the
+/// mount names a volume the pod does not declare.
+pub fn mounted_volume<'a>(
+    obj: &'a Value,
+    c: &'a Value,
+    path: &str,
+) -> Option<(&'a Value, &'a Value)> {
+    let mount = c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"] == path)?;
+    let vol = pod_spec(obj).expect("a workload")["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == mount["name"])
+        .expect("mounted volume is declared");
+    Some((mount, vol))
+}
+
 /// What a container's environment resolves to, as Kubernetes would build it:
 /// `envFrom` ConfigMaps first, then `env` in order with `$(VAR)` expansion.
 /// Secrets resolve to a placeholder (`<secret NAME/KEY>`) and the pod name to
