@@ -5,12 +5,8 @@
 //! over folds). Outputs, each as a layer index and a fraction of depth:
 //!
 //! - **peak**: `p = argmax_l a_l` (the first on ties) and `a_p`.
-//! - **converging layer**, by one of two rules (chosen per grid):
-//!   - `plateau` (default, principled): the first layer of the run of layers
-//!     ending at the peak that all stay within `tolerance` of it,
-//!     `c = min { l ≤ p : a_j ≥ a_p − tolerance for all j ∈ [l, p] }`.
-//!     A later decline does not move it; noise below `tolerance` does not
-//!     either.
+//! - **converging layer**, by two rules, both always computed; the grid's
+//!   `[depth] rule` says which one tables lead with:
 //!   - `paper`: reproduces the published converging layers of the Concept
 //!     Depth paper, whose rule was never published. It is the first layer
 //!     `l ≥ min_layer` whose incoming change is small, `|a_l − a_{l−1}| ≤
@@ -19,6 +15,12 @@
 //!     the last layer. Its constants were found by a search over the
 //!     published curves (see `docs/probes.md`); it matches 25 of the 27
 //!     published converging layers of the three 7B models.
+//!   - `plateau`: the first layer of the run of layers ending at the peak that
+//!     all stay within `tolerance` of it,
+//!     `c = min { l ≤ p : a_j ≥ a_p − tolerance for all j ∈ [l, p] }`.
+//!     A later decline does not move it; noise below `tolerance` does not
+//!     either. It matches 3 of the 27 published layers: it answers "where is
+//!     the best accuracy first reached", not the paper's question.
 //! - **jumping layer**: the layer with the largest one-step gain,
 //!   `J = argmax_{l ≥ 1} (a_l − a_{l−1})`, reported only when that gain is at
 //!   least `jump_min`.
@@ -30,79 +32,133 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Thresholds of the concept-depth rules; every field has a default and a
-/// grid may override any of them.
+/// Thresholds of the concept-depth rules and of their bootstrap (the `[depth]`
+/// table of a grid); every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DepthConfig {
-    /// How the converging layer is chosen.
-    pub converge: ConvergeRule,
+    /// Which converging rule tables lead with (default `paper`).
+    pub rule: RuleName,
+    /// `plateau`: allowed shortfall from the peak accuracy (default 0.01).
+    pub tolerance: f64,
+    /// `paper`: largest allowed change between consecutive later layers (default 0.0265).
+    pub step_after: f64,
+    /// `paper`: largest allowed change into the converging layer (default 0.022).
+    pub step_into: f64,
+    /// `paper`: earliest eligible layer index (default 2).
+    pub min_layer: usize,
     /// Smallest one-step gain that counts as a jump (default 0.05).
     pub jump_min: f64,
+    /// Bootstrap resamples of the test examples for intervals (default 1000; 0 = none).
+    pub bootstrap: usize,
+    /// Coverage of the bootstrap intervals (default 0.95).
+    pub confidence: f64,
 }
+
+/// Most bootstrap resamples a grid may ask for.
+pub const MAX_BOOTSTRAP: usize = 100_000;
 
 impl Default for DepthConfig {
     fn default() -> Self {
         DepthConfig {
-            converge: ConvergeRule::default(),
+            rule: RuleName::Paper,
+            tolerance: 0.01,
+            step_after: 0.0265,
+            step_into: 0.022,
+            min_layer: 2,
             jump_min: 0.05,
+            bootstrap: 1000,
+            confidence: 0.95,
         }
     }
 }
 
-/// Rule for the converging layer (see the module docs for the formulas).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "rule", rename_all = "snake_case", deny_unknown_fields)]
+/// The two converging-layer rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleName {
+    /// The rule fitted to the paper's published converging layers.
+    Paper,
+    /// Start of the plateau that ends at the peak.
+    Plateau,
+}
+
+impl RuleName {
+    /// The name used in grids and tables.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RuleName::Paper => "paper",
+            RuleName::Plateau => "plateau",
+        }
+    }
+}
+
+/// A converging rule with its constants.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ConvergeRule {
     /// Start of the plateau that ends at the peak.
     Plateau {
-        /// Allowed shortfall from the peak accuracy (default 0.01).
-        #[serde(default = "default_tolerance")]
+        /// Allowed shortfall from the peak accuracy.
         tolerance: f64,
     },
     /// The rule fitted to the paper's published converging layers.
     Paper {
-        /// Largest allowed change between consecutive later layers (default 0.0265).
-        #[serde(default = "default_step_after")]
+        /// Largest allowed change between consecutive later layers.
         step_after: f64,
-        /// Largest allowed change into the converging layer (default 0.022).
-        #[serde(default = "default_step_into")]
+        /// Largest allowed change into the converging layer.
         step_into: f64,
-        /// Earliest eligible layer index (default 2).
-        #[serde(default = "default_min_layer")]
+        /// Earliest eligible layer index.
         min_layer: usize,
     },
 }
 
-fn default_tolerance() -> f64 {
-    0.01
-}
-fn default_step_after() -> f64 {
-    0.0265
-}
-fn default_step_into() -> f64 {
-    0.022
-}
-fn default_min_layer() -> usize {
-    2
-}
-
-impl Default for ConvergeRule {
-    fn default() -> Self {
-        ConvergeRule::Plateau {
-            tolerance: default_tolerance(),
+impl DepthConfig {
+    /// The named rule with this configuration's constants.
+    pub fn rule_of(&self, name: RuleName) -> ConvergeRule {
+        match name {
+            RuleName::Paper => ConvergeRule::Paper {
+                step_after: self.step_after,
+                step_into: self.step_into,
+                min_layer: self.min_layer,
+            },
+            RuleName::Plateau => ConvergeRule::Plateau {
+                tolerance: self.tolerance,
+            },
         }
     }
-}
 
-impl ConvergeRule {
-    /// The paper-reproducing rule with its fitted constants.
-    pub fn paper() -> Self {
-        ConvergeRule::Paper {
-            step_after: default_step_after(),
-            step_into: default_step_into(),
-            min_layer: default_min_layer(),
+    /// Check value ranges that serde cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        let unit = |name: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("depth.{name} must be between 0 and 1, got {v}"))
+            }
+        };
+        unit("tolerance", self.tolerance)?;
+        unit("step_after", self.step_after)?;
+        unit("step_into", self.step_into)?;
+        unit("jump_min", self.jump_min)?;
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            return Err(format!(
+                "depth.confidence must be strictly between 0 and 1, got {}",
+                self.confidence
+            ));
         }
+        if self.min_layer > 10_000 {
+            return Err(format!(
+                "depth.min_layer must be at most 10000, got {}",
+                self.min_layer
+            ));
+        }
+        if self.bootstrap > MAX_BOOTSTRAP {
+            return Err(format!(
+                "depth.bootstrap must be at most {MAX_BOOTSTRAP} resamples, got {}",
+                self.bootstrap
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -118,7 +174,7 @@ pub struct DepthPoint {
     pub accuracy: f64,
 }
 
-/// Concept-depth results of one curve.
+/// Concept-depth results of one curve under both converging rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DepthResult {
@@ -126,10 +182,27 @@ pub struct DepthResult {
     pub config: DepthConfig,
     /// Peak accuracy and where.
     pub peak: DepthPoint,
-    /// Converging layer.
-    pub converging: DepthPoint,
+    /// Converging layer under the `paper` rule.
+    pub converging_paper: DepthPoint,
+    /// Converging layer under the `plateau` rule.
+    pub converging_plateau: DepthPoint,
     /// Jumping layer, when a gain of at least `jump_min` exists.
     pub jumping: Option<DepthPoint>,
+}
+
+impl DepthResult {
+    /// The converging layer under the rule the configuration leads with.
+    pub fn converging(&self) -> &DepthPoint {
+        self.converging_by(self.config.rule)
+    }
+
+    /// The converging layer under a named rule.
+    pub fn converging_by(&self, rule: RuleName) -> &DepthPoint {
+        match rule {
+            RuleName::Paper => &self.converging_paper,
+            RuleName::Plateau => &self.converging_plateau,
+        }
+    }
 }
 
 /// Errors of depth computation.
@@ -161,7 +234,7 @@ pub fn peak_layer(acc: &[f64]) -> usize {
     best
 }
 
-/// The converging layer index of `acc` under `rule`.
+/// The converging layer index of a non-empty curve under `rule`.
 pub fn converging_layer(acc: &[f64], rule: &ConvergeRule) -> usize {
     let last = acc.len() - 1;
     match *rule {
@@ -204,7 +277,7 @@ pub fn jumping_layer(acc: &[f64], jump_min: f64) -> Option<usize> {
     best.filter(|&(_, g)| g >= jump_min).map(|(l, _)| l)
 }
 
-/// Peak, converging and jumping layers of an accuracy curve.
+/// Peak, converging (both rules) and jumping layers of an accuracy curve.
 pub fn concept_depth(
     acc: &[f64],
     includes_embedding: bool,
@@ -225,7 +298,8 @@ pub fn concept_depth(
     Ok(DepthResult {
         config: config.clone(),
         peak: point(peak_layer(acc)),
-        converging: point(converging_layer(acc, &config.converge)),
+        converging_paper: point(converging_layer(acc, &config.rule_of(RuleName::Paper))),
+        converging_plateau: point(converging_layer(acc, &config.rule_of(RuleName::Plateau))),
         jumping: jumping_layer(acc, config.jump_min).map(point),
     })
 }

@@ -5,12 +5,14 @@
 //! and metrics, concept-depth rules and the storage layout. Both the worker and
 //! the coordinator depend on it; it depends on neither.
 
+pub mod content;
 pub mod datasets;
 pub mod depth;
 pub mod grid;
 pub mod memory;
 pub mod metrics;
 pub mod probe;
+mod rng;
 pub mod spec;
 pub mod storage;
 pub mod tables;

@@ -32,17 +32,20 @@ pub fn matrix_bytes_per_weight(precision: Precision) -> f64 {
     match precision {
         Precision::F32 => 4.0,
         Precision::Bf16 | Precision::F16 => 2.0,
-        Precision::Int8 => Q8_0_BLOCK_BYTES as f64 / Q8_0_BLOCK_WEIGHTS as f64,
+        // LLM.int8: one byte per weight plus a per-row f32 scale (negligible);
+        // the LM head stays f16, a few percent of a large model.
+        Precision::Int8 => 1.0,
+        Precision::Q8_0 => Q8_0_BLOCK_BYTES as f64 / Q8_0_BLOCK_WEIGHTS as f64,
     }
 }
 
 /// Bytes per element of activations (and of the small tensors kept unquantized:
-/// norms, biases, the embedding table) at `precision`. 8-bit runs quantize
-/// only the weights; their activations are f32.
+/// norms, biases, the embedding table) at `precision`. Q8_0 quantizes only
+/// the weights and keeps f32 activations; LLM.int8 runs f16 activations.
 pub fn activation_bytes(precision: Precision) -> u64 {
     match precision {
-        Precision::F32 | Precision::Int8 => 4,
-        Precision::Bf16 | Precision::F16 => 2,
+        Precision::F32 | Precision::Q8_0 => 4,
+        Precision::Bf16 | Precision::F16 | Precision::Int8 => 2,
     }
 }
 
@@ -86,8 +89,9 @@ mod tests {
     }
 
     #[test]
-    fn q8_0_is_34_bytes_per_32_weights() {
-        assert_eq!(matrix_bytes_per_weight(Precision::Int8), 1.0625);
-        assert_eq!(estimate_bytes(1.0, Precision::Int8), 1_168_750_000);
+    fn q8_0_is_34_bytes_per_32_weights_and_int8_one_byte() {
+        assert_eq!(matrix_bytes_per_weight(Precision::Q8_0), 1.0625);
+        assert_eq!(estimate_bytes(1.0, Precision::Q8_0), 1_168_750_000);
+        assert_eq!(matrix_bytes_per_weight(Precision::Int8), 1.0);
     }
 }

@@ -9,22 +9,26 @@
 //! m = json.load(open("metrics.json"))
 //! layers = pd.DataFrame(m["layers"])          # probe tasks: one row per layer
 //! folds = pd.DataFrame(m["fold_layers"])      # one row per (layer, fold)
+//! test_fold = np.array(m["split"]["test_fold"])  # per example: fold it is tested in, -1 = never
 //! mc = pd.DataFrame(m["mc_layers"])           # multiple-choice tasks: (lens, length_normalised, layer)
 //! ```
 //!
 //! See `docs/probes.md` for every field.
 
+use crate::datasets::DatasetProvenance;
 use crate::depth::{self, DepthConfig, DepthResult};
+use crate::probe::bootstrap::{self, Bootstrap};
 use crate::probe::eval::mean_std;
 use crate::probe::layers::{FoldLayer, ProbeRun};
 use crate::probe::mc::{self, Chance, McLayer, McScores};
+use crate::probe::split::{self, SplitConfig};
 use crate::probe::{ProbeConfig, ProbeError};
 use crate::spec::TaskSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Version of the `metrics.json` layout; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Everything measured for one cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +45,11 @@ pub struct CellMetrics {
     pub n_layers: usize,
     /// Whether capture index 0 is the embedding output (`residual` site).
     pub includes_embedding: bool,
+    /// What the precision means (e.g. the LLM.int8 scheme), spelled out.
+    pub precision_scheme: String,
+    /// The raw files read (with their SHA-256), counts and load-time checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetProvenance>,
     /// Examples per label, `[class 0, class 1]` (probe tasks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_counts: Option<[usize; 2]>,
@@ -55,6 +64,9 @@ pub struct CellMetrics {
     pub probe: Option<ProbeConfig>,
     /// Seeds used.
     pub seeds: Seeds,
+    /// The split, with every example's assignment (probe tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitRecord>,
     /// Sizes and class balance of every fold.
     #[serde(default)]
     pub folds: Vec<FoldInfo>,
@@ -70,12 +82,12 @@ pub struct CellMetrics {
     /// Chance levels of a multiple-choice task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mc_chance: Option<Chance>,
-    /// Concept depth of the mean accuracy curve (probe tasks).
+    /// Concept depth of the mean accuracy curve under both rules (probe tasks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth: Option<DepthResult>,
-    /// The paper-reproducing converging layer, for comparison with the default rule.
+    /// Bootstrap intervals of the curve, the peak and the converging layers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub depth_paper: Option<DepthResult>,
+    pub bootstrap: Option<Bootstrap>,
     /// Versions of the software that produced the file (e.g. `cd-common`, `cd-worker`, git commit).
     pub versions: BTreeMap<String, String>,
     /// Wall times in seconds by phase (e.g. `load`, `extract`, `probe`, `total`).
@@ -89,6 +101,41 @@ pub struct Seeds {
     pub task: u64,
     /// The seed of the split (equal to the task's seed unless stated).
     pub split: u64,
+}
+
+/// The split a probe cell used, complete enough to refit on exactly its folds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitRecord {
+    /// `sklearn`, `stratified`, `kfold` or `grouped`.
+    pub kind: String,
+    /// A short label, e.g. `sklearn(0.4, rs=42)`.
+    pub label: String,
+    /// The settings.
+    pub config: SplitConfig,
+    /// Number of folds (1 for a holdout).
+    pub n_folds: usize,
+    /// Per example (in dataset order): the fold whose test side holds it, or
+    /// −1 when it only ever trains. Fold `f` trains on `test_fold != f`.
+    pub test_fold: Vec<i32>,
+    /// SHA-256 of `test_fold` as little-endian i32, to compare splits at a glance.
+    pub assignment_sha256: String,
+}
+
+impl SplitRecord {
+    /// Record the folds a run used over `n` examples.
+    pub fn of(config: &SplitConfig, folds: &[split::Fold], n: usize) -> SplitRecord {
+        use sha2::{Digest, Sha256};
+        let test_fold = split::test_fold(folds, n);
+        let bytes: Vec<u8> = test_fold.iter().flat_map(|f| f.to_le_bytes()).collect();
+        SplitRecord {
+            kind: config.kind().to_string(),
+            label: config.label(),
+            config: config.clone(),
+            n_folds: folds.len(),
+            test_fold,
+            assignment_sha256: hex::encode(Sha256::digest(&bytes)),
+        }
+    }
 }
 
 /// One fold's sizes and balance.
@@ -130,6 +177,12 @@ pub struct LayerRow {
     pub baseline_mean: f64,
     /// Training accuracy, mean over folds.
     pub train_accuracy_mean: f64,
+    /// Bootstrap interval of `accuracy_mean` (low end), when bootstrapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_ci_low: Option<f64>,
+    /// Bootstrap interval of `accuracy_mean` (high end), when bootstrapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_ci_high: Option<f64>,
     /// Folds fitted.
     pub n_folds: usize,
     /// Folds whose solver met its tolerance.
@@ -180,6 +233,8 @@ pub fn layer_rows(run: &ProbeRun, n_layers: usize, includes_embedding: bool) -> 
                 auc_std: auc.map(|a| a.1),
                 baseline_mean: ms(&|f| f.metrics.baseline).map_or(f64::NAN, |a| a.0),
                 train_accuracy_mean: ms(&|f| f.metrics.train_accuracy).map_or(f64::NAN, |a| a.0),
+                accuracy_ci_low: None,
+                accuracy_ci_high: None,
                 n_folds: fits.len(),
                 converged_folds: fits.iter().filter(|f| f.converged).count(),
                 newton_iterations_mean: ms(&|f| f.newton_iterations as f64)
@@ -205,8 +260,10 @@ pub struct ProbeCellInputs<'a> {
     pub includes_embedding: bool,
     /// Probe settings used.
     pub probe: &'a ProbeConfig,
-    /// Concept-depth thresholds.
+    /// Concept-depth thresholds and bootstrap settings.
     pub depth: &'a DepthConfig,
+    /// What was loaded.
+    pub dataset: Option<DatasetProvenance>,
     /// Versions to record.
     pub versions: BTreeMap<String, String>,
     /// Timings to record.
@@ -224,14 +281,21 @@ impl CellMetrics {
         inputs: ProbeCellInputs<'_>,
         run: &ProbeRun,
     ) -> Result<CellMetrics, MetricsError> {
-        let layers = layer_rows(run, inputs.n_layers, inputs.includes_embedding);
+        let mut layers = layer_rows(run, inputs.n_layers, inputs.includes_embedding);
         let curve: Vec<f64> = layers.iter().map(|r| r.accuracy_mean).collect();
         let depth = depth::concept_depth(&curve, inputs.includes_embedding, inputs.depth)?;
-        let paper_cfg = DepthConfig {
-            converge: depth::ConvergeRule::paper(),
-            ..inputs.depth.clone()
-        };
-        let depth_paper = depth::concept_depth(&curve, inputs.includes_embedding, &paper_cfg)?;
+        let bootstrap = bootstrap::bootstrap(
+            &run.correct,
+            inputs.includes_embedding,
+            inputs.depth,
+            inputs.spec.seed,
+        );
+        if let Some(b) = &bootstrap {
+            for (row, band) in layers.iter_mut().zip(&b.accuracy) {
+                row.accuracy_ci_low = Some(band.low);
+                row.accuracy_ci_high = Some(band.high);
+            }
+        }
         let all: Vec<usize> = (0..inputs.labels.len()).collect();
         let folds = run
             .folds
@@ -254,6 +318,8 @@ impl CellMetrics {
             n_examples: inputs.labels.len(),
             n_layers: inputs.n_layers,
             includes_embedding: inputs.includes_embedding,
+            precision_scheme: inputs.spec.precision.scheme().to_string(),
+            dataset: inputs.dataset,
             class_counts: Some(counts(inputs.labels, &all)),
             class_names: inputs.class_names,
             positive_class: Some(inputs.probe.positive_class),
@@ -262,13 +328,18 @@ impl CellMetrics {
                 task: inputs.spec.seed,
                 split: inputs.spec.seed,
             },
+            split: Some(SplitRecord::of(
+                &inputs.probe.split,
+                &run.folds,
+                inputs.labels.len(),
+            )),
             folds,
             layers,
             fold_layers: run.fits.clone(),
             mc_layers: Vec::new(),
             mc_chance: None,
             depth: Some(depth),
-            depth_paper: Some(depth_paper),
+            bootstrap,
             versions: inputs.versions,
             timings,
         })
@@ -297,6 +368,8 @@ impl CellMetrics {
             n_examples: first.items.len(),
             n_layers,
             includes_embedding,
+            precision_scheme: spec.precision.scheme().to_string(),
+            dataset: None,
             class_counts: None,
             class_names: None,
             positive_class: None,
@@ -305,13 +378,14 @@ impl CellMetrics {
                 task: spec.seed,
                 split: spec.seed,
             },
+            split: None,
             folds: Vec::new(),
             layers: Vec::new(),
             fold_layers: Vec::new(),
             mc_layers,
             mc_chance: Some(mc::chance(&first.items)),
             depth: None,
-            depth_paper: None,
+            bootstrap: None,
             versions,
             timings,
         })

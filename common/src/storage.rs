@@ -14,10 +14,16 @@
 //! <sweep>/tasks/<task-id>/features.safetensors   [N, L, d] features (optional, multipart)
 //! <sweep>/tasks/<task-id>/metrics.json           written LAST: its presence = task complete
 //! <sweep>/state/failures/<task-id>.json          failure history kept by the coordinator
+//! <sweep>/state/schema.json                      the spec schema the sweep's ids follow
+//! <sweep>/state/grid.json                        task ids of the grid last served
 //! <sweep>/report/...                             tables, figures, index.html
 //! ```
+//!
+//! Task ids depend on the spec schema ([`crate::spec::SPEC_SCHEMA`]): a store
+//! whose sweep holds results of another schema is refused
+//! ([`Store::check_schema`]) rather than silently recomputed beside them.
 
-use crate::spec::{TaskId, TaskSpec};
+use crate::spec::{TaskId, TaskSpec, SPEC_SCHEMA};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
@@ -66,6 +72,29 @@ pub enum StoreError {
         /// The parser's error.
         source: serde_json::Error,
     },
+    /// The sweep holds results whose task ids follow another spec schema.
+    #[error("sweep `{sweep}` in {url} holds results written with spec schema {found}; this build writes schema {SPEC_SCHEMA}, whose task ids differ. Use a new sweep name, or move the old results (`{sweep}/`) elsewhere")]
+    Schema {
+        /// The store URL.
+        url: String,
+        /// The sweep.
+        sweep: String,
+        /// The schema found (1 for stores written before the marker existed).
+        found: u32,
+    },
+}
+
+/// `<sweep>/state/schema.json`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SchemaMarker {
+    spec_schema: u32,
+}
+
+/// `<sweep>/state/grid.json`: the task ids of the grid a coordinator serves.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct GridIds {
+    /// Task ids of the grid, in expansion order.
+    pub task_ids: Vec<TaskId>,
 }
 
 /// A handle on the store behind one URL. Cheap to clone.
@@ -272,6 +301,54 @@ impl Store {
             .collect())
     }
 
+    /// The keys of the first of `candidates` (a manifest's `source.files`,
+    /// wildcards allowed) present in the store, with their metadata; `None`
+    /// when none is. The rule the local loaders apply to directories.
+    pub async fn select_candidates(
+        &self,
+        candidates: &[String],
+    ) -> Result<Option<Vec<(String, object_store::ObjectMeta)>>, StoreError> {
+        for entry in candidates {
+            let c = crate::datasets::Candidate::parse(entry);
+            let keys = if c.is_pattern() {
+                c.select(&self.list(c.dir).await?)
+            } else {
+                vec![entry.clone()]
+            };
+            let mut found = Vec::new();
+            for key in keys {
+                if let Some(meta) = self.head(&key).await? {
+                    found.push((key, meta));
+                }
+            }
+            if !found.is_empty() {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// SHA-256 (hex) of an object's bytes, streamed; `None` when it does not exist.
+    pub async fn sha256(&self, rel: &str) -> Result<Option<String>, StoreError> {
+        use sha2::{Digest, Sha256};
+        let key = self.key(rel);
+        let backend = |source| StoreError::Backend {
+            key: key.to_string(),
+            source,
+        };
+        let got = match self.inner.get(&key).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => return Err(backend(source)),
+        };
+        let mut stream = got.into_stream();
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.try_next().await.map_err(backend)? {
+            hasher.update(&chunk);
+        }
+        Ok(Some(hex::encode(hasher.finalize())))
+    }
+
     /// Write a task's spec (`spec.json`).
     pub async fn put_spec(&self, spec: &TaskSpec) -> Result<(), StoreError> {
         let rel = Store::task_file(&spec.sweep, &spec.id(), "spec.json");
@@ -381,6 +458,59 @@ impl Store {
             .map_err(|source| StoreError::Json { key: rel, source })
     }
 
+    /// Check that the sweep's results follow this build's spec schema, and
+    /// mark a new sweep with it. A sweep with results but no marker was
+    /// written before schemas were recorded (schema 1).
+    pub async fn check_schema(&self, sweep: &str) -> Result<(), StoreError> {
+        let rel = format!("{sweep}/state/schema.json");
+        let found = match self.get_bytes(&rel).await? {
+            Some(bytes) => {
+                serde_json::from_slice::<SchemaMarker>(&bytes)
+                    .map_err(|source| StoreError::Json {
+                        key: rel.clone(),
+                        source,
+                    })?
+                    .spec_schema
+            }
+            None if self.list(&format!("{sweep}/tasks")).await?.is_empty() => SPEC_SCHEMA,
+            None => 1,
+        };
+        if found != SPEC_SCHEMA {
+            return Err(StoreError::Schema {
+                url: self.url.clone(),
+                sweep: sweep.to_string(),
+                found,
+            });
+        }
+        let body = serde_json::to_vec(&SchemaMarker {
+            spec_schema: SPEC_SCHEMA,
+        })
+        .expect("marker serializes");
+        self.put_bytes(&rel, Bytes::from(body)).await
+    }
+
+    /// Record the task ids of the grid being served (the report lists other
+    /// cells of the sweep separately).
+    pub async fn put_grid_ids(&self, sweep: &str, ids: &[TaskId]) -> Result<(), StoreError> {
+        let body = serde_json::to_vec(&GridIds {
+            task_ids: ids.to_vec(),
+        })
+        .expect("ids serialize");
+        self.put_bytes(&format!("{sweep}/state/grid.json"), Bytes::from(body))
+            .await
+    }
+
+    /// The task ids of the grid last served, when recorded.
+    pub async fn get_grid_ids(&self, sweep: &str) -> Result<Option<HashSet<TaskId>>, StoreError> {
+        let rel = format!("{sweep}/state/grid.json");
+        let Some(bytes) = self.get_bytes(&rel).await? else {
+            return Ok(None);
+        };
+        let ids: GridIds = serde_json::from_slice(&bytes)
+            .map_err(|source| StoreError::Json { key: rel, source })?;
+        Ok(Some(ids.task_ids.into_iter().collect()))
+    }
+
     /// Whether a task is complete (its `metrics.json` exists).
     pub async fn is_complete(&self, sweep: &str, id: &TaskId) -> Result<bool, StoreError> {
         self.exists(&Store::metrics_rel(sweep, id)).await
@@ -418,7 +548,6 @@ mod tests {
         TaskSpec {
             sweep: "sw".into(),
             seed,
-            probe: serde_json::json!({}),
             ..example_spec()
         }
     }
@@ -481,6 +610,23 @@ mod tests {
         assert_eq!(again.list_completed("sw").await.unwrap().len(), 1);
         let other = Store::open("memory://other").unwrap();
         assert!(other.list_completed("sw").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn stores_of_another_schema_are_refused() {
+        let store = Store::open("memory://schema").unwrap();
+        store.check_schema("new").await.unwrap();
+        store.check_schema("new").await.unwrap();
+        // Results without a marker: written by the previous layout.
+        store
+            .put_bytes("old/tasks/0123/metrics.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let err = store.check_schema("old").await.unwrap_err().to_string();
+        assert!(
+            err.contains("spec schema 1") && err.contains("new sweep name"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -37,7 +37,9 @@ fn dataset(
 }
 
 fn holdout(y: &[u8]) -> Fold {
-    make_folds(y, &SplitConfig::default(), 7).unwrap().remove(0)
+    make_folds(y, None, &SplitConfig::default(), 7)
+        .unwrap()
+        .remove(0)
 }
 
 fn fit_eval(
@@ -62,7 +64,7 @@ fn fit_eval(
         &SolverConfig::default(),
     )
     .unwrap();
-    let m = evaluate(&model, &rows, &fold, &ytr, &yte, 1);
+    let (m, _) = evaluate(&model, &rows, &fold, &ytr, &yte, 1);
     (model, m)
 }
 
@@ -169,14 +171,20 @@ fn f1_uses_the_named_positive_class() {
 #[test]
 fn splits_are_seeded_stratified_and_disjoint() {
     let y: Vec<u8> = (0..103).map(|i| u8::from(i % 3 == 0)).collect();
-    let a = make_folds(&y, &SplitConfig::default(), 11).unwrap();
-    assert_eq!(a, make_folds(&y, &SplitConfig::default(), 11).unwrap());
-    assert_ne!(a, make_folds(&y, &SplitConfig::default(), 12).unwrap());
+    let a = make_folds(&y, None, &SplitConfig::default(), 11).unwrap();
+    assert_eq!(
+        a,
+        make_folds(&y, None, &SplitConfig::default(), 11).unwrap()
+    );
+    assert_ne!(
+        a,
+        make_folds(&y, None, &SplitConfig::default(), 12).unwrap()
+    );
     let f = &a[0];
     let pos_test = f.test.iter().filter(|&&i| y[i] == 1).count();
     assert_eq!(pos_test, (35.0f64 * 0.4).round() as usize);
     assert_eq!(f.test.len() + f.train.len(), 103);
-    let folds = make_folds(&y, &SplitConfig::Kfold { k: 5 }, 1).unwrap();
+    let folds = make_folds(&y, None, &SplitConfig::Kfold { k: 5 }, 1).unwrap();
     let mut seen = vec![0; 103];
     for f in &folds {
         assert!(f.test.len() == 20 || f.test.len() == 21);
@@ -190,11 +198,11 @@ fn splits_are_seeded_stratified_and_disjoint() {
         "every example tested exactly once"
     );
     assert!(
-        make_folds(&[0, 0, 0, 1], &SplitConfig::default(), 0).is_err(),
+        make_folds(&[0, 0, 0, 1], None, &SplitConfig::default(), 0).is_err(),
         "one positive cannot be split"
     );
     assert!(
-        make_folds(&[0, 2], &SplitConfig::default(), 0).is_err(),
+        make_folds(&[0, 2], None, &SplitConfig::default(), 0).is_err(),
         "labels must be 0/1"
     );
 }
@@ -224,6 +232,7 @@ fn all_layers_in_parallel_with_kfold_mean_and_folds() {
             d,
             labels: &labels,
         },
+        None,
         &cfg,
         0,
     )
@@ -268,7 +277,7 @@ fn agrees_with_linfa_logistic_including_its_positive_class() {
         &SolverConfig::default(),
     )
     .unwrap();
-    let m = evaluate(&ours, &rows, &fold, &ytr, &yte, 1);
+    let (m, _) = evaluate(&ours, &rows, &fold, &ytr, &yte, 1);
 
     let take = |idx: &[usize]| {
         Array2::from_shape_fn((idx.len(), d), |(i, j)| f64::from(x[idx[i] * d + j]))

@@ -60,7 +60,7 @@ fn check(solver: &SolverConfig) {
                 model.converged,
                 "layer {layer} {key}: solver did not converge: {model:?}"
             );
-            let m = evaluate(&model, &x, &fold, &y_train, &y_test, 1);
+            let (m, _) = evaluate(&model, &x, &fold, &y_train, &y_test, 1);
             let acc_gap = (m.accuracy - sk["accuracy"].as_f64().unwrap()).abs();
             let auc_gap = (m.auc.unwrap() - sk["auc"].as_f64().unwrap()).abs();
             assert!(

@@ -79,6 +79,14 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         grid.scheduling.max_attempts,
         grid.scheduling.lease_ttl,
     );
+    store
+        .check_schema(&grid.sweep)
+        .await
+        .with_context(|| format!("opening sweep {} in {}", grid.sweep, cfg.store_url))?;
+    store
+        .put_grid_ids(&grid.sweep, &grid.task_ids())
+        .await
+        .with_context(|| format!("recording the grid of sweep {}", grid.sweep))?;
     let (completed, with_failures) = persist::resume(&store, &grid.sweep, &mut sched)
         .await
         .with_context(|| format!("resuming sweep {} from {}", grid.sweep, cfg.store_url))?;

@@ -5,9 +5,10 @@
 //! (`cd-worker cell`) with that data root goes through the same copy.
 
 use cd_common::metrics::CellMetrics;
-use cd_common::spec::{ModelRef, ModelSource, Pooling, Precision, Site, TaskKind, TaskSpec};
+use cd_common::spec::{example_spec, DatasetIdentity, DatasetRef, ModelSource, Site, TaskSpec};
 use cd_common::storage::Store;
 use cd_tests::*;
+use sha2::{Digest, Sha256};
 use std::process::Output;
 
 fn show(
@@ -108,28 +109,26 @@ async fn imdb_shards_from_s3_are_copied_once_and_refreshed_when_changed() {
     // A task with this data root goes through the same resolution: the
     // pipeline reuses the copy and probes all 21 reviews.
     let Some(models) = tiny_models() else { return };
-    let spec = TaskSpec {
-        sweep: "s3data".into(),
-        kind: TaskKind::Probe,
-        model: ModelRef {
-            name: "tiny-qwen".into(),
-            source: ModelSource::Dir {
-                path: models.join("qwen2_bias_tied").display().to_string(),
-            },
-            size_b: 0.001,
-        },
-        dataset: "imdb".into(),
-        data_root: url.clone(),
-        precision: Precision::F32,
-        noise: "none".into(),
-        prompt_mode: "paper".into(),
-        site: Site::Residual,
-        pooling: Pooling::Last,
-        seed: 0,
-        probe: serde_json::json!({}),
-        batch_size: 8,
-        upload_features: false,
+    let mut spec = example_spec();
+    spec.sweep = "s3data".into();
+    spec.model.name = "tiny-qwen".into();
+    spec.model.source = ModelSource::Dir {
+        path: models.join("qwen2_bias_tied").display().to_string(),
     };
+    spec.data_root = url.clone();
+    spec.site = Site::Residual;
+    // The three shards, in load order, are the same sample file.
+    let shard_sha = hex::encode(Sha256::digest(&sample));
+    spec.dataset = DatasetRef {
+        name: "imdb".into(),
+        identity: DatasetIdentity {
+            manifest_sha256: cd_common::content::manifest_sha256(
+                cd_common::datasets::find("imdb").unwrap().0,
+            ),
+            files_sha256: vec![shard_sha.clone(); 3],
+        },
+    };
+    spec.upload_features = false;
     let spec_path = tmp.path().join("spec.json");
     std::fs::write(&spec_path, spec.canonical_json()).unwrap();
     let results = tmp.path().join("results");
@@ -152,4 +151,23 @@ async fn imdb_shards_from_s3_are_copied_once_and_refreshed_when_changed() {
     let key = String::from_utf8_lossy(&o.stdout).trim().to_string();
     let m = CellMetrics::from_json(&std::fs::read_to_string(results.join(key)).unwrap()).unwrap();
     assert_eq!(m.n_examples, 21);
+
+    // A task made for other data (two shards) is refused, naming both.
+    let mut other: TaskSpec = spec.clone();
+    other.dataset.identity.files_sha256 = vec![shard_sha; 2];
+    std::fs::write(&spec_path, other.canonical_json()).unwrap();
+    let o = std::process::Command::new(worker)
+        .args(["cell", "--spec"])
+        .arg(&spec_path)
+        .arg("--store")
+        .arg(format!("file://{}", results.display()))
+        .arg("--data-cache")
+        .arg(&cache)
+        .envs(server.env())
+        .env_remove("CD_DATA_CACHE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("holds other data"), "{err}");
 }

@@ -5,6 +5,7 @@
 
 mod deploy_support;
 
+use cd_tests::unpinned_dataset_standins;
 use deploy_support::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -87,15 +88,25 @@ fn shipped_grids_validate_with_the_coordinators_settings() {
     let Some(coord) = workspace_bin("cd-coordinator") else {
         return;
     };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = unpinned_dataset_standins(tmp.path());
     for overlay in OVERLAYS {
         let Some(objs) = render(overlay) else { return };
         let c = container(objs, "StatefulSet", "cd-coordinator", "coordinator");
         let grid = repo_root().join(format!("deploy/overlays/{overlay}/grid.toml"));
+        // The overlays read data from S3, out of reach here: stand-ins of the
+        // unpinned datasets let the coordinator hash them.
+        let mut env = plain_env(objs, c, "cd-coordinator-0");
+        env.insert("CD_DATA_ROOT".into(), data.display().to_string());
+        env.insert(
+            "CD_HASH_CACHE".into(),
+            tmp.path().join("hashes").display().to_string(),
+        );
         let out = Command::new(&coord)
             .args(["validate", "--grid"])
             .arg(&grid)
             .env_clear()
-            .envs(plain_env(objs, c, "cd-coordinator-0"))
+            .envs(env)
             .output()
             .expect("run cd-coordinator validate");
         assert!(
@@ -281,6 +292,12 @@ fn probes_get_answers_from_the_real_coordinator() {
             .collect();
         let mut env = plain_env(objs, c, "cd-coordinator-0");
         env.insert("CD_STORE".into(), store.clone());
+        let data = unpinned_dataset_standins(tmp.path());
+        env.insert("CD_DATA_ROOT".into(), data.display().to_string());
+        env.insert(
+            "CD_HASH_CACHE".into(),
+            tmp.path().join("hashes").display().to_string(),
+        );
         let log = std::fs::File::create(tmp.path().join("coordinator.log")).expect("log");
         let child = Command::new(&coord)
             .args(&local_args)

@@ -6,7 +6,7 @@
 
 mod deploy_support;
 
-use cd_tests::worker_exit;
+use cd_tests::{unpinned_dataset_standins, worker_exit};
 use deploy_support::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -495,6 +495,10 @@ fn weight_stager_lists_the_hub_models_the_grid_loader_sees() {
     use cd_common::spec::ModelSource;
     let root = repo_root();
     let script = root.join("deploy/overlays/gpu/stage_weights.py");
+    let tmp = tempfile::tempdir().unwrap();
+    // The only test in this process (nextest): setting the environment is safe.
+    std::env::set_var("CD_DATA_ROOT", unpinned_dataset_standins(tmp.path()));
+    std::env::set_var("CD_HASH_CACHE", tmp.path().join("hashes"));
     for grid in [
         "grids/full.toml",
         "grids/quickstart.toml",

@@ -336,7 +336,7 @@ fn throughput(args: &BenchRandomArgs, info: &DeviceInfo) -> Result<serde_json::V
     let cfg = ModelConfig::from_hf_config_json(&cfg_json.to_string(), Path::new("<bench-random>"))?;
     let map = split_map(&hs, cfg.num_layers);
     let t0 = Instant::now();
-    let gen_dtype = if args.precision == Precision::Int8 {
+    let gen_dtype = if args.precision == Precision::Q8_0 {
         DType::F32
     } else {
         dtype_of(args.precision)
@@ -696,7 +696,8 @@ fn ops(args: &BenchRandomArgs, dev: &Device) -> Result<serde_json::Value> {
 
 fn dtype_of(p: Precision) -> DType {
     match p {
-        Precision::F32 | Precision::Int8 => DType::F32,
+        Precision::F32 | Precision::Q8_0 => DType::F32,
+        Precision::Int8 => DType::F16,
         Precision::Bf16 => DType::BF16,
         Precision::F16 => DType::F16,
     }

@@ -317,6 +317,8 @@ fn run_inner(args: &ExtractArgs) -> Result<(), Failure> {
         features: feats.data.view(),
         token_counts: &counts,
         labels: inputs.labels.as_deref(),
+        test_fold: None,
+        groups: None,
         dtype: args.dtype,
         metadata: &meta,
     };

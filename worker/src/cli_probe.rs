@@ -3,25 +3,33 @@
 //!
 //! ```text
 //! cd-worker probe feats.safetensors --out metrics.json [--c 1.0] [--standardize] \
-//!     [--seed 0] [--test-fraction 0.4 | --kfold 5] [--positive-class 1] [--depth-rule plateau]
+//!     [--seed 0] [--split stratified|sklearn|kfold|grouped] [--test-fraction 0.4] \
+//!     [--random-state 42] [--kfold 5] [--positive-class 1] [--depth-rule paper|plateau] \
+//!     [--bootstrap 1000]
 //! ```
 //!
-//! Reads `features` (`[N, L, d]`, f32 or f16), `labels` (`[N]`, integer 0/1)
-//! and the `__metadata__` (`site` decides whether capture 0 is the embedding;
-//! `model`, `pooling`, `precision` are echoed in the spec), fits one probe per
-//! layer and fold (layers in parallel), prints a per-layer table and writes
-//! `metrics.json` (schema v1, `docs/probes.md`).
+//! Reads `features` (`[N, L, d]`, f32 or f16), `labels` (`[N]`, integer 0/1),
+//! `groups` (`[N]`, for `--split grouped`) and the `__metadata__` (`site`
+//! decides whether capture 0 is the embedding; `model`, `pooling`,
+//! `precision` are echoed in the spec), fits one probe per layer and fold
+//! (layers in parallel), prints a per-layer table and writes `metrics.json`
+//! (schema v2, `docs/probes.md`). The spec's model and dataset identities are
+//! the features file's SHA-256: a local run has no grid to name them.
 //!
 //! Exit codes: 0 success; 2 bad usage or input (unreadable file, missing or
 //! misshapen tensor, labels not 0/1 or a single class, bad settings, output
 //! directory missing); 1 anything else (writing failed). On any failure no
 //! output file is left.
 
-use cd_common::depth::{ConvergeRule, DepthConfig};
+use cd_common::datasets::{NoiseKind, PromptMode};
+use cd_common::depth::{DepthConfig, RuleName};
 use cd_common::metrics::{CellMetrics, ProbeCellInputs};
 use cd_common::probe::layers::{probe_all_layers, Features};
 use cd_common::probe::{ProbeConfig, SplitConfig};
-use cd_common::spec::{ModelRef, ModelSource, Pooling, Precision, Site, TaskKind, TaskSpec};
+use cd_common::spec::{
+    DatasetIdentity, DatasetRef, ModelIdentity, ModelRef, ModelSource, Pooling, Precision, Site,
+    TaskKind, TaskSpec, SPEC_SCHEMA,
+};
 use clap::{Args, ValueEnum};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
@@ -36,13 +44,26 @@ pub const EXIT_OTHER: i32 = 1;
 /// Exit code: bad usage, settings or input file.
 pub const EXIT_INPUT: i32 = 2;
 
-/// Converging-layer rule of the concept depth (`docs/probes.md`).
+/// Converging-layer rule the report leads with (`docs/probes.md`); both are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DepthRule {
     /// First layer of the run within `--depth-tolerance` of the peak that ends at it.
     Plateau,
     /// The rule fitted to the paper's published converging layers.
     Paper,
+}
+
+/// How examples are split (`docs/probes.md`, "Splits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitKind {
+    /// Seeded stratified holdout of `--test-fraction` of each class.
+    Stratified,
+    /// scikit-learn's `train_test_split(test_size=--test-fraction, random_state=--random-state)`.
+    Sklearn,
+    /// Stratified k-fold with `--kfold` folds.
+    Kfold,
+    /// Whole groups (the file's `groups` tensor) on one side; k-fold with `--kfold`.
+    Grouped,
 }
 
 /// Arguments of `cd-worker probe`.
@@ -54,7 +75,7 @@ No output file is left behind on failure."
 pub struct ProbeArgs {
     /// Features file from `cd-worker extract` (needs a `labels` tensor: extract with --label-field).
     pub features: PathBuf,
-    /// Output metrics file (schema v1, see docs/probes.md).
+    /// Output metrics file (schema v2, see docs/probes.md).
     #[arg(long)]
     pub out: PathBuf,
     /// Inverse regularisation strength, as scikit-learn's `C`.
@@ -63,24 +84,33 @@ pub struct ProbeArgs {
     /// Standardise features with training-fold statistics.
     #[arg(long)]
     pub standardize: bool,
-    /// Seed of the stratified split.
+    /// Seed of the split and the bootstrap.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Held-out fraction of every class (single split).
-    #[arg(long, default_value_t = 0.4, conflicts_with = "kfold")]
+    /// How examples are split (default: stratified, or kfold when --kfold is given).
+    #[arg(long, value_enum)]
+    pub split: Option<SplitKind>,
+    /// Held-out fraction (of every class for stratified, of all examples for sklearn).
+    #[arg(long, default_value_t = 0.4)]
     pub test_fraction: f64,
-    /// Stratified k-fold cross-validation instead of a single split.
+    /// numpy seed of `--split sklearn` (default: --seed).
+    #[arg(long)]
+    pub random_state: Option<u32>,
+    /// Number of folds (k-fold cross-validation).
     #[arg(long)]
     pub kfold: Option<usize>,
     /// Label (0 or 1) that is the positive class of F1 and AUC.
     #[arg(long, default_value_t = 1)]
     pub positive_class: u8,
-    /// Converging-layer rule reported as `depth` (`depth_paper` always uses the paper rule).
-    #[arg(long, value_enum, default_value_t = DepthRule::Plateau)]
+    /// Converging-layer rule the table leads with (both are always computed).
+    #[arg(long, value_enum, default_value_t = DepthRule::Paper)]
     pub depth_rule: DepthRule,
     /// Tolerance of the plateau rule (accuracy points as a fraction).
     #[arg(long, default_value_t = 0.01)]
     pub depth_tolerance: f64,
+    /// Bootstrap resamples of the test examples for intervals (0: none).
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
     /// Dataset name recorded in the spec (default: the features file's stem).
     #[arg(long)]
     pub dataset: Option<String>,
@@ -123,6 +153,10 @@ pub struct FeatureInput {
     pub d: usize,
     /// Label (0/1) of each example.
     pub labels: Vec<u8>,
+    /// Group id of each example, when the file has a `groups` tensor.
+    pub groups: Option<Vec<usize>>,
+    /// SHA-256 of the file.
+    pub sha256: String,
     /// The file's `__metadata__`.
     pub metadata: HashMap<String, String>,
 }
@@ -222,12 +256,30 @@ pub fn read_features(path: &Path) -> anyhow::Result<FeatureInput> {
             labels[0]
         );
     }
+    let groups = match st.tensor("groups") {
+        Ok(g) if g.dtype() == Dtype::I64 && g.shape() == [n] => Some(
+            g.data()
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+                .collect(),
+        ),
+        Ok(g) => anyhow::bail!(
+            "{p}: tensor `groups` has dtype {:?} and shape {:?}; expected I64 [{n}]",
+            g.dtype(),
+            g.shape()
+        ),
+        Err(_) => None,
+    };
+    use sha2::Digest;
+    let sha256 = hex::encode(sha2::Sha256::digest(&mmap[..]));
     Ok(FeatureInput {
         data,
         n,
         n_layers,
         d,
         labels,
+        groups,
+        sha256,
         metadata,
     })
 }
@@ -251,9 +303,11 @@ where
 /// The task spec recorded in `metrics.json`, from the file's metadata.
 fn spec_for(
     args: &ProbeArgs,
-    meta: &HashMap<String, String>,
+    input: &FeatureInput,
     probe: &ProbeConfig,
+    depth: &DepthConfig,
 ) -> anyhow::Result<TaskSpec> {
+    let meta = &input.metadata;
     let path = &args.features;
     let site: Site = meta_field(path, meta, "site")?;
     let pooling: Pooling = meta_field(path, meta, "pooling")?;
@@ -280,26 +334,43 @@ fn spec_for(
         path.file_stem()
             .map_or_else(|| "features".into(), |s| s.to_string_lossy().into_owned())
     });
+    let prompt_mode = match meta.get("prompt_mode") {
+        Some(m) => PromptMode::parse(m).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => PromptMode::Paper,
+    };
+    let noise = match meta.get("noise") {
+        Some(n) => NoiseKind::parse(n).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => NoiseKind::None,
+    };
     Ok(TaskSpec {
+        schema: SPEC_SCHEMA,
         sweep: "local".into(),
         kind: TaskKind::Probe,
         model: ModelRef {
             name,
+            identity: source.hub_identity().unwrap_or(ModelIdentity::Content {
+                sha256: input.sha256.clone(),
+            }),
             source,
             size_b: 0.0,
         },
-        dataset,
+        dataset: DatasetRef {
+            name: dataset,
+            identity: DatasetIdentity {
+                manifest_sha256: String::new(),
+                files_sha256: vec![input.sha256.clone()],
+            },
+        },
         data_root: path.display().to_string(),
         precision,
-        noise: "none".into(),
-        prompt_mode: meta
-            .get("prompt_mode")
-            .cloned()
-            .unwrap_or_else(|| "paper".into()),
+        noise,
+        prompt_mode,
         site,
         pooling,
         seed: args.seed,
-        probe: serde_json::to_value(probe).expect("probe settings serialize"),
+        probe: Some(probe.clone()),
+        depth: Some(depth.clone()),
+        mc: None,
         batch_size: meta
             .get("batch_size")
             .and_then(|v| v.parse().ok())
@@ -313,9 +384,23 @@ fn settings(args: &ProbeArgs) -> anyhow::Result<(ProbeConfig, DepthConfig)> {
         c: args.c,
         standardize: args.standardize,
         positive_class: args.positive_class,
-        split: match args.kfold {
-            Some(k) => SplitConfig::Kfold { k },
-            None => SplitConfig::Holdout {
+        split: match (args.split, args.kfold) {
+            (Some(SplitKind::Sklearn), _) => SplitConfig::Sklearn {
+                test_size: args.test_fraction,
+                random_state: args.random_state,
+            },
+            (Some(SplitKind::Grouped), k) => SplitConfig::Grouped {
+                k,
+                test_fraction: args.test_fraction,
+            },
+            (Some(SplitKind::Kfold), None) => {
+                anyhow::bail!("--split kfold needs --kfold K (the number of folds)")
+            }
+            (Some(SplitKind::Kfold), Some(k)) | (None, Some(k)) => SplitConfig::Kfold { k },
+            (Some(SplitKind::Stratified), Some(_)) => {
+                anyhow::bail!("--kfold is a k-fold split: drop --split stratified or --kfold")
+            }
+            (Some(SplitKind::Stratified), None) | (None, None) => SplitConfig::Stratified {
                 test_fraction: args.test_fraction,
             },
         },
@@ -328,19 +413,17 @@ fn settings(args: &ProbeArgs) -> anyhow::Result<(ProbeConfig, DepthConfig)> {
             args.depth_tolerance
         );
     }
-    let converge = match args.depth_rule {
-        DepthRule::Plateau => ConvergeRule::Plateau {
-            tolerance: args.depth_tolerance,
+    let depth = DepthConfig {
+        rule: match args.depth_rule {
+            DepthRule::Plateau => RuleName::Plateau,
+            DepthRule::Paper => RuleName::Paper,
         },
-        DepthRule::Paper => ConvergeRule::paper(),
+        tolerance: args.depth_tolerance,
+        bootstrap: args.bootstrap,
+        ..DepthConfig::default()
     };
-    Ok((
-        probe,
-        DepthConfig {
-            converge,
-            ..DepthConfig::default()
-        },
-    ))
+    depth.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((probe, depth))
 }
 
 fn run_inner(args: &ProbeArgs) -> Result<(), Failure> {
@@ -360,7 +443,13 @@ fn run_inner(args: &ProbeArgs) -> Result<(), Failure> {
     let t = Instant::now();
     let input = read_features(&args.features).map_err(input_err)?;
     let load_s = t.elapsed().as_secs_f64();
-    let spec = spec_for(args, &input.metadata, &probe).map_err(input_err)?;
+    let spec = spec_for(args, &input, &probe, &depth).map_err(input_err)?;
+    if probe.split.needs_groups() && input.groups.is_none() {
+        return Err(input_err(anyhow::anyhow!(
+            "{}: --split grouped needs a `groups` tensor ([N] I64, written for datasets with a group field)",
+            args.features.display()
+        )));
+    }
     if let SplitConfig::Kfold { k } = probe.split {
         let minority = input.labels.iter().filter(|&&v| v == 1).count();
         let minority = minority.min(input.n - minority);
@@ -386,6 +475,7 @@ fn run_inner(args: &ProbeArgs) -> Result<(), Failure> {
             d: input.d,
             labels: &input.labels,
         },
+        input.groups.as_deref(),
         &probe,
         args.seed,
     )
@@ -410,6 +500,7 @@ fn run_inner(args: &ProbeArgs) -> Result<(), Failure> {
             depth: &depth,
             versions,
             timings,
+            dataset: None,
         },
         &run,
     )
@@ -457,12 +548,14 @@ fn print_table(m: &CellMetrics) {
     }
     if let Some(d) = &m.depth {
         out.push_str(&format!(
-            "peak: layer {} ({:.3}) accuracy {:.4}; converging: layer {} ({:.3})",
+            "peak: layer {} ({:.3}) accuracy {:.4}; converging (paper rule): layer {} ({:.3}); converging (plateau rule): layer {} ({:.3})",
             d.peak.layer,
             d.peak.fraction,
             d.peak.accuracy,
-            d.converging.layer,
-            d.converging.fraction
+            d.converging_paper.layer,
+            d.converging_paper.fraction,
+            d.converging_plateau.layer,
+            d.converging_plateau.fraction
         ));
         match &d.jumping {
             Some(j) => out.push_str(&format!(

@@ -183,36 +183,6 @@ pub fn resolve(
     }
 }
 
-/// The object-store keys of the first candidate present, with their metadata.
-async fn store_select(
-    store: &Store,
-    root: &DataRoot,
-    files: &[String],
-) -> Result<Option<Vec<(String, object_store::ObjectMeta)>>, FetchError> {
-    let backend = |source| FetchError::Store {
-        root: root.to_string(),
-        source,
-    };
-    for entry in files {
-        let c = Candidate::parse(entry);
-        let keys = if c.is_pattern() {
-            c.select(&store.list(c.dir).await.map_err(backend)?)
-        } else {
-            vec![entry.clone()]
-        };
-        let mut found = Vec::new();
-        for key in keys {
-            if let Some(meta) = store.head(&key).await.map_err(backend)? {
-                found.push((key, meta));
-            }
-        }
-        if !found.is_empty() {
-            return Ok(Some(found));
-        }
-    }
-    Ok(None)
-}
-
 /// Copy the selected objects into the data cache (or reuse an earlier copy of
 /// the same versions); `None` when no candidate exists in the store.
 async fn store_files(
@@ -222,7 +192,14 @@ async fn store_files(
     files: &[String],
     opts: &FetchOptions,
 ) -> Result<Option<PathBuf>, FetchError> {
-    let Some(found) = store_select(store, root, files).await? else {
+    let found = store
+        .select_candidates(files)
+        .await
+        .map_err(|source| FetchError::Store {
+            root: root.to_string(),
+            source,
+        })?;
+    let Some(found) = found else {
         return Ok(None);
     };
     // Keyed by what was read: the root, and each object's path, size and

@@ -19,12 +19,14 @@ use crate::engine::load::{open_model, LoadOptions};
 use crate::engine::output::{write_features, FeatureFile, OutputDtype, OutputMetadata};
 use crate::engine::{DeviceMap, EngineError, Model};
 use crate::mc::{LensMode, McInput};
-use cd_common::datasets::{self, BinaryOptions, DataRoot, DatasetError, McOptions};
-use cd_common::depth::DepthConfig;
+use cd_common::datasets::{
+    self, BinaryOptions, DataRoot, DatasetError, DatasetProvenance, McOptions,
+};
 use cd_common::metrics::{CellMetrics, MetricsError, ProbeCellInputs};
 use cd_common::probe::layers::{probe_all_layers, Features};
-use cd_common::probe::{ProbeConfig, ProbeError};
-use cd_common::spec::{ModelSource, Precision, Site, TaskKind, TaskSpec};
+use cd_common::probe::split::test_fold;
+use cd_common::probe::ProbeError;
+use cd_common::spec::{DatasetRef, ModelSource, Precision, Site, TaskKind, TaskSpec};
 use cd_common::storage::{Store, StoreError};
 use ndarray::{s, Array3};
 use std::collections::BTreeMap;
@@ -61,6 +63,17 @@ pub enum PipelineError {
     /// The dataset could not be loaded.
     #[error(transparent)]
     Dataset(#[from] DatasetError),
+    /// The dataset files this worker read are not the ones the task names
+    /// (its data root holds other content than the coordinator hashed).
+    #[error("dataset `{dataset}`: the files read here have SHA-256 {found:?}, but the task was made for {expected:?}; this node's data root holds other data")]
+    DataMismatch {
+        /// The dataset.
+        dataset: String,
+        /// What the task's identity names.
+        expected: Vec<String>,
+        /// What was read.
+        found: Vec<String>,
+    },
     /// A remote data root could not be copied locally (boxed: object-store
     /// errors are large and every task result carries this type).
     #[error(transparent)]
@@ -86,6 +99,7 @@ impl PipelineError {
         match self {
             PipelineError::Spec(_)
             | PipelineError::Placement { .. }
+            | PipelineError::DataMismatch { .. }
             | PipelineError::Dataset(_)
             | PipelineError::Probe(_)
             | PipelineError::Metrics(_) => true,
@@ -383,7 +397,7 @@ impl Pipeline {
             offline: self.opts.offline,
         };
         let root = DataRoot::parse(&spec.data_root)?;
-        resolve_data_root(&root, &spec.dataset, &fetch, ctx.runtime)
+        resolve_data_root(&root, &spec.dataset.name, &fetch, ctx.runtime)
             .map_err(|e| PipelineError::DataFetch(Box::new(e)))
     }
 
@@ -399,14 +413,24 @@ impl Pipeline {
         started: Instant,
     ) -> Result<CellMetrics, PipelineError> {
         let progress = ctx.progress;
-        let probe_cfg = ProbeConfig::from_json(&spec.probe)?;
+        let (Some(probe_cfg), Some(depth_cfg)) = (&spec.probe, &spec.depth) else {
+            return Err(PipelineError::Spec(
+                "a probe task needs probe and depth settings".into(),
+            ));
+        };
         progress.set_phase(Phase::LoadData);
         let t = Instant::now();
         let root = self.data_root(spec, ctx)?;
-        let opts = BinaryOptions::from_spec(&spec.prompt_mode, &spec.noise, spec.seed)?;
-        let data = datasets::load_binary(&spec.dataset, &root, &opts)?;
+        let opts = BinaryOptions {
+            prompt_mode: spec.prompt_mode,
+            noise: spec.noise,
+            seed: spec.seed,
+            max_per_class: None,
+        };
+        let data = datasets::load_binary(&spec.dataset.name, &root, &opts)?;
+        check_dataset_identity(&spec.dataset, &data.provenance)?;
         timings.insert("load_data".to_string(), t.elapsed().as_secs_f64());
-        tracing::info!(dataset = %spec.dataset, examples = data.len(), "dataset loaded");
+        tracing::info!(dataset = %spec.dataset.name, examples = data.len(), "dataset loaded");
         progress.check()?;
 
         let t = Instant::now();
@@ -426,12 +450,24 @@ impl Pipeline {
                 d,
                 labels: &data.labels,
             },
-            &probe_cfg,
+            data.groups.as_deref(),
+            probe_cfg,
             spec.seed,
         )?;
         progress.check()?;
 
-        self.upload_spec_and_features(spec, ctx, &features, &token_counts, Some(&data.labels))?;
+        let split = test_fold(&run.folds, n);
+        self.upload_spec_and_features(
+            spec,
+            ctx,
+            &features,
+            &token_counts,
+            Some(&Probed {
+                labels: &data.labels,
+                test_fold: &split,
+                groups: data.groups.as_deref(),
+            }),
+        )?;
         timings.insert("total".to_string(), started.elapsed().as_secs_f64());
         let metrics = CellMetrics::for_probe(
             ProbeCellInputs {
@@ -440,10 +476,11 @@ impl Pipeline {
                 class_names: Some(data.class_names.clone()),
                 n_layers,
                 includes_embedding: spec.site == Site::Residual,
-                probe: &probe_cfg,
-                depth: &DepthConfig::default(),
+                probe: probe_cfg,
+                depth: depth_cfg,
                 versions: versions(),
                 timings: timings.clone(),
+                dataset: Some(data.provenance.clone()),
             },
             &run,
         )?;
@@ -466,9 +503,10 @@ impl Pipeline {
             seed: spec.seed,
             ..McOptions::default()
         };
-        let data = datasets::load_mc(&spec.dataset, &root, &opts)?;
+        let data = datasets::load_mc(&spec.dataset.name, &root, &opts)?;
+        check_dataset_identity(&spec.dataset, &data.provenance)?;
         timings.insert("load_data".to_string(), t.elapsed().as_secs_f64());
-        tracing::info!(dataset = %spec.dataset, items = data.items.len(), "dataset loaded");
+        tracing::info!(dataset = %spec.dataset.name, items = data.items.len(), "dataset loaded");
 
         // Scoring is the forward pass here: report it as extraction.
         progress.set_phase(Phase::Extract);
@@ -498,6 +536,7 @@ impl Pipeline {
                     sums: scored.scores,
                     n_tokens: scored.n_tokens,
                     correct: item.correct.clone(),
+                    best: item.best,
                 });
             }
         }
@@ -580,7 +619,7 @@ impl Pipeline {
         ctx: &TaskContext<'_>,
         features: &Array3<f32>,
         token_counts: &[usize],
-        labels: Option<&[u8]>,
+        probed: Option<&Probed<'_>>,
     ) -> Result<(), PipelineError> {
         let progress = ctx.progress;
         progress.set_phase(Phase::Upload);
@@ -591,12 +630,22 @@ impl Pipeline {
         }
         let scratch = tempfile::tempdir().map_err(|e| PipelineError::Scratch(e.to_string()))?;
         let path = scratch.path().join("features.safetensors");
-        let labels_i64: Option<Vec<i64>> = labels.map(|l| l.iter().map(|&v| v as i64).collect());
+        let labels_i64: Option<Vec<i64>> =
+            probed.map(|p| p.labels.iter().map(|&v| v as i64).collect());
+        let groups_i64: Option<Vec<i64>> = probed
+            .and_then(|p| p.groups)
+            .map(|g| g.iter().map(|&v| v as i64).collect());
         let mut extra = BTreeMap::new();
         extra.insert("task_id".to_string(), spec.id().0);
-        extra.insert("dataset".to_string(), spec.dataset.clone());
-        extra.insert("noise".to_string(), spec.noise.clone());
-        extra.insert("prompt_mode".to_string(), spec.prompt_mode.clone());
+        extra.insert("dataset".to_string(), spec.dataset.name.clone());
+        extra.insert("noise".to_string(), spec.noise.name());
+        extra.insert(
+            "prompt_mode".to_string(),
+            spec.prompt_mode.as_str().to_string(),
+        );
+        if let Some(split) = spec.probe.as_ref().map(|p| &p.split) {
+            extra.insert("split".to_string(), split.label());
+        }
         let meta = OutputMetadata {
             model: spec.model.name.clone(),
             site: spec.site.as_str().to_string(),
@@ -611,6 +660,8 @@ impl Pipeline {
                 features: features.view(),
                 token_counts,
                 labels: labels_i64.as_deref(),
+                test_fold: probed.map(|p| p.test_fold),
+                groups: groups_i64.as_deref(),
                 dtype: OutputDtype::F32,
                 metadata: &meta,
             },
@@ -653,6 +704,33 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// What a probe cell adds to its features file.
+struct Probed<'a> {
+    labels: &'a [u8],
+    test_fold: &'a [i32],
+    groups: Option<&'a [usize]>,
+}
+
+/// Refuse data whose files are not the ones the task's identity names.
+fn check_dataset_identity(
+    dataset: &DatasetRef,
+    provenance: &DatasetProvenance,
+) -> Result<(), PipelineError> {
+    let found: Vec<String> = provenance
+        .files
+        .iter()
+        .map(|f| f.sha256.to_ascii_lowercase())
+        .collect();
+    if found != dataset.identity.files_sha256 {
+        return Err(PipelineError::DataMismatch {
+            dataset: dataset.name.clone(),
+            expected: dataset.identity.files_sha256.clone(),
+            found,
+        });
+    }
+    Ok(())
 }
 
 /// Sleep in short steps so a cancellation is seen quickly.

@@ -344,7 +344,7 @@ impl Footprint {
         let per_token = (4 * shape.hidden as u64 + 6 * qh + 3 * shape.intermediate as u64) * a
             + 3 * shape.heads as u64 * s * 4;
         let mut activations = b * s * per_token;
-        if precision == Precision::Int8 {
+        if precision == Precision::Q8_0 {
             // 8-bit matmuls dequantize a weight to f32 for large batches.
             let largest = (shape.hidden * shape.intermediate.max(qh as usize)) as u64;
             activations += largest * 4;
@@ -618,7 +618,7 @@ fn lower_precisions(p: Precision) -> Vec<Precision> {
     match p {
         Precision::F32 => vec![Precision::Bf16, Precision::Int8],
         Precision::Bf16 | Precision::F16 => vec![Precision::Int8],
-        Precision::Int8 => vec![],
+        Precision::Int8 | Precision::Q8_0 => vec![],
     }
 }
 

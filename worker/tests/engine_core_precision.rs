@@ -1,6 +1,6 @@
 //! How far reduced precisions move the representations from f32, per layer.
 //!
-//! For each precision (`16` bf16, `16-f16`, `8` Q8_0 weights) the test
+//! For each precision (`16` bf16, `16-f16`, `q8_0` Q8_0 weights) the test
 //! extracts the `residual` and `post_attention_norm` sites and prints, per
 //! layer, the mean cosine similarity to the f32 vectors (the table in
 //! `docs/engine.md` comes from this test on SmolLM2). Floors per layer: 0.995
@@ -97,7 +97,7 @@ fn reduced_precisions_stay_close_to_f32_on_smollm2() {
         "smollm2",
         source,
         &[
-            (Precision::Int8, 0.995),
+            (Precision::Q8_0, 0.995),
             (Precision::Bf16, 0.999),
             (Precision::F16, 0.9999),
         ],
@@ -116,7 +116,7 @@ fn reduced_precisions_stay_close_to_f32_on_tiny_gemma3() {
         "tiny gemma3",
         source,
         &[
-            (Precision::Int8, 0.995),
+            (Precision::Q8_0, 0.995),
             (Precision::Bf16, 0.999),
             (Precision::F16, 0.9999),
         ],

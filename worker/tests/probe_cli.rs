@@ -63,6 +63,8 @@ fn write(path: &Path, x: &Array3<f32>, labels: Option<&[i64]>, dtype: OutputDtyp
             features: x.view(),
             token_counts: &counts,
             labels,
+            test_fold: None,
+            groups: None,
             dtype,
             metadata: &metadata(),
         },
@@ -109,6 +111,7 @@ fn library_run(x: &Array3<f32>, labels: &[i64], cfg: &ProbeConfig, seed: u64) ->
             d,
             labels: &y,
         },
+        None,
         cfg,
         seed,
     )
@@ -137,6 +140,16 @@ fn probe_writes_metrics_equal_to_the_library_and_known_answers() {
                 ..ProbeConfig::default()
             },
         ),
+        (
+            vec!["--split", "sklearn", "--random-state", "42"],
+            ProbeConfig {
+                split: SplitConfig::Sklearn {
+                    test_size: 0.4,
+                    random_state: Some(42),
+                },
+                ..ProbeConfig::default()
+            },
+        ),
     ] {
         let out = dir.path().join("metrics.json");
         let mut args = vec![s(&feats), "--out", s(&out), "--seed", "3"];
@@ -158,9 +171,21 @@ fn probe_writes_metrics_equal_to_the_library_and_known_answers() {
         assert_eq!(m.seeds.split, 3);
         let k = match cfg.split {
             SplitConfig::Kfold { k } => k,
-            SplitConfig::Holdout { .. } => 1,
+            _ => 1,
         };
         assert_eq!(m.folds.len(), k);
+        // The split is recorded per example: fold f tests where test_fold == f.
+        let split = m.split.as_ref().unwrap();
+        assert_eq!(split.test_fold.len(), N);
+        assert_eq!(split.n_folds, k);
+        for f in &m.folds {
+            let tested = split
+                .test_fold
+                .iter()
+                .filter(|&&t| t == f.fold as i32)
+                .count();
+            assert_eq!(tested, f.n_test);
+        }
         assert_eq!(m.fold_layers.len(), k * L);
         // Same numbers as the library on the same data, split and settings.
         let want = library_run(&x, &labels, &cfg, 3);
@@ -362,7 +387,7 @@ fn bad_inputs_are_refused_with_the_file_and_what_was_expected() {
         &good,
         &["--kfold", "1"],
         2,
-        &["probe.split.k must be at least 2"],
+        &["k must be between 2 and 100"],
     );
     refused(
         &good,

@@ -125,10 +125,7 @@ pub(crate) fn load(
         }
         (None, Some(generator)) => {
             debug_assert_eq!(generator.kind, GeneratorKind::Coinflip);
-            let n = match param {
-                Some(p) => p.parse::<usize>().map_err(|_| bad_param(manifest, param))?,
-                None => generator.items,
-            };
+            let n = generated_items(manifest, param)?;
             let items = generate::coinflip_items(n, opts.seed);
             let rows = items
                 .into_iter()
@@ -256,6 +253,35 @@ pub(crate) fn load(
         stats,
     };
     Ok(out)
+}
+
+/// Most items a generated binary dataset may be asked for.
+pub const MAX_GENERATED_ITEMS: usize = 1_000_000;
+
+/// The number of items a generated dataset's name asks for (`coinflip_gen/N`),
+/// or the manifest's default; refuses a parameter on a file-backed dataset.
+pub(crate) fn generated_items(
+    manifest: &DatasetManifest,
+    param: Option<&str>,
+) -> Result<usize, DatasetError> {
+    let Some(generator) = &manifest.generator else {
+        return match param {
+            Some(_) => Err(bad_param(manifest, param)),
+            None => Ok(0),
+        };
+    };
+    let n = match param {
+        Some(p) => p.parse::<usize>().map_err(|_| bad_param(manifest, param))?,
+        None => generator.items,
+    };
+    if !(2..=MAX_GENERATED_ITEMS).contains(&n) {
+        return Err(DatasetError::BadOption {
+            what: "number of generated items",
+            value: format!("{}/{p}", manifest.name, p = param.unwrap_or("")),
+            expected: format!("between 2 and {MAX_GENERATED_ITEMS}"),
+        });
+    }
+    Ok(n)
 }
 
 fn bad_param(manifest: &DatasetManifest, param: Option<&str>) -> DatasetError {

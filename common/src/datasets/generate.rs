@@ -3,7 +3,7 @@
 //! paper). Every item draws from its own stream (seed, purpose, index), so an
 //! item does not change when more items are asked for or others are filtered out.
 
-use super::noise::example_rng;
+use crate::rng::example_rng;
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;

@@ -548,17 +548,13 @@ fn read_reclor(file: &SourceFile) -> Result<Vec<RawItem>, DatasetError> {
     Ok(out)
 }
 
-/// Calculation items, optionally filtered by `<int|dec>/<1-2|3-4|5-6>/<op>`
-/// (any part may be `*`, trailing parts may be left out).
-fn calculation(
+/// The parts of a calculation filter `<int|dec>/<1-2|3-4|5-6>/<op>` (any part
+/// may be `*`, trailing parts may be left out), or why it is not one.
+pub(crate) fn calculation_filter<'p>(
     manifest: &DatasetManifest,
-    param: Option<&str>,
-    seed: u64,
-    per_cell: usize,
-    n_wrong: usize,
-) -> Result<Vec<RawItem>, DatasetError> {
+    param: Option<&'p str>,
+) -> Result<Vec<&'p str>, DatasetError> {
     let parts: Vec<&str> = param.map(|p| p.split('/').collect()).unwrap_or_default();
-    let want = |i: usize, v: &str| parts.get(i).is_none_or(|p| *p == "*" || *p == v);
     let bad = || DatasetError::BadOption {
         what: "dataset name",
         value: format!("{}/{}", manifest.name, param.unwrap_or("")),
@@ -579,6 +575,20 @@ fn calculation(
     {
         return Err(bad());
     }
+    Ok(parts)
+}
+
+/// Calculation items, optionally filtered by `<int|dec>/<1-2|3-4|5-6>/<op>`
+/// (any part may be `*`, trailing parts may be left out).
+fn calculation(
+    manifest: &DatasetManifest,
+    param: Option<&str>,
+    seed: u64,
+    per_cell: usize,
+    n_wrong: usize,
+) -> Result<Vec<RawItem>, DatasetError> {
+    let parts = calculation_filter(manifest, param)?;
+    let want = |i: usize, v: &str| parts.get(i).is_none_or(|p| *p == "*" || *p == v);
     let mut out = Vec::new();
     for (kind, kname) in [(NumberKind::Int, "int"), (NumberKind::Dec, "dec")] {
         if !want(0, kname) {

@@ -4,9 +4,9 @@
 //! Definitions live in the project's `datasets/*.toml` manifests (embedded at
 //! build time, see [`registry`]); this module reads raw files under a
 //! [`DataRoot`], applies the class rule, caps, noise and prompt
-//! ([`load_binary`]) or builds multiple-choice items ([`load_mc`]), and offers
-//! seeded stratified splits ([`split`]). `docs/datasets.md` documents every
-//! dataset, the manifest fields and the noise kinds.
+//! ([`load_binary`]) or builds multiple-choice items ([`load_mc`]); splits
+//! belong to the probe (`crate::probe::split`). `docs/datasets.md` documents
+//! every dataset, the manifest fields and the noise kinds.
 
 mod binary;
 mod error;
@@ -17,7 +17,6 @@ pub mod noise;
 pub mod prompt;
 mod root;
 mod source;
-pub mod split;
 
 pub use binary::{BinaryDataset, BinaryOptions};
 pub use error::DatasetError;
@@ -27,7 +26,6 @@ pub use noise::NoiseKind;
 pub use prompt::{PromptMode, CD_LEGACY_INSTRUCTION};
 pub use root::DataRoot;
 pub use source::{find_source_files, Candidate, FileProvenance};
-pub use split::{group_kfold, group_stratified_split, kfold, stratified_split, Split};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -74,6 +72,34 @@ pub fn find(name: &str) -> Result<(&'static DatasetManifest, Option<&str>), Data
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+}
+
+/// Check a dataset name as a grid writes it, parameter included, without
+/// reading any file: its manifest and canonical name (`coinflip_gen/2000`).
+pub fn check_name(name: &str) -> Result<(&'static DatasetManifest, String), DatasetError> {
+    let (manifest, param) = find(name)?;
+    match (manifest.kind, &manifest.generator) {
+        (DatasetKind::Binary, _) => {
+            binary::generated_items(manifest, param)?;
+        }
+        (DatasetKind::MultipleChoice, Some(_)) => {
+            mc::calculation_filter(manifest, param)?;
+        }
+        (DatasetKind::MultipleChoice, None) => {
+            if let Some(p) = param {
+                return Err(DatasetError::BadOption {
+                    what: "dataset name",
+                    value: format!("{}/{p}", manifest.name),
+                    expected: format!("`{}` (it takes no parameter)", manifest.name),
+                });
+            }
+        }
+    }
+    let canonical = match param {
+        Some(p) => format!("{}/{p}", manifest.name),
+        None => manifest.name.clone(),
+    };
+    Ok((manifest, canonical))
 }
 
 fn kind_name(k: DatasetKind) -> &'static str {

@@ -4,14 +4,16 @@
 //! whatever order examples are processed in.
 
 use super::DatasetError;
-use rand::{Rng, SeedableRng};
+use crate::rng::example_rng;
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// A named perturbation.
+///
+/// Serialized as its canonical name (`"typos:0.05"`), as grids write it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[serde(try_from = "String", into = "String")]
 pub enum NoiseKind {
     /// No perturbation.
     None,
@@ -77,24 +79,23 @@ impl NoiseKind {
     }
 }
 
+impl TryFrom<String> for NoiseKind {
+    type Error = DatasetError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        NoiseKind::parse(&s)
+    }
+}
+
+impl From<NoiseKind> for String {
+    fn from(n: NoiseKind) -> String {
+        n.name()
+    }
+}
+
 impl std::fmt::Display for NoiseKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.name())
     }
-}
-
-/// A generator for one example of one purpose: the first 8 bytes of
-/// SHA-256(purpose, seed, index), so streams never collide across purposes.
-pub(crate) fn example_rng(seed: u64, purpose: &str, index: usize) -> ChaCha8Rng {
-    let mut h = Sha256::new();
-    h.update(purpose.as_bytes());
-    h.update([0u8]);
-    h.update(seed.to_le_bytes());
-    h.update((index as u64).to_le_bytes());
-    let d = h.finalize();
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d[..8]);
-    ChaCha8Rng::seed_from_u64(u64::from_le_bytes(b))
 }
 
 fn typos(sample: &str, rate: f64, rng: &mut ChaCha8Rng) -> String {

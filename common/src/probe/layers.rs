@@ -3,6 +3,7 @@
 //! Jobs are independent, so rayon spreads them over all cores; each job reads
 //! its layer in place from the `[N, L, d]` feature array.
 
+use super::bootstrap::FoldCorrectness;
 use super::eval::{self, FoldMetrics};
 use super::logistic::{self, Rows};
 use super::split::{self, Fold};
@@ -53,18 +54,23 @@ pub struct ProbeRun {
     pub folds: Vec<Fold>,
     /// One entry per (layer, fold), ordered by layer then fold.
     pub fits: Vec<FoldLayer>,
+    /// Per fold, per layer, whether each test example (in `folds[f].test`
+    /// order) was classified correctly: what the bootstrap resamples.
+    pub correct: Vec<FoldCorrectness>,
     /// Wall time of all fits, seconds.
     pub seconds: f64,
 }
 
-/// Split with `config.split` and `seed`, then fit and evaluate every layer.
+/// Split with `config.split` and `seed` (`groups`: one id per example, for
+/// grouped splits), then fit and evaluate every layer.
 pub fn probe_all_layers(
     features: &Features<'_>,
+    groups: Option<&[usize]>,
     config: &ProbeConfig,
     seed: u64,
 ) -> Result<ProbeRun, ProbeError> {
     config.validate()?;
-    let folds = split::make_folds(features.labels, &config.split, seed)?;
+    let folds = split::make_folds(features.labels, groups, &config.split, seed)?;
     probe_with_folds(features, config, folds)
 }
 
@@ -118,8 +124,9 @@ pub fn probe_with_folds(
                 config.standardize,
                 &config.solver,
             )?;
-            let metrics = evaluate(&model, &x, fold, &y_train, &y_test, config.positive_class);
-            Ok(FoldLayer {
+            let (metrics, correct) =
+                evaluate(&model, &x, fold, &y_train, &y_test, config.positive_class);
+            let fit = FoldLayer {
                 fold: k,
                 layer,
                 metrics,
@@ -127,17 +134,28 @@ pub fn probe_with_folds(
                 cg_iterations: model.cg_iterations,
                 converged: model.converged,
                 seconds: t0.elapsed().as_secs_f64(),
-            })
+            };
+            Ok((fit, correct))
         })
         .collect::<Result<Vec<_>, ProbeError>>()?;
+    let mut correct: Vec<FoldCorrectness> = vec![vec![Vec::new(); n_layers]; folds.len()];
+    let fits = fits
+        .into_iter()
+        .map(|(fit, c)| {
+            correct[fit.fold][fit.layer] = c;
+            fit
+        })
+        .collect();
     Ok(ProbeRun {
         folds,
         fits,
+        correct,
         seconds: start.elapsed().as_secs_f64(),
     })
 }
 
-/// Test metrics of a fitted model; label 1 is predicted when `x·w + b > 0`
+/// Test metrics of a fitted model and whether each test example was
+/// classified correctly; label 1 is predicted when `x·w + b > 0`
 /// (scikit-learn's `predict`), and AUC ranks the positive class's probability.
 pub fn evaluate(
     model: &logistic::Model,
@@ -146,7 +164,7 @@ pub fn evaluate(
     y_train: &[u8],
     y_test: &[u8],
     positive: u8,
-) -> FoldMetrics {
+) -> (FoldMetrics, Vec<bool>) {
     let z_test = model.decision(x, &fold.test);
     let z_train = model.decision(x, &fold.train);
     let predict = |z: &[f64]| -> Vec<u8> { z.iter().map(|&v| u8::from(v > 0.0)).collect() };
@@ -166,11 +184,13 @@ pub fn evaluate(
         .collect();
     let is_pos: Vec<bool> = y_test.iter().map(|&y| y == positive).collect();
     let majority = eval::majority_label(y_train);
-    FoldMetrics {
+    let metrics = FoldMetrics {
         accuracy: eval::accuracy(&pred_test, y_test),
         f1: eval::f1(&pred_test, y_test, positive),
         auc: eval::roc_auc(&proba_pos, &is_pos),
         baseline: y_test.iter().filter(|&&y| y == majority).count() as f64 / y_test.len() as f64,
         train_accuracy: eval::accuracy(&predict(&z_train), y_train),
-    }
+    };
+    let correct = pred_test.iter().zip(y_test).map(|(p, y)| p == y).collect();
+    (metrics, correct)
 }

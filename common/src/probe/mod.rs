@@ -2,11 +2,13 @@
 //!
 //! This module owns everything between "features per layer" and "numbers per
 //! layer": the L2-regularised logistic-regression solver ([`logistic`]), the
-//! seeded splits ([`split`]), the classification metrics ([`eval`]), the
-//! all-layers driver that fits layers in parallel ([`layers`]), and the
+//! splits ([`split`]), the classification metrics ([`eval`]), the
+//! all-layers driver that fits layers in parallel ([`layers`]), bootstrap
+//! intervals of the curve and its depths ([`bootstrap`]), and the
 //! multiple-choice metrics computed from per-layer candidate scores ([`mc`]).
 //! [`npy`] reads `.npy` arrays (fixtures and benchmark inputs).
 
+pub mod bootstrap;
 mod dense;
 pub mod eval;
 pub mod layers;
@@ -17,6 +19,7 @@ pub mod split;
 mod woodbury;
 
 use serde::{Deserialize, Serialize};
+pub use split::{Fold, SplitConfig, SplitError};
 
 /// Probe settings of a task (the `probe` object of a task spec).
 ///
@@ -76,55 +79,10 @@ impl ProbeConfig {
                 self.positive_class
             )));
         }
-        self.split.validate()?;
+        self.split
+            .validate()
+            .map_err(|e| ProbeError::Config(e.to_string()))?;
         self.solver.validate()
-    }
-}
-
-/// How a dataset is split for probing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SplitConfig {
-    /// One seeded stratified split; `test_fraction` of each class is held out.
-    Holdout {
-        /// Fraction of every class in the test set (default 0.4, as the paper).
-        #[serde(default = "default_test_fraction")]
-        test_fraction: f64,
-    },
-    /// Seeded stratified k-fold cross-validation; every example is tested once.
-    Kfold {
-        /// Number of folds (≥ 2).
-        k: usize,
-    },
-}
-
-fn default_test_fraction() -> f64 {
-    0.4
-}
-
-impl Default for SplitConfig {
-    fn default() -> Self {
-        SplitConfig::Holdout {
-            test_fraction: default_test_fraction(),
-        }
-    }
-}
-
-impl SplitConfig {
-    fn validate(&self) -> Result<(), ProbeError> {
-        match *self {
-            SplitConfig::Holdout { test_fraction }
-                if !(test_fraction > 0.0 && test_fraction < 1.0) =>
-            {
-                Err(ProbeError::Config(format!(
-                    "probe.split.test_fraction must be in (0, 1), got {test_fraction}"
-                )))
-            }
-            SplitConfig::Kfold { k } if k < 2 => Err(ProbeError::Config(format!(
-                "probe.split.k must be at least 2, got {k}"
-            ))),
-            _ => Ok(()),
-        }
     }
 }
 
@@ -137,6 +95,9 @@ pub enum ProbeError {
     /// Inputs of inconsistent shape or content.
     #[error("invalid probe input: {0}")]
     Input(String),
+    /// The examples cannot be split as asked.
+    #[error(transparent)]
+    Split(#[from] SplitError),
     /// A `.npy` file that cannot be read.
     #[error("{path}: {msg}")]
     Npy {

@@ -11,18 +11,22 @@ pub mod svg;
 
 use cd_common::depth::depth_fraction;
 use cd_common::metrics::CellMetrics;
+use cd_common::spec::TaskId;
 use cd_common::storage::{Store, StoreError};
-use cd_common::tables::{self, DepthRow, Matrix};
+use cd_common::tables::{self, DepthRow, Matrix, McRow};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
+use std::collections::HashSet;
 use std::fmt::Write;
 use std::path::Path;
 
 /// What a report run produced.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
-    /// Cells read.
+    /// Cells of the current grid read.
     pub cells: usize,
+    /// Cells of the sweep that the current grid does not hold (listed apart).
+    pub other_cells: usize,
     /// `metrics.json` files that did not parse (named in the log and in index.html).
     pub unreadable: Vec<String>,
     /// Files written, relative to the report directory.
@@ -43,35 +47,6 @@ pub enum ReportError {
         /// What the OS said.
         source: std::io::Error,
     },
-}
-
-/// One row of the multiple-choice table.
-#[derive(Debug, Clone, Serialize)]
-pub struct McRow {
-    /// Model display name.
-    pub model: String,
-    /// Parameters in billions.
-    pub size_b: f64,
-    /// Dataset.
-    pub dataset: String,
-    /// Precision.
-    pub precision: String,
-    /// Noise kind.
-    pub noise: String,
-    /// `faithful` or `normed`.
-    pub lens: String,
-    /// Whether scores were length-normalised.
-    pub length_normalised: bool,
-    /// Best MC1 over layers.
-    pub peak_mc1: f64,
-    /// Its layer.
-    pub peak_layer: usize,
-    /// MC1 at the last layer.
-    pub last_mc1: f64,
-    /// MC3 at the last layer.
-    pub last_mc3: f64,
-    /// Chance MC1 of the task.
-    pub chance_mc1: Option<f64>,
 }
 
 /// Read every completed cell of a sweep.
@@ -109,9 +84,15 @@ pub async fn read_cells(
 }
 
 /// Regenerate the report of `sweep` into the store (and `out`, if given).
+///
+/// Cells of the grid last served (`<sweep>/state/grid.json`, or every cell
+/// when none was recorded) make the tables and figures; other cells of the
+/// sweep are listed apart (`other_cells.csv`), never mixed in.
 pub async fn write(store: &Store, sweep: &str, out: Option<&Path>) -> Result<Summary, ReportError> {
-    let (cells, unreadable) = read_cells(store, sweep).await?;
-    let files = render(sweep, &cells, &unreadable);
+    let (all, unreadable) = read_cells(store, sweep).await?;
+    let grid = store.get_grid_ids(sweep).await?;
+    let (cells, others) = split_by_grid(all, grid.as_ref());
+    let files = render(sweep, &cells, &others, &unreadable);
     for (name, body) in &files {
         store
             .put_bytes(
@@ -133,9 +114,23 @@ pub async fn write(store: &Store, sweep: &str, out: Option<&Path>) -> Result<Sum
     }
     Ok(Summary {
         cells: cells.len(),
+        other_cells: others.len(),
         unreadable,
         files: files.into_iter().map(|(n, _)| n).collect(),
     })
+}
+
+/// Cells of the grid, and the others.
+pub fn split_by_grid(
+    cells: Vec<CellMetrics>,
+    grid: Option<&HashSet<TaskId>>,
+) -> (Vec<CellMetrics>, Vec<CellMetrics>) {
+    match grid {
+        Some(ids) => cells
+            .into_iter()
+            .partition(|c| ids.contains(&TaskId(c.task_id.clone()))),
+        None => (cells, Vec::new()),
+    }
 }
 
 fn slug(s: &str) -> String {
@@ -150,73 +145,41 @@ fn slug(s: &str) -> String {
         .collect()
 }
 
-fn opt(v: Option<impl std::fmt::Display>) -> String {
-    v.map(|v| v.to_string()).unwrap_or_default()
-}
-
 /// Like [`opt`], but a missing value reads as a dash in Markdown tables.
 fn opt_or_dash(v: Option<impl std::fmt::Display>) -> String {
     v.map_or("–".to_string(), |v| v.to_string())
 }
 
-/// A cell's identity columns (`model,size_b,dataset,precision,noise`), shared by
-/// the depth and multiple-choice CSVs so both name a cell the same way.
-fn csv_cell(model: &str, size_b: f64, dataset: &str, precision: &str, noise: &str) -> String {
-    format!(
-        "{},{size_b},{},{precision},{}",
-        csv_field(model),
-        csv_field(dataset),
-        csv_field(noise)
-    )
-}
-
-/// The same identity columns for the Markdown tables, which omit the size.
-fn md_cell(model: &str, dataset: &str, precision: &str, noise: &str) -> String {
-    format!("{model} | {dataset} | {precision} | {noise}")
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-const DEPTH_HEADER: &str = "model,size_b,dataset,precision,noise,n_layers,peak_accuracy,peak_layer,peak_fraction,converging_layer,converging_fraction,converging_layer_paper,converging_fraction_paper,jumping_layer,jumping_fraction";
-
-fn depth_csv(rows: &[DepthRow]) -> String {
-    let mut s = format!("{DEPTH_HEADER}\n");
+/// Rows as CSV with a header, through the `csv` crate (quoting, missing
+/// values as empty fields).
+fn to_csv<T: Serialize>(rows: &[T]) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
     for r in rows {
-        let _ = writeln!(
-            s,
-            "{},{},{:.4},{},{:.4},{},{:.4},{},{},{},{}",
-            csv_cell(&r.model, r.size_b, &r.dataset, &r.precision, &r.noise),
-            r.n_layers,
-            r.peak_accuracy,
-            r.peak_layer,
-            r.peak_fraction,
-            r.converging_layer,
-            r.converging_fraction,
-            opt(r.converging_layer_paper),
-            opt(r.converging_fraction_paper.map(|f| format!("{f:.4}"))),
-            opt(r.jumping_layer),
-            opt(r.jumping_fraction.map(|f| format!("{f:.4}"))),
-        );
+        w.serialize(r).expect("rows serialize to CSV");
     }
-    s
+    String::from_utf8(w.into_inner().expect("in-memory writer")).expect("CSV is UTF-8")
+}
+
+fn cell_axes_md(r: &DepthRow) -> String {
+    format!(
+        "{} | {} | {} | {} | {} | {} | {}",
+        r.model, r.dataset, r.precision, r.noise, r.prompt_mode, r.seed, r.split
+    )
 }
 
 fn matrix_md(m: &Matrix) -> String {
     let title = match m.quantity.as_str() {
         "peak_accuracy" => "Peak accuracy (%)",
-        "converging_fraction" => "Converging depth (% of layers)",
+        "converging_fraction_paper" => "Converging depth, paper rule (% of layers)",
+        "converging_fraction_plateau" => "Converging depth, plateau rule (% of layers)",
         other => other,
     };
-    let mut s = format!(
-        "### {title}: precision {}, noise {}\n\n| model |",
-        m.precision, m.noise
-    );
+    let slice = if m.label.is_empty() {
+        format!("precision {}, noise {}", m.slice.precision, m.slice.noise)
+    } else {
+        m.label.clone()
+    };
+    let mut s = format!("### {title}: {slice}\n\n| model |");
     for d in &m.datasets {
         let _ = write!(s, " {d} |");
     }
@@ -240,121 +203,49 @@ fn matrix_md(m: &Matrix) -> String {
 }
 
 fn depth_md(rows: &[DepthRow], matrices: &[Matrix]) -> String {
-    let mut s = String::from("# Concept depth\n\nModels ordered by size. Depth fractions are of the captured layers (see docs/probes.md for the rules).\n\n");
+    let mut s = String::from("# Concept depth\n\nModels ordered by size. Depth fractions are of the captured layers. Both converging rules are shown: `paper` reproduces the paper's published converging layers, `plateau` is the first layer of the run that ends at the peak within the tolerance (docs/probes.md).\n\n");
     for m in matrices {
         s.push_str(&matrix_md(m));
     }
-    s.push_str("## All cells\n\n| model | dataset | precision | noise | layers | peak acc | peak layer | converging layer | converging frac | jumping layer | jumping frac |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("## All cells\n\n| model | dataset | precision | noise | prompt | seed | split | layers | peak acc [95% CI] | peak layer | converging (paper) | converging (plateau) | jumping layer |\n|---|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
+        let ci = match (r.peak_accuracy_low, r.peak_accuracy_high) {
+            (Some(lo), Some(hi)) => format!(" [{lo:.3}, {hi:.3}]"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {:.3} | {} | {} | {:.3} | {} | {} |",
-            md_cell(&r.model, &r.dataset, &r.precision, &r.noise),
+            "| {} | {} | {:.3}{ci} | {} | {} ({:.3}) | {} ({:.3}) | {} |",
+            cell_axes_md(r),
             r.n_layers,
             r.peak_accuracy,
             r.peak_layer,
-            r.converging_layer,
-            r.converging_fraction,
+            r.converging_layer_paper,
+            r.converging_fraction_paper,
+            r.converging_layer_plateau,
+            r.converging_fraction_plateau,
             opt_or_dash(r.jumping_layer),
-            opt_or_dash(r.jumping_fraction.map(|f| format!("{f:.3}"))),
-        );
-    }
-    s
-}
-
-fn mc_rows(cells: &[CellMetrics]) -> Vec<McRow> {
-    let mut rows = Vec::new();
-    for c in cells.iter().filter(|c| !c.mc_layers.is_empty()) {
-        let mut variants: Vec<(String, bool)> = Vec::new();
-        for l in &c.mc_layers {
-            let v = (l.lens.as_str().to_string(), l.length_normalised);
-            if !variants.contains(&v) {
-                variants.push(v);
-            }
-        }
-        for (lens, norm) in variants {
-            let layers: Vec<_> = c
-                .mc_layers
-                .iter()
-                .filter(|l| l.lens.as_str() == lens && l.length_normalised == norm)
-                .collect();
-            let peak = layers
-                .iter()
-                .max_by(|a, b| a.mc1.total_cmp(&b.mc1).then(b.layer.cmp(&a.layer)));
-            let last = layers.iter().max_by_key(|l| l.layer);
-            let (Some(peak), Some(last)) = (peak, last) else {
-                continue;
-            };
-            rows.push(McRow {
-                model: c.spec.model.name.clone(),
-                size_b: c.spec.model.size_b,
-                dataset: c.spec.dataset.clone(),
-                precision: c.spec.precision.as_str().to_string(),
-                noise: c.spec.noise.clone(),
-                lens,
-                length_normalised: norm,
-                peak_mc1: peak.mc1,
-                peak_layer: peak.layer,
-                last_mc1: last.mc1,
-                last_mc3: last.mc3,
-                chance_mc1: c.mc_chance.map(|ch| ch.chance_mc1),
-            });
-        }
-    }
-    rows.sort_by(|a, b| {
-        (
-            &a.dataset,
-            &a.precision,
-            &a.noise,
-            &a.lens,
-            a.length_normalised,
-        )
-            .cmp(&(
-                &b.dataset,
-                &b.precision,
-                &b.noise,
-                &b.lens,
-                b.length_normalised,
-            ))
-            .then(a.size_b.total_cmp(&b.size_b))
-            .then_with(|| a.model.cmp(&b.model))
-    });
-    rows
-}
-
-fn mc_csv(rows: &[McRow]) -> String {
-    let mut s = String::from(
-        "model,size_b,dataset,precision,noise,lens,length_normalised,peak_mc1,peak_layer,last_mc1,last_mc3,chance_mc1\n",
-    );
-    for r in rows {
-        let _ = writeln!(
-            s,
-            "{},{},{},{:.4},{},{:.4},{:.4},{}",
-            csv_cell(&r.model, r.size_b, &r.dataset, &r.precision, &r.noise),
-            r.lens,
-            r.length_normalised,
-            r.peak_mc1,
-            r.peak_layer,
-            r.last_mc1,
-            r.last_mc3,
-            opt(r.chance_mc1.map(|c| format!("{c:.4}"))),
         );
     }
     s
 }
 
 fn mc_md(rows: &[McRow]) -> String {
-    let mut s = String::from("# Multiple choice (logit lens)\n\n| model | dataset | precision | noise | lens | len-norm | peak MC1 | peak layer | last MC1 | last MC3 | chance MC1 |\n|---|---|---|---|---|---|---:|---:|---:|---:|---:|\n");
+    let mut s = String::from("# Multiple choice (logit lens)\n\n| model | dataset | precision | score | lens | len-norm | peak MC1 | peak layer | last MC1 | last MC2 | last MC3 | chance MC1 |\n|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {} |",
-            md_cell(&r.model, &r.dataset, &r.precision, &r.noise),
+            "| {} | {} | {} | {} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {:.3} | {} |",
+            r.model,
+            r.dataset,
+            r.precision,
+            r.score_dtype,
             r.lens,
             r.length_normalised,
             r.peak_mc1,
             r.peak_layer,
             r.last_mc1,
+            r.last_mc2,
             r.last_mc3,
             opt_or_dash(r.chance_mc1.map(|c| format!("{c:.3}")))
         );
@@ -374,32 +265,20 @@ fn mc_figures(cells: &[CellMetrics]) -> Vec<(String, String, svg::Chart)> {
             .then_with(|| a.spec.model.name.cmp(&b.spec.model.name))
     });
     for c in mc {
-        let mut variants: Vec<(String, bool)> = Vec::new();
-        for l in &c.mc_layers {
-            let v = (l.lens.as_str().to_string(), l.length_normalised);
-            if !variants.contains(&v) {
-                variants.push(v);
-            }
-        }
-        for (lens, norm) in variants {
-            let mut layers: Vec<_> = c
-                .mc_layers
-                .iter()
-                .filter(|l| l.lens.as_str() == lens && l.length_normalised == norm)
-                .collect();
-            layers.sort_by_key(|l| l.layer);
+        for (lens, norm) in tables::mc_variants(c) {
+            let layers = tables::mc_variant(c, &lens, norm);
             let norm_tag = if norm { "-lennorm" } else { "" };
             let name = format!(
                 "figures/mc_{}__p{}__{}__{}{}.svg",
-                slug(&c.spec.dataset),
+                slug(&c.spec.dataset.name),
                 slug(c.spec.precision.as_str()),
-                slug(&c.spec.noise),
+                slug(&c.spec.noise.name()),
                 lens,
                 norm_tag
             );
             let title = format!(
                 "{} MC1 ({} lens{}), precision {}, noise {}",
-                c.spec.dataset,
+                c.spec.dataset.name,
                 lens,
                 if norm { ", length-normalised" } else { "" },
                 c.spec.precision,
@@ -434,13 +313,18 @@ fn mc_figures(cells: &[CellMetrics]) -> Vec<(String, String, svg::Chart)> {
 }
 
 /// Render every report file as (relative name, contents).
-pub fn render(sweep: &str, cells: &[CellMetrics], unreadable: &[String]) -> Vec<(String, String)> {
+pub fn render(
+    sweep: &str,
+    cells: &[CellMetrics],
+    others: &[CellMetrics],
+    unreadable: &[String],
+) -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = Vec::new();
     let rows = tables::depth_rows(cells);
     let matrices = tables::depth_matrices(cells);
     let mut figures: Vec<(String, String)> = Vec::new();
     if !rows.is_empty() {
-        files.push(("depth.csv".into(), depth_csv(&rows)));
+        files.push(("depth.csv".into(), to_csv(&rows)));
         files.push(("depth.md".into(), depth_md(&rows, &matrices)));
         let json = serde_json::json!({ "rows": rows, "matrices": matrices });
         files.push((
@@ -467,7 +351,7 @@ pub fn render(sweep: &str, cells: &[CellMetrics], unreadable: &[String]) -> Vec<
                 .series
                 .into_iter()
                 .map(|s| svg::Line {
-                    label: s.model,
+                    label: s.label,
                     x: s.x,
                     y: s.y,
                     y_std: s.y_std,
@@ -478,9 +362,9 @@ pub fn render(sweep: &str, cells: &[CellMetrics], unreadable: &[String]) -> Vec<
         files.push((name.clone(), chart.render()));
         figures.push((name, title));
     }
-    let mc = mc_rows(cells);
+    let mc = tables::mc_rows(cells);
     if !mc.is_empty() {
-        files.push(("mc.csv".into(), mc_csv(&mc)));
+        files.push(("mc.csv".into(), to_csv(&mc)));
         files.push(("mc.md".into(), mc_md(&mc)));
         files.push((
             "mc.json".into(),
@@ -491,9 +375,20 @@ pub fn render(sweep: &str, cells: &[CellMetrics], unreadable: &[String]) -> Vec<
             figures.push((name, title));
         }
     }
+    let other_rows = tables::depth_rows(others);
+    if !others.is_empty() {
+        files.push(("other_cells.csv".into(), to_csv(&other_rows)));
+    }
     files.push((
         "index.html".into(),
-        index_html(sweep, cells.len(), &files, &figures, unreadable),
+        index_html(
+            sweep,
+            cells.len(),
+            others.len(),
+            &files,
+            &figures,
+            unreadable,
+        ),
     ));
     files
 }
@@ -501,6 +396,7 @@ pub fn render(sweep: &str, cells: &[CellMetrics], unreadable: &[String]) -> Vec<
 fn index_html(
     sweep: &str,
     cells: usize,
+    others: usize,
     files: &[(String, String)],
     figures: &[(String, String)],
     unreadable: &[String],
@@ -512,6 +408,9 @@ fn index_html(
         let _ = writeln!(s, "<li><a href=\"{name}\">{name}</a></li>");
     }
     s.push_str("</ul>\n");
+    if others > 0 {
+        let _ = writeln!(s, "<h2>Other cells</h2><p>{others} completed cells of this sweep are not in the grid last served; they are listed in <a href=\"other_cells.csv\">other_cells.csv</a> and left out of every table and figure.</p>");
+    }
     if !unreadable.is_empty() {
         s.push_str("<h2>Unreadable results</h2><ul>\n");
         for u in unreadable {
@@ -531,63 +430,19 @@ fn index_html(
 mod tests {
     use super::*;
 
-    // Pins the row layouts the CSV and Markdown tables share (identity columns,
-    // quoting, number formats, empty and dashed missing values).
     #[test]
-    fn table_rows_keep_their_layout() {
-        let depth = DepthRow {
+    fn csv_quotes_and_leaves_missing_values_empty() {
+        #[derive(Serialize)]
+        struct Row {
+            model: String,
+            layer: Option<usize>,
+            acc: f64,
+        }
+        let csv = to_csv(&[Row {
             model: "m, \"x\"".into(),
-            size_b: 0.5,
-            dataset: "cities".into(),
-            precision: "16".into(),
-            noise: "none".into(),
-            n_layers: 30,
-            peak_accuracy: 0.91234,
-            peak_layer: 12,
-            peak_fraction: 0.4,
-            converging_layer: 10,
-            converging_fraction: 0.33333,
-            converging_layer_paper: None,
-            converging_fraction_paper: Some(0.25),
-            jumping_layer: Some(3),
-            jumping_fraction: None,
-        };
-        let csv = depth_csv(std::slice::from_ref(&depth));
-        assert_eq!(
-            csv.lines().nth(1).unwrap(),
-            r#""m, ""x""",0.5,cities,16,none,30,0.9123,12,0.4000,10,0.3333,,0.2500,3,"#
-        );
-        let md = depth_md(&[depth], &[]);
-        assert!(
-            md.contains(
-                "\n| m, \"x\" | cities | 16 | none | 30 | 0.912 | 12 | 10 | 0.333 | 3 | – |\n"
-            ),
-            "{md}"
-        );
-
-        let mc = McRow {
-            model: "m".into(),
-            size_b: 0.5,
-            dataset: "tqa".into(),
-            precision: "32".into(),
-            noise: "none".into(),
-            lens: "normed".into(),
-            length_normalised: true,
-            peak_mc1: 0.61234,
-            peak_layer: 7,
-            last_mc1: 0.5,
-            last_mc3: 0.45678,
-            chance_mc1: None,
-        };
-        let csv = mc_csv(std::slice::from_ref(&mc));
-        assert_eq!(
-            csv.lines().nth(1).unwrap(),
-            "m,0.5,tqa,32,none,normed,true,0.6123,7,0.5000,0.4568,"
-        );
-        let md = mc_md(&[mc]);
-        assert_eq!(
-            md.lines().last().unwrap(),
-            "| m | tqa | 32 | none | normed | true | 0.612 | 7 | 0.500 | 0.457 | – |"
-        );
+            layer: None,
+            acc: 0.5,
+        }]);
+        assert_eq!(csv, "model,layer,acc\n\"m, \"\"x\"\"\",,0.5\n");
     }
 }

@@ -38,8 +38,8 @@ pub struct CellArgs {
 pub fn run(args: CellArgs) -> anyhow::Result<i32> {
     let text = std::fs::read_to_string(&args.spec)
         .with_context(|| format!("reading {}", args.spec.display()))?;
-    let spec: TaskSpec = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a task spec", args.spec.display()))?;
+    let spec = TaskSpec::from_json(&text)
+        .with_context(|| format!("{}: not a usable task spec", args.spec.display()))?;
     let devices = identity::open_devices(&args.gpus)?;
     let store = Store::open(&args.store)?;
     let mut opts = PipelineOptions::new(devices);

@@ -280,7 +280,9 @@ impl Agent {
     /// Execute one leased task. Returns true when the worker must exit now
     /// (shutdown with the lease handed back).
     async fn run_lease(&mut self, lease: Lease) -> Result<bool, AgentError> {
-        let spec: TaskSpec = match serde_json::from_str(&lease.spec_json) {
+        // Version skew between coordinator and worker shows here as a schema
+        // error; it is reported, never guessed around.
+        let spec: TaskSpec = match TaskSpec::from_json(&lease.spec_json) {
             Ok(s) => s,
             Err(e) => {
                 self.fail(&lease, format!("the leased spec does not parse: {e}"), true)
@@ -298,7 +300,7 @@ impl Agent {
             return Ok(false);
         }
         let store = self.store.clone().expect("registered before leasing");
-        tracing::info!(task = %lease.task_id, attempt = lease.attempt, model = %spec.model.name, dataset = %spec.dataset, precision = %spec.precision, noise = %spec.noise, "task leased");
+        tracing::info!(task = %lease.task_id, attempt = lease.attempt, model = %spec.model.name, dataset = %spec.dataset.name, precision = %spec.precision, noise = %spec.noise, "task leased");
         let started = Instant::now();
         let progress = Arc::new(Progress::default());
         let state = Arc::new(LeaseState::default());

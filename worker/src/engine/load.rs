@@ -288,7 +288,7 @@ fn open_gguf(path: &Path, precision: Precision) -> Result<ModelFiles, EngineErro
     let dtype = match precision {
         Precision::Bf16 => DType::BF16,
         Precision::F16 => DType::F16,
-        Precision::F32 | Precision::Int8 => DType::F32,
+        Precision::F32 | Precision::Int8 | Precision::Q8_0 => DType::F32,
     };
     let g = read_gguf(path, dtype)?;
     let config = parse_config(&g.config_json.to_string(), path)?;

@@ -115,11 +115,16 @@ impl Model {
             .chain(devices.layers.iter())
             .chain(std::iter::once(&devices.head))
             .any(|d| d.is_cuda());
-        if precision == Precision::Int8 && on_cuda {
+        if precision == Precision::Q8_0 && on_cuda {
             return Err(EngineError::DeviceMap(
-                "precision 8 (Q8_0 weights) is not supported on CUDA devices yet: \
+                "precision q8_0 (GGML Q8_0 weights) is not supported on CUDA devices: \
                  run it with --gpus cpu, or use precision 16 on the GPU"
                     .into(),
+            ));
+        }
+        if precision == Precision::Int8 {
+            return Err(EngineError::DeviceMap(
+                "precision 8 (LLM.int8) is not implemented by this build".into(),
             ));
         }
         let num = Numerics::of(precision);

@@ -4,6 +4,11 @@
 //! - `features`: `[N, L, d]`, f32 or f16: one pooled vector per text per captured layer;
 //! - `token_counts`: `[N]` i64: real (non-pad) tokens the model saw for each text;
 //! - `labels`: `[N]` i64, only when the input had labels;
+//! - `test_fold`: `[N]` i32, only for probed cells: the fold whose test side
+//!   holds each example, −1 when it only trains (fold `f` trains on
+//!   `test_fold != f`), so anyone can refit on exactly the probe's folds;
+//! - `groups`: `[N]` i64, only for datasets with a group field (e.g. the city
+//!   of a Cities statement), for group-aware refits;
 //! - `__metadata__`: string pairs naming model, site, pooling, precision, dtype,
 //!   the project's version, layer count, hidden size and the input's sha256.
 //!
@@ -75,6 +80,10 @@ pub struct FeatureFile<'a> {
     pub token_counts: &'a [usize],
     /// Integer labels, length N, if any.
     pub labels: Option<&'a [i64]>,
+    /// Split assignment, length N, when the features were probed.
+    pub test_fold: Option<&'a [i32]>,
+    /// Group id per example, length N, when the dataset has groups.
+    pub groups: Option<&'a [i64]>,
     /// Element type to store the features in.
     pub dtype: OutputDtype,
     /// Descriptive metadata.
@@ -213,6 +222,14 @@ pub fn write_features(path: &Path, file: &FeatureFile<'_>) -> Result<(), OutputE
             return Err(shape_err(format!("{} labels for {n} texts", labels.len())));
         }
     }
+    if let Some(folds) = file.test_fold {
+        if folds.len() != n {
+            return Err(shape_err(format!(
+                "{} split entries for {n} texts",
+                folds.len()
+            )));
+        }
+    }
     let io_err = |source| OutputError::Io {
         path: path.to_path_buf(),
         source,
@@ -250,6 +267,26 @@ pub fn write_features(path: &Path, file: &FeatureFile<'_>) -> Result<(), OutputE
             },
         ),
     ];
+    if let Some(folds) = file.test_fold {
+        blobs.push((
+            "test_fold".into(),
+            Blob {
+                dtype: "I32",
+                shape: vec![n],
+                bytes: Cow::Owned(folds.iter().flat_map(|f| f.to_le_bytes()).collect()),
+            },
+        ));
+    }
+    if let Some(groups) = file.groups {
+        blobs.push((
+            "groups".into(),
+            Blob {
+                dtype: "I64",
+                shape: vec![n],
+                bytes: Cow::Owned(i64_bytes(groups.iter().copied(), n)),
+            },
+        ));
+    }
     if let Some(labels) = file.labels {
         blobs.push((
             "labels".into(),
@@ -306,6 +343,8 @@ mod tests {
             features: a.view(),
             token_counts: &[5, 6, 7],
             labels: Some(&[1, 0, 1]),
+            test_fold: Some(&[0, -1, 0]),
+            groups: None,
             dtype: OutputDtype::F32,
             metadata: &m,
         };
@@ -326,6 +365,14 @@ mod tests {
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect();
         assert_eq!(vals, a.iter().copied().collect::<Vec<_>>());
+        let folds = st.tensor("test_fold").unwrap();
+        assert_eq!(folds.dtype(), safetensors::Dtype::I32);
+        let folds: Vec<i32> = folds
+            .data()
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(folds, [0, -1, 0]);
         let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         let md = md.metadata().clone().unwrap();
         assert_eq!(md["num_layers"], "2");
@@ -344,6 +391,8 @@ mod tests {
             features: a.view(),
             token_counts: &[1],
             labels: None,
+            test_fold: None,
+            groups: None,
             dtype: OutputDtype::F16,
             metadata: &m,
         };

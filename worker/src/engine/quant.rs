@@ -42,9 +42,13 @@ impl Numerics {
                 act_dtype: DType::F16,
                 quantize_linear: false,
             },
-            Precision::Int8 => Numerics {
+            Precision::Q8_0 => Numerics {
                 act_dtype: DType::F32,
                 quantize_linear: true,
+            },
+            Precision::Int8 => Numerics {
+                act_dtype: DType::F16,
+                quantize_linear: false,
             },
         }
     }
