@@ -254,6 +254,134 @@ fn coordinator_killed_and_restarted_recomputes_nothing() {
     }
 }
 
+/// A small Cities-format file: each city once true, once false.
+fn cities_standin(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let facts = [
+        ("Paris", "France", "Japan"),
+        ("Tokyo", "Japan", "France"),
+        ("Lagos", "Nigeria", "Chile"),
+        ("Lima", "Peru", "Nigeria"),
+        ("Oslo", "Norway", "Peru"),
+        ("Hanoi", "Vietnam", "Norway"),
+        ("Quito", "Ecuador", "Vietnam"),
+        ("Cairo", "Egypt", "Ecuador"),
+        ("Dhaka", "Bangladesh", "Egypt"),
+        ("Accra", "Ghana", "Bangladesh"),
+        ("Seoul", "South Korea", "Ghana"),
+        ("Rome", "Italy", "South Korea"),
+    ];
+    let mut csv = String::from("statement,label,city,country,correct_country\n");
+    for (city, country, wrong) in facts {
+        csv.push_str(&format!(
+            "The city of {city} is in {country}.,1,{city},{country},{country}\n"
+        ));
+        csv.push_str(&format!(
+            "The city of {city} is in {wrong}.,0,{city},{wrong},{country}\n"
+        ));
+    }
+    std::fs::write(dir.join("cities.csv"), csv).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn moving_the_data_and_the_model_and_renaming_it_recomputes_nothing() {
+    let Some(models) = tiny_models() else { return };
+    let place = tempfile::tempdir().unwrap();
+    let (model_a, data_a) = (
+        place.path().join("models-a/qwen"),
+        place.path().join("data-a"),
+    );
+    copy_dir(&models.join("qwen2_bias_tied"), &model_a);
+    cities_standin(&data_a);
+    let grid = |model: &Path, data: &Path, name: &str, batch: usize| {
+        format!(
+            r#"version = 1
+sweep = "{SWEEP}"
+data_root = "{}"
+[storage]
+url = "file://unused"
+upload_features = false
+[scheduling]
+max_attempts = 2
+lease_ttl_secs = 10
+heartbeat_interval_secs = 2
+[extraction]
+site = "residual"
+batch_size = {batch}
+[probe]
+split = {{ kind = "grouped", k = 3 }}
+[[models]]
+name = "{name}"
+size_b = 0.001
+source = {{ kind = "dir", path = "{}" }}
+[axes]
+datasets = ["cities"]
+precisions = ["32"]
+seeds = [0, 1, 2, 3]
+"#,
+            data.display(),
+            model.display()
+        )
+    };
+    let mut cluster = ClusterBuilder::new(grid(&model_a, &data_a, "qwen-tiny", 8))
+        .workers(1)
+        .start()
+        .unwrap();
+    let status = cluster.wait_for_sweep_done(DONE_TIMEOUT).unwrap();
+    assert_eq!(
+        (status.completed, status.failed),
+        (4, 0),
+        "{}",
+        cluster.logs()
+    );
+    let before = assert_every_cell_once(&cluster);
+    cluster.kill_coordinator().unwrap();
+
+    // Move both, rename the model, change the batch size: the same cells.
+    let (model_b, data_b) = (
+        place.path().join("elsewhere/weights"),
+        place.path().join("mnt/data"),
+    );
+    std::fs::create_dir_all(model_b.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(data_b.parent().unwrap()).unwrap();
+    std::fs::rename(&model_a, &model_b).unwrap();
+    std::fs::rename(&data_a, &data_b).unwrap();
+    std::fs::write(
+        &cluster.grid_path,
+        grid(&model_b, &data_b, "Qwen (renamed)", 32),
+    )
+    .unwrap();
+    assert_eq!(
+        grid_task_ids(&cluster.grid_path)
+            .unwrap()
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
+        before.keys().cloned().collect::<BTreeSet<_>>(),
+        "the moved grid names other cells"
+    );
+    cluster.start_coordinator().unwrap();
+    let status = cluster.status().unwrap();
+    assert_eq!(
+        (status.total, status.completed, status.pending),
+        (4, 4, 0),
+        "after the move every cell is already complete\n{}",
+        cluster.logs()
+    );
+    assert_eq!(
+        cluster.metrics_files(SWEEP),
+        before,
+        "nothing was rewritten"
+    );
+}
+
 #[test]
 fn storage_outage_is_retried_and_nothing_is_half_written() {
     let (Some(models), Some(s3)) = (tiny_models(), S3Server::binary()) else {

@@ -86,3 +86,12 @@ pub fn extract(
     };
     model.extract(texts, &opts, &mut |_| {}).unwrap().data
 }
+
+/// The shared datasets directory (`CD_SHARED_DATASETS`, default
+/// `../shared/datasets` beside the workspace).
+pub fn shared_datasets() -> PathBuf {
+    match std::env::var_os("CD_SHARED_DATASETS") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"),
+    }
+}
