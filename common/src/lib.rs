@@ -16,3 +16,4 @@ mod rng;
 pub mod spec;
 pub mod storage;
 pub mod tables;
+pub mod verified;

@@ -446,9 +446,10 @@ impl TaskSpec {
                 depth.validate().map_err(SpecError::Invalid)?;
             }
             TaskKind::MultipleChoice => {
-                if self.mc.is_none() {
+                let Some(mc) = &self.mc else {
                     return bad("a multiple-choice task needs `mc` settings".into());
-                }
+                };
+                mc.validate().map_err(SpecError::Invalid)?;
                 if self.pooling != Pooling::Last {
                     return bad(
                         "multiple-choice tasks score the last token: pooling must be `last`".into(),

@@ -12,6 +12,7 @@
 //! ```text
 //! <sweep>/tasks/<task-id>/spec.json              the TaskSpec (canonical JSON)
 //! <sweep>/tasks/<task-id>/features.safetensors   [N, L, d] features (optional, multipart)
+//! <sweep>/tasks/<task-id>/mc_scores.safetensors  per-item candidate scores (multiple choice)
 //! <sweep>/tasks/<task-id>/metrics.json           written LAST: its presence = task complete
 //! <sweep>/state/failures/<task-id>.json          failure history kept by the coordinator
 //! <sweep>/state/schema.json                      the spec schema the sweep's ids follow
@@ -211,6 +212,16 @@ impl Store {
         format!("{sweep}/tasks/{id}/{file}")
     }
 
+    /// Relative key of a task's features (`features.safetensors`).
+    pub fn features_rel(sweep: &str, id: &TaskId) -> String {
+        Store::task_file(sweep, id, "features.safetensors")
+    }
+
+    /// Relative key of a multiple-choice task's per-item scores (`mc_scores.safetensors`).
+    pub fn mc_scores_rel(sweep: &str, id: &TaskId) -> String {
+        Store::task_file(sweep, id, "mc_scores.safetensors")
+    }
+
     /// Relative key of a task's metrics (the completion marker).
     pub fn metrics_rel(sweep: &str, id: &TaskId) -> String {
         Store::task_file(sweep, id, "metrics.json")
@@ -365,7 +376,7 @@ impl Store {
         id: &TaskId,
         data: Bytes,
     ) -> Result<(), StoreError> {
-        let key = self.key(&Store::task_file(sweep, id, "features.safetensors"));
+        let key = self.key(&Store::features_rel(sweep, id));
         let backend = |source| StoreError::Backend {
             key: key.to_string(),
             source,
@@ -389,12 +400,18 @@ impl Store {
         id: &TaskId,
         path: &std::path::Path,
     ) -> Result<(), StoreError> {
+        self.put_file(&Store::features_rel(sweep, id), path).await
+    }
+
+    /// Upload a local file to a root-relative key as a multipart upload,
+    /// streaming it; nothing is visible until it completes.
+    pub async fn put_file(&self, rel: &str, path: &std::path::Path) -> Result<(), StoreError> {
         use tokio::io::AsyncReadExt;
         let io = |source| StoreError::Io {
             path: path.display().to_string(),
             source,
         };
-        let key = self.key(&Store::task_file(sweep, id, "features.safetensors"));
+        let key = self.key(rel);
         let backend = |source| StoreError::Backend {
             key: key.to_string(),
             source,

@@ -590,6 +590,112 @@ pub fn mc_rows(cells: &[CellMetrics]) -> Vec<McRow> {
     rows
 }
 
+/// One model's multiple-choice curves in one cell and score variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McSeries {
+    /// The cell's id.
+    pub task_id: String,
+    /// Model display name.
+    pub model: String,
+    /// Model size (billions).
+    pub size_b: f64,
+    /// The cell's axes.
+    pub axes: Axes,
+    /// Legend label: the model and the axes that vary within the figure.
+    pub label: String,
+    /// Relative depth of each layer.
+    pub x: Vec<f64>,
+    /// MC1 per layer.
+    pub mc1: Vec<f64>,
+    /// MC2 per layer.
+    pub mc2: Vec<f64>,
+    /// MC3 per layer.
+    pub mc3: Vec<f64>,
+}
+
+/// Every multiple-choice curve of one dataset, precision and score variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McCurveSet {
+    /// Dataset name.
+    pub dataset: String,
+    /// Precision.
+    pub precision: String,
+    /// `faithful` or `normed`.
+    pub lens: String,
+    /// Whether scores were length-normalised.
+    pub length_normalised: bool,
+    /// MC1 of a random ranking (the first cell's).
+    pub chance: Option<f64>,
+    /// One series per cell, models by size.
+    pub series: Vec<McSeries>,
+}
+
+/// Multiple-choice curves against relative depth: one set per (dataset,
+/// precision, lens, normalisation), one series per cell.
+pub fn mc_curves(cells: &[CellMetrics]) -> Vec<McCurveSet> {
+    let mc: Vec<&CellMetrics> = cells.iter().filter(|c| !c.mc_layers.is_empty()).collect();
+    let models = model_order(&mc);
+    let mut sets: Vec<McCurveSet> = Vec::new();
+    for c in &mc {
+        let axes = Axes::of(c);
+        for (lens, norm) in mc_variants(c) {
+            let layers = mc_variant(c, &lens, norm);
+            let at = match sets.iter().position(|s| {
+                s.dataset == c.spec.dataset.name
+                    && s.precision == axes.precision
+                    && s.lens == lens
+                    && s.length_normalised == norm
+            }) {
+                Some(i) => i,
+                None => {
+                    sets.push(McCurveSet {
+                        dataset: c.spec.dataset.name.clone(),
+                        precision: axes.precision.clone(),
+                        lens: lens.clone(),
+                        length_normalised: norm,
+                        chance: c.mc_chance.map(|ch| ch.chance_mc1),
+                        series: Vec::new(),
+                    });
+                    sets.len() - 1
+                }
+            };
+            sets[at].series.push(McSeries {
+                task_id: c.task_id.clone(),
+                model: c.spec.model.name.clone(),
+                size_b: c.spec.model.size_b,
+                axes: axes.clone(),
+                label: String::new(),
+                x: layers
+                    .iter()
+                    .map(|l| {
+                        crate::depth::depth_fraction(l.layer, c.n_layers, c.includes_embedding)
+                    })
+                    .collect(),
+                mc1: layers.iter().map(|l| l.mc1).collect(),
+                mc2: layers.iter().map(|l| l.mc2).collect(),
+                mc3: layers.iter().map(|l| l.mc3).collect(),
+            });
+        }
+    }
+    for set in sets.iter_mut() {
+        let varying = varying_axes(set.series.iter().map(|s| &s.axes));
+        for s in set.series.iter_mut() {
+            let extra = s.axes.label(&varying);
+            s.label = if extra.is_empty() {
+                s.model.clone()
+            } else {
+                format!("{} {extra}", s.model)
+            };
+        }
+        set.series.sort_by(|a, b| {
+            position(&models, &a.model)
+                .cmp(&position(&models, &b.model))
+                .then_with(|| a.axes.cmp(&b.axes))
+        });
+    }
+    sets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -210,6 +210,69 @@ fn coinflip_generated_dataset_is_seeded_and_balanced() {
     assert!(d.texts[0].ends_with("Therefore, the answer (Yes or No) is?"));
 }
 
+#[test]
+fn cities_table_is_well_formed_and_the_generator_pairs_every_city() {
+    use cd_common::datasets::generate::{cities_items, city_table};
+    let table = city_table();
+    assert!(table.len() >= 350, "{} cities", table.len());
+    let cities: std::collections::HashSet<_> = table.iter().map(|(c, _)| *c).collect();
+    assert_eq!(cities.len(), table.len(), "a city is listed twice");
+    let countries: std::collections::HashSet<_> = table.iter().map(|(_, c)| *c).collect();
+    assert!(countries.len() >= 70, "{} countries", countries.len());
+    for (city, country) in &table {
+        for field in [city, country] {
+            assert!(
+                !field.is_empty() && field.is_ascii() && !field.contains(['"', ',']),
+                "{city},{country}"
+            );
+        }
+    }
+    let all = cities_items(None, 3);
+    assert_eq!(all.len(), 2 * table.len());
+    for (pair, (city, country)) in all.chunks(2).zip(&table) {
+        assert_eq!(
+            pair[0].statement,
+            format!("The city of {city} is in {country}.")
+        );
+        assert_eq!((pair[0].label, pair[1].label), ("1", "0"));
+        assert_eq!((pair[0].city, pair[1].city), (*city, *city));
+        assert!(
+            !pair[1].statement.ends_with(&format!(" {country}.")),
+            "{pair:?}"
+        );
+    }
+    assert_eq!(all, cities_items(None, 3));
+    assert_ne!(
+        all,
+        cities_items(None, 4),
+        "the false countries follow the seed"
+    );
+    let some = cities_items(Some(40), 3);
+    assert_eq!(some.len(), 80);
+    let d = load_binary(
+        "cities_gen/40",
+        &DataRoot::Local(PathBuf::from("/nonexistent")),
+        &BinaryOptions {
+            seed: 3,
+            ..BinaryOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(d.class_counts(), [40, 40]);
+    assert_eq!(
+        d.groups.as_ref().map(Vec::len),
+        Some(80),
+        "the city is the group"
+    );
+    assert!(d.texts[0].starts_with("Judge the statement is True or False. The city of "));
+    assert!(load_binary(
+        "cities_gen/100000",
+        &DataRoot::Local(PathBuf::from("/nonexistent")),
+        &BinaryOptions::default()
+    )
+    .is_err());
+}
+
 /// Evaluate `a op b op c ...` with `*` and `/` before `+` and `-`, in f64: an
 /// independent check of the generator's exact arithmetic.
 fn eval_f64(expr: &str) -> f64 {

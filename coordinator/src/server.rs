@@ -78,7 +78,8 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         &grid.tasks,
         grid.scheduling.max_attempts,
         grid.scheduling.lease_ttl,
-    );
+    )
+    .with_devices(&grid.scheduling.devices);
     store
         .check_schema(&grid.sweep)
         .await

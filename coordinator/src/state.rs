@@ -18,6 +18,7 @@
 //! entries are skipped when popped).
 
 use cd_common::spec::{Precision, TaskId, TaskSpec};
+use cd_common::verified::{self, DeviceKind};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -58,6 +59,17 @@ impl WorkerInfo {
             device_bytes,
             cuda: is_cuda,
             ..WorkerInfo::default()
+        }
+    }
+}
+
+impl WorkerInfo {
+    /// The kind of device the worker computes on.
+    pub fn kind(&self) -> DeviceKind {
+        if self.cuda {
+            DeviceKind::Cuda
+        } else {
+            DeviceKind::Cpu
         }
     }
 }
@@ -207,6 +219,8 @@ pub struct Scheduler {
     next_lease: u64,
     /// Random per process so leases of a previous coordinator never match.
     epoch: u32,
+    /// Device kinds the grid lets run its cells.
+    devices: Vec<DeviceKind>,
 }
 
 impl Scheduler {
@@ -263,7 +277,16 @@ impl Scheduler {
             lease_ttl,
             next_lease: 1,
             epoch: rand::random(),
+            devices: DeviceKind::ALL.to_vec(),
         }
+    }
+
+    /// Lease cells only to workers of these device kinds (the grid's
+    /// `scheduling.devices`), each only cells whose precision is verified on
+    /// its kind.
+    pub fn with_devices(mut self, devices: &[DeviceKind]) -> Scheduler {
+        self.devices = devices.to_vec();
+        self
     }
 
     /// Mark tasks complete from the store (resume). Unknown ids (cells of an
@@ -319,9 +342,15 @@ impl Scheduler {
             worker.loaded_model = loaded_model.to_string();
         }
         let worker = &*worker;
+        let kind = worker.kind();
+        let devices = &self.devices;
+        let allowed = |p: Precision| devices.contains(&kind) && verified::is_verified(p, kind);
         let mut best: Option<usize> = None;
         for (q, queue) in self.queues.iter().enumerate() {
-            if queue.live == 0 || !fits(worker, queue.size_b, queue.precision) {
+            if queue.live == 0
+                || !allowed(queue.precision)
+                || !fits(worker, queue.size_b, queue.precision)
+            {
                 continue;
             }
             let preferred = !loaded_model.is_empty() && queue.model == loaded_model;

@@ -13,10 +13,19 @@
 //!   which tokens belong to the continuation (a token straddling the boundary
 //!   does). The token prefix shared by all candidates is run once and its keys
 //!   and values are reused for every candidate.
-//! - Logits and log-softmax are computed in f32 whatever the model precision.
+//! - One forward pass serves every requested lens: each layer's states are
+//!   gathered once and scored under each lens.
+//! - Arithmetic ([`ScoreDtype`]): `f32` computes logits, log-softmax and
+//!   sums in f32 whatever the model precision. `bf16` reproduces the original
+//!   code on a bf16 model: states and LM head rounded to bf16, each logit
+//!   rounded to bf16 (the bf16 matmul's output), log-softmax computed in f32
+//!   from those and rounded to bf16, and each candidate's sum accumulated in
+//!   f32 and rounded to bf16 (torch's `sum` of a bf16 tensor). Rounding makes
+//!   candidates tie more often; ties fail MC1, as in the original.
 
 use crate::engine::{Capture, EngineError, Model};
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
+pub use cd_common::probe::mc::ScoreDtype;
 
 /// One multiple-choice item.
 #[derive(Debug, Clone)]
@@ -101,9 +110,27 @@ fn tokenise(model: &Model, item: &McInput, c: usize) -> Result<Tokenised, Engine
     })
 }
 
+/// Round an f32 tensor to bf16 and back (round half to even).
+fn bf16(t: &Tensor) -> candle_core::Result<Tensor> {
+    t.to_dtype(DType::BF16)?.to_dtype(DType::F32)
+}
+
 impl Model {
-    /// Score every candidate of `item` at every layer.
+    /// Score every candidate of `item` at every layer under one lens, in f32.
     pub fn score_mc(&self, item: &McInput, mode: LensMode) -> Result<McScores, EngineError> {
+        let mut all = self.score_mc_lenses(item, &[mode], ScoreDtype::F32)?;
+        Ok(all.remove(0))
+    }
+
+    /// Score every candidate of `item` at every layer under each of `modes`,
+    /// from one forward pass, in the arithmetic `dtype` says (one
+    /// [`McScores`] per mode, in order).
+    pub fn score_mc_lenses(
+        &self,
+        item: &McInput,
+        modes: &[LensMode],
+        dtype: ScoreDtype,
+    ) -> Result<Vec<McScores>, EngineError> {
         if item.candidates.is_empty() {
             return Err(EngineError::Input {
                 index: None,
@@ -152,12 +179,9 @@ impl Model {
         }
         let n = gather.len();
         let last = self.config().num_layers;
-        let lm_head = self.lm_head_f32().map_err(EngineError::forward(None))?;
-        let targets =
-            Tensor::from_vec(targets, (n, 1), &head_dev).map_err(EngineError::forward(None))?;
+        let bf16_head = dtype == ScoreDtype::Bf16;
         let mut gather_by_dev: Vec<(candle_core::Device, Tensor)> = Vec::new();
-        let mut per_layer: Vec<Vec<f32>> = vec![Vec::new(); last + 1];
-        let softcap = self.config().final_logit_softcapping;
+        let mut per_layer: Vec<Vec<Vec<f32>>> = vec![vec![Vec::new(); last + 1]; modes.len()];
         self.forward(&ids, None, prefix_kv.as_deref(), false, &mut |c| {
             let Capture::Residual { index, h } = c else {
                 return Ok(());
@@ -177,32 +201,52 @@ impl Model {
                 .index_select(&idx, 0)?
                 .to_device(&head_dev)?;
             let states = states.to_dtype(DType::F32)?;
-            let states = if mode == LensMode::Normed && index < last {
-                self.final_norm_f32(&states)?
-            } else {
-                states
-            };
-            let logits = states.matmul(&lm_head.t()?)?;
-            let logits = match softcap {
-                Some(cap) => ((logits / cap)?.tanh()? * cap)?,
-                None => logits,
-            };
-            let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-            per_layer[index] = logp.gather(&targets, 1)?.flatten_all()?.to_vec1::<f32>()?;
+            for (m, mode) in modes.iter().enumerate() {
+                // The last entry is normed already: both lenses are the same there.
+                if m > 0 && index == last {
+                    per_layer[m][index] = per_layer[0][index].clone();
+                    continue;
+                }
+                let lensed = if *mode == LensMode::Normed && index < last {
+                    self.final_norm_f32(&states)?
+                } else {
+                    states.clone()
+                };
+                let lensed = match dtype {
+                    ScoreDtype::F32 => lensed,
+                    ScoreDtype::Bf16 => bf16(&lensed)?,
+                };
+                per_layer[m][index] = self.target_log_probs(&lensed, &targets, bf16_head)?;
+            }
             Ok(())
         })?;
-        let scores = per_layer
+        let sum = |values: &[f32]| -> f32 {
+            let s: f32 = values.iter().sum();
+            match dtype {
+                ScoreDtype::F32 => s,
+                ScoreDtype::Bf16 => half::bf16::from_f32(s).to_f32(),
+            }
+        };
+        Ok(per_layer
             .into_iter()
-            .map(|lp| {
-                let mut out = Vec::with_capacity(n_tokens.len());
-                let mut at = 0;
-                for &k in &n_tokens {
-                    out.push(lp[at..at + k].iter().sum());
-                    at += k;
+            .map(|layers| {
+                let scores = layers
+                    .into_iter()
+                    .map(|lp| {
+                        let mut out = Vec::with_capacity(n_tokens.len());
+                        let mut at = 0;
+                        for &k in &n_tokens {
+                            out.push(sum(&lp[at..at + k]));
+                            at += k;
+                        }
+                        out
+                    })
+                    .collect();
+                McScores {
+                    scores,
+                    n_tokens: n_tokens.clone(),
                 }
-                out
             })
-            .collect();
-        Ok(McScores { scores, n_tokens })
+            .collect())
     }
 }

@@ -499,8 +499,10 @@ impl Pipeline {
         progress.set_phase(Phase::LoadData);
         let t = Instant::now();
         let root = self.data_root(spec, ctx)?;
+        let mc_cfg = spec.mc.clone().unwrap_or_default();
         let opts = McOptions {
             seed: spec.seed,
+            max_items: mc_cfg.max_items,
             ..McOptions::default()
         };
         let data = datasets::load_mc(&spec.dataset.name, &root, &opts)?;
@@ -516,10 +518,8 @@ impl Pipeline {
             model: spec.model.name.clone(),
             source,
         };
-        let lenses = [
-            (Lens::Faithful, LensMode::Faithful),
-            (Lens::Normed, LensMode::Normed),
-        ];
+        let lenses = [Lens::Faithful, Lens::Normed];
+        let modes = [LensMode::Faithful, LensMode::Normed];
         let mut per_lens: Vec<Vec<McItem>> =
             vec![Vec::with_capacity(data.items.len()); lenses.len()];
         let total = data.items.len() as u64;
@@ -530,11 +530,14 @@ impl Pipeline {
                 prompt: item.prompt.clone(),
                 candidates: item.candidates.clone(),
             };
-            for ((_, mode), out) in lenses.iter().zip(per_lens.iter_mut()) {
-                let scored = model.score_mc(&input, *mode).map_err(engine_err)?;
+            // One forward pass scores both lenses.
+            let scored = model
+                .score_mc_lenses(&input, &modes, mc_cfg.score_dtype)
+                .map_err(engine_err)?;
+            for (s, out) in scored.into_iter().zip(per_lens.iter_mut()) {
                 out.push(McItem {
-                    sums: scored.scores,
-                    n_tokens: scored.n_tokens,
+                    sums: s.scores,
+                    n_tokens: s.n_tokens,
                     correct: item.correct.clone(),
                     best: item.best,
                 });
@@ -545,12 +548,13 @@ impl Pipeline {
         let scores: Vec<McScores> = lenses
             .iter()
             .zip(per_lens)
-            .map(|((lens, _), items)| McScores { lens: *lens, items })
+            .map(|(lens, items)| McScores { lens: *lens, items })
             .collect();
 
         progress.set_phase(Phase::Upload);
         progress.check()?;
         self.store_call(ctx, "write spec.json", || ctx.store.put_spec(spec))?;
+        self.upload_mc_scores(spec, ctx, &scores)?;
         timings.insert("total".to_string(), started.elapsed().as_secs_f64());
         // The logit lens reads the residual stream, embedding output included.
         Ok(CellMetrics::for_mc(
@@ -610,6 +614,78 @@ impl Pipeline {
             progress.set_counts(end as u64, n as u64);
         }
         Ok((data, token_counts))
+    }
+
+    /// Write every item's per-layer candidate scores (`mc_scores.safetensors`)
+    /// beside the metrics, so anyone can recompute MC1/MC2/MC3.
+    fn upload_mc_scores(
+        &self,
+        spec: &TaskSpec,
+        ctx: &TaskContext<'_>,
+        scores: &[cd_common::probe::mc::McScores],
+    ) -> Result<(), PipelineError> {
+        use crate::engine::output::{write_mc_scores, McScoresFile};
+        let Some(first) = scores.first() else {
+            return Ok(());
+        };
+        let n_layers = first.items.first().map_or(0, |it| it.sums.len());
+        let (mut item, mut n_tokens, mut is_true, mut is_best) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, it) in first.items.iter().enumerate() {
+            for (c, &t) in it.correct.iter().enumerate() {
+                item.push(i);
+                n_tokens.push(it.n_tokens[c]);
+                is_true.push(t);
+                is_best.push(c == it.best);
+            }
+        }
+        let sums: Vec<Vec<Vec<f32>>> = scores
+            .iter()
+            .map(|s| {
+                (0..n_layers)
+                    .map(|l| {
+                        s.items
+                            .iter()
+                            .flat_map(|it| it.sums[l].iter().copied())
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let lenses: Vec<&str> = scores.iter().map(|s| s.lens.as_str()).collect();
+        let mut metadata = BTreeMap::new();
+        metadata.insert("task_id".to_string(), spec.id().0);
+        metadata.insert("dataset".to_string(), spec.dataset.name.clone());
+        metadata.insert("model".to_string(), spec.model.name.clone());
+        metadata.insert(
+            "score_dtype".to_string(),
+            spec.mc
+                .clone()
+                .unwrap_or_default()
+                .score_dtype
+                .as_str()
+                .to_string(),
+        );
+        metadata.insert("n_items".to_string(), first.items.len().to_string());
+        let scratch = tempfile::tempdir().map_err(|e| PipelineError::Scratch(e.to_string()))?;
+        let path = scratch.path().join("mc_scores.safetensors");
+        write_mc_scores(
+            &path,
+            &McScoresFile {
+                lenses: &lenses,
+                sums: &sums,
+                n_tokens: &n_tokens,
+                item: &item,
+                is_true: &is_true,
+                is_best: &is_best,
+                metadata,
+            },
+        )
+        .map_err(|e| PipelineError::Scratch(e.to_string()))?;
+        let rel = Store::mc_scores_rel(&spec.sweep, &spec.id());
+        self.store_call(ctx, "upload mc_scores.safetensors", || {
+            ctx.store.put_file(&rel, &path)
+        })
     }
 
     /// Write `spec.json` and, when asked, the features (multipart).

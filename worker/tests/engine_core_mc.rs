@@ -126,3 +126,48 @@ fn length_normalised_divides_by_token_count() {
     }
     assert_eq!(s.n_tokens, vec![1, 4]);
 }
+
+/// Both lenses from one forward pass give exactly what two separate passes
+/// give; the bf16 arithmetic gives bf16-representable sums close to f32.
+#[test]
+fn one_forward_serves_both_lenses_and_bf16_rounds_as_the_original() {
+    use cd_worker::mc::ScoreDtype;
+    let Some(dir) = tiny_model("llama_gqa_rope3") else {
+        return;
+    };
+    let model = load_model(
+        &ModelSource::Dir {
+            path: dir.to_string_lossy().into_owned(),
+        },
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let item = McInput {
+        prompt: "the capital of france is".into(),
+        candidates: vec![
+            " paris .".into(),
+            " rome".into(),
+            " a city in germany".into(),
+        ],
+    };
+    let both = model
+        .score_mc_lenses(
+            &item,
+            &[LensMode::Faithful, LensMode::Normed],
+            ScoreDtype::F32,
+        )
+        .unwrap();
+    for (mode, one) in [LensMode::Faithful, LensMode::Normed].iter().zip(&both) {
+        assert_eq!(&model.score_mc(&item, *mode).unwrap(), one, "{mode:?}");
+    }
+    let bf = model
+        .score_mc_lenses(&item, &[LensMode::Faithful], ScoreDtype::Bf16)
+        .unwrap();
+    for (row_bf, row_f) in bf[0].scores.iter().zip(&both[0].scores) {
+        for (b, f) in row_bf.iter().zip(row_f) {
+            assert_eq!(half::bf16::from_f32(*b).to_f32(), *b, "a bf16 sum: {b}");
+            // Per token, bf16 keeps ~3 significant digits of each log-probability.
+            assert!((b - f).abs() <= 0.02 * f.abs().max(1.0), "{b} vs {f}");
+        }
+    }
+}

@@ -1,12 +1,12 @@
 //! How far reduced precisions move the representations from f32, per layer.
 //!
-//! For each precision (`16` bf16, `16-f16`, `q8_0` Q8_0 weights) the test
-//! extracts the `residual` and `post_attention_norm` sites and prints, per
-//! layer, the mean cosine similarity to the f32 vectors (the table in
-//! `docs/engine.md` comes from this test on SmolLM2). Floors per layer: 0.995
-//! for Q8_0, 0.999 for bf16, 0.9999 for f16 (measured minimums on SmolLM2:
-//! 0.998, 0.9997, 0.99999); a broken path (wrong scale, transposed weight)
-//! lands far below.
+//! For each precision (`16` bf16, `16-f16`, `8` LLM.int8, `q8_0` Q8_0
+//! weights) the test extracts the `residual` and `post_attention_norm` sites
+//! and prints, per layer, the mean cosine similarity to the f32 vectors (the
+//! table in `docs/engine.md` comes from this test on SmolLM2). Floors per
+//! layer: 0.99 for LLM.int8, 0.995 for Q8_0, 0.999 for bf16, 0.9999 for f16
+//! (measured minimums on SmolLM2: 0.996, 0.998, 0.9997, 0.99999); a broken
+//! path (wrong scale, transposed weight) lands far below.
 
 use cd_common::spec::{ModelSource, Pooling, Precision, Site};
 use cd_worker::engine::load::{load_model, LoadOptions};
@@ -97,6 +97,7 @@ fn reduced_precisions_stay_close_to_f32_on_smollm2() {
         "smollm2",
         source,
         &[
+            (Precision::Int8, 0.99),
             (Precision::Q8_0, 0.995),
             (Precision::Bf16, 0.999),
             (Precision::F16, 0.9999),
@@ -116,6 +117,7 @@ fn reduced_precisions_stay_close_to_f32_on_tiny_gemma3() {
         "tiny gemma3",
         source,
         &[
+            (Precision::Int8, 0.995),
             (Precision::Q8_0, 0.995),
             (Precision::Bf16, 0.999),
             (Precision::F16, 0.9999),

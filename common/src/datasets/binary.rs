@@ -123,8 +123,26 @@ pub(crate) fn load(
             }
             (rows, provenance, None)
         }
-        (None, Some(generator)) => {
-            debug_assert_eq!(generator.kind, GeneratorKind::Coinflip);
+        (None, Some(generator)) if generator.kind == GeneratorKind::Cities => {
+            let n = generated_items(manifest, param)?;
+            let rows = generate::cities_items(Some(n), opts.seed)
+                .into_iter()
+                .enumerate()
+                .map(|(index, it)| RawRow {
+                    index,
+                    location: format!("statement {index}"),
+                    text: it.statement,
+                    label: it.label.to_string(),
+                    group: Some(it.city.to_string()),
+                })
+                .collect();
+            (
+                rows,
+                Vec::<FileProvenance>::new(),
+                Some(format!("cities n={n} seed={}", opts.seed)),
+            )
+        }
+        (None, Some(_)) => {
             let n = generated_items(manifest, param)?;
             let items = generate::coinflip_items(n, opts.seed);
             let rows = items
@@ -209,11 +227,7 @@ pub(crate) fn load(
         texts: Vec::new(),
         samples: Vec::new(),
         labels: Vec::new(),
-        groups: manifest
-            .source
-            .as_ref()
-            .and_then(|s| s.group_field.as_ref())
-            .map(|_| Vec::new()),
+        groups: manifest.has_groups().then(Vec::new),
         source_index: Vec::new(),
         class_names: classes.names.clone(),
         positive_class: classes.positive,
@@ -270,15 +284,21 @@ pub(crate) fn generated_items(
             None => Ok(0),
         };
     };
+    // Cities draws from its table; the coin flips are unbounded but for memory.
+    let (most, what) = match generator.kind {
+        GeneratorKind::Cities => (generate::city_table().len(), "number of cities"),
+        _ => (MAX_GENERATED_ITEMS, "number of generated items"),
+    };
     let n = match param {
         Some(p) => p.parse::<usize>().map_err(|_| bad_param(manifest, param))?,
+        None if generator.items == 0 => most,
         None => generator.items,
     };
-    if !(2..=MAX_GENERATED_ITEMS).contains(&n) {
+    if !(2..=most).contains(&n) {
         return Err(DatasetError::BadOption {
-            what: "number of generated items",
+            what,
             value: format!("{}/{p}", manifest.name, p = param.unwrap_or("")),
-            expected: format!("between 2 and {MAX_GENERATED_ITEMS}"),
+            expected: format!("between 2 and {most}"),
         });
     }
     Ok(n)

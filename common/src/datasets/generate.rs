@@ -1,10 +1,10 @@
 //! Seeded generators: the coin-flip task in the shipped file's exact wording,
-//! and the arithmetic items of the Calculation task (never released by the
-//! paper). Every item draws from its own stream (seed, purpose, index), so an
+//! Cities-style true/false statements from a built-in city table, and the
+//! arithmetic items of the Calculation task (never released by the paper). Every item draws from its own stream (seed, purpose, index), so an
 //! item does not change when more items are asked for or others are filtered out.
 
 use crate::rng::example_rng;
-use rand::seq::IndexedRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::fmt;
@@ -53,6 +53,71 @@ pub fn coinflip_items(n: usize, seed: u64) -> Vec<CoinflipItem> {
             coinflip_question(&people)
         })
         .collect()
+}
+
+/// `city,country` facts about well-known cities, written for this project
+/// (country names read as they do after "is in", e.g. "the United States").
+const WORLD_CITIES: &str = include_str!("world_cities.csv");
+
+/// The built-in city table, in file order.
+pub fn city_table() -> Vec<(&'static str, &'static str)> {
+    WORLD_CITIES
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            l.split_once(',')
+                .expect("world_cities.csv rows are `city,country`")
+        })
+        .collect()
+}
+
+/// One generated Cities statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CityStatement {
+    /// `The city of X is in Y.`
+    pub statement: String,
+    /// `1` when true, `0` when false (the Cities file's labels).
+    pub label: &'static str,
+    /// The city (the statement's group).
+    pub city: &'static str,
+}
+
+/// Two statements per city, true then false: `n` cities drawn by the seed
+/// (all when `None`), in table order. The false country is drawn, per city,
+/// from the table's other countries.
+pub fn cities_items(n: Option<usize>, seed: u64) -> Vec<CityStatement> {
+    let table = city_table();
+    let mut countries: Vec<&str> = table.iter().map(|(_, c)| *c).collect();
+    countries.sort_unstable();
+    countries.dedup();
+    let mut chosen: Vec<usize> = (0..table.len()).collect();
+    if let Some(n) = n.filter(|&n| n < table.len()) {
+        chosen.shuffle(&mut example_rng(seed, "generate/cities/choose", 0));
+        chosen.truncate(n);
+        chosen.sort_unstable();
+    }
+    let mut out = Vec::with_capacity(2 * chosen.len());
+    for i in chosen {
+        let (city, country) = table[i];
+        let mut rng = example_rng(seed, "generate/cities", i);
+        let others: Vec<&str> = countries
+            .iter()
+            .copied()
+            .filter(|c| *c != country)
+            .collect();
+        let wrong = others
+            .choose(&mut rng)
+            .expect("the table has other countries");
+        for (c, label) in [(country, "1"), (*wrong, "0")] {
+            out.push(CityStatement {
+                statement: format!("The city of {city} is in {c}."),
+                label,
+                city,
+            });
+        }
+    }
+    out
 }
 
 /// An exact decimal: `mantissa / 10^scale`.

@@ -40,6 +40,10 @@ const MANIFEST_SOURCES: &[(&str, &str)] = &[
         include_str!("../../../datasets/coinflip_gen.toml"),
     ),
     (
+        "cities_gen.toml",
+        include_str!("../../../datasets/cities_gen.toml"),
+    ),
+    (
         "mps_cal.toml",
         include_str!("../../../datasets/mps_cal.toml"),
     ),
@@ -177,7 +181,8 @@ pub enum SourceFormat {
 #[serde(deny_unknown_fields)]
 pub struct GeneratorSpec {
     pub kind: GeneratorKind,
-    /// Coinflip: number of items; Calculation: items per (number kind, digits, op) cell.
+    /// Coinflip: number of items; Cities: number of cities (0: the whole
+    /// table); Calculation: items per (number kind, digits, op) cell.
     pub items: usize,
     /// Calculation: wrong answers per item.
     #[serde(default)]
@@ -188,7 +193,11 @@ pub struct GeneratorSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GeneratorKind {
+    /// Coin-flip parity questions in the shipped file's wording.
     Coinflip,
+    /// Cities-style true/false statements from the built-in city table.
+    Cities,
+    /// Arithmetic multiple choice.
     Calculation,
 }
 
@@ -316,6 +325,20 @@ impl DatasetManifest {
             return Err("exactly one of [source] and [generator] is required".into());
         }
         Ok(())
+    }
+}
+
+impl DatasetManifest {
+    /// Whether examples carry a group id (for group-aware splits): datasets
+    /// with a `group_field`, and generated Cities (the city).
+    pub fn has_groups(&self) -> bool {
+        self.source
+            .as_ref()
+            .is_some_and(|s| s.group_field.is_some())
+            || self
+                .generator
+                .as_ref()
+                .is_some_and(|g| g.kind == GeneratorKind::Cities)
     }
 }
 

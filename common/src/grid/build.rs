@@ -84,7 +84,7 @@ pub(super) fn build(loc: &Located<'_>, raw: GridFile) -> Result<Grid, GridError>
         p.validate().map_err(|e| e.to_string())
     })?;
     let depth = settings(loc, &raw.depth, "depth", DepthConfig::validate)?;
-    let mc = settings(loc, &raw.mc, "mc", |_: &McConfig| Ok(()))?;
+    let mc = settings(loc, &raw.mc, "mc", McConfig::validate)?;
 
     let axes = &raw.axes;
     let grid_datasets = datasets(loc, &raw, &data_root, pooling)?;
@@ -101,7 +101,7 @@ pub(super) fn build(loc: &Located<'_>, raw: GridFile) -> Result<Grid, GridError>
                     loc.header("probe"),
                     "probe.split",
                     &format!(
-                        "a grouped split needs datasets whose manifest names a group field; `{}` has none (cities and counterfact do)",
+                        "a grouped split needs datasets whose examples have groups; `{}` has none (cities, counterfact and cities_gen do)",
                         d.name
                     ),
                 ));
@@ -117,6 +117,26 @@ pub(super) fn build(loc: &Located<'_>, raw: GridFile) -> Result<Grid, GridError>
     let modes = prompt_modes(loc, axes)?;
     let seeds = seeds(loc, axes)?;
     let models = models(loc, &raw.models, &precisions)?;
+    for (mi, m) in models.iter().enumerate() {
+        for &p in &m.precisions {
+            let runnable = scheduling
+                .devices
+                .iter()
+                .any(|&d| crate::verified::is_verified(p, d));
+            if !runnable {
+                let why: Vec<String> = scheduling
+                    .devices
+                    .iter()
+                    .filter_map(|&d| crate::verified::check(p, d).err())
+                    .collect();
+                return Err(loc.err(
+                    &raw.models[mi].name,
+                    &format!("models[{mi}] precision"),
+                    why.join("; "),
+                ));
+            }
+        }
+    }
 
     let n_tasks = models.iter().map(|m| m.precisions.len()).sum::<usize>()
         * grid_datasets.len()
@@ -131,11 +151,20 @@ pub(super) fn build(loc: &Located<'_>, raw: GridFile) -> Result<Grid, GridError>
         ));
     }
     let mut tasks = Vec::with_capacity(n_tasks);
+    // Noise and prompt modes shape a probe dataset's texts; a multiple-choice
+    // dataset has its own prompt format and no noise, so its cells run once,
+    // without noise and with its own prompt, whatever these axes list.
+    let mc_noise = [NoiseKind::None];
+    let mc_modes = [PromptMode::Paper];
     for m in &models {
         for d in &grid_datasets {
+            let (noises, modes): (&[NoiseKind], &[PromptMode]) = match d.kind {
+                TaskKind::Probe => (&noises, &modes),
+                TaskKind::MultipleChoice => (&mc_noise, &mc_modes),
+            };
             for &precision in &m.precisions {
-                for noise in &noises {
-                    for &prompt_mode in &modes {
+                for noise in noises {
+                    for &prompt_mode in modes {
                         for &seed in &seeds {
                             let (probe, depth, mc) = match d.kind {
                                 TaskKind::Probe => (Some(probe.clone()), Some(depth.clone()), None),
@@ -224,10 +253,19 @@ fn scheduling(loc: &Located<'_>, sch: &SchedulingSection) -> Result<Scheduling, 
             "must be at least 1 and shorter than lease_ttl_secs, or leases lapse between heartbeats",
         ));
     }
+    let devices = sch.devices.get_ref();
+    if devices.is_empty() {
+        return Err(loc.err(
+            &sch.devices,
+            "scheduling.devices",
+            "must list at least one of cpu, cuda",
+        ));
+    }
     Ok(Scheduling {
         max_attempts: attempts,
         lease_ttl: Duration::from_secs(ttl),
         heartbeat_interval: Duration::from_secs(beat),
+        devices: devices.clone(),
     })
 }
 

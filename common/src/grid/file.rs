@@ -7,6 +7,7 @@ use crate::depth::DepthConfig;
 use crate::probe::mc::McConfig;
 use crate::probe::ProbeConfig;
 use crate::spec::{Pooling, Site};
+use crate::verified::DeviceKind;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use toml::Spanned;
@@ -40,7 +41,8 @@ pub struct GridFile {
     /// Concept-depth rules and bootstrap (`DepthConfig`). Example: `rule = "paper"`.
     #[serde(default)]
     pub depth: Option<Spanned<DepthConfig>>,
-    /// Multiple-choice scoring (`McConfig`). Example: `score_dtype = "bf16"`.
+    /// Multiple-choice scoring (`McConfig`): `score_dtype` (`f32` or `bf16`),
+    /// `max_items` (1 ..= 1000000). Example: `score_dtype = "bf16"`.
     #[serde(default)]
     pub mc: Option<Spanned<McConfig>>,
     /// Content pins of datasets whose files the coordinator cannot read, by
@@ -80,6 +82,11 @@ pub struct SchedulingSection {
     /// Seconds between worker heartbeats, 1 ..= lease_ttl_secs − 1. Example: `heartbeat_interval_secs = 20`.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_interval_secs: Spanned<u64>,
+    /// Device kinds that may run this sweep's cells (`cpu`, `cuda`); a worker
+    /// gets only cells whose precision is verified on its kind
+    /// (`cd_common::verified`). Example: `devices = ["cuda"]`. Default: both.
+    #[serde(default = "default_devices")]
+    pub devices: Spanned<Vec<DeviceKind>>,
 }
 
 impl Default for SchedulingSection {
@@ -88,6 +95,7 @@ impl Default for SchedulingSection {
             max_attempts: default_max_attempts(),
             lease_ttl_secs: default_lease_ttl(),
             heartbeat_interval_secs: default_heartbeat(),
+            devices: default_devices(),
         }
     }
 }
@@ -173,6 +181,9 @@ fn default_lease_ttl() -> Spanned<u64> {
 }
 fn default_heartbeat() -> Spanned<u64> {
     Spanned::new(0..0, 20)
+}
+fn default_devices() -> Spanned<Vec<DeviceKind>> {
+    Spanned::new(0..0, DeviceKind::ALL.to_vec())
 }
 fn default_site() -> Spanned<Site> {
     Spanned::new(0..0, Site::PostAttentionNorm)

@@ -27,6 +27,7 @@ pub use env::expand_env;
 pub use file::GridFile;
 
 use crate::spec::{TaskId, TaskSpec};
+use crate::verified::DeviceKind;
 use located::Located;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -70,6 +71,8 @@ pub struct Scheduling {
     pub lease_ttl: Duration,
     /// How often workers heartbeat (less than `lease_ttl`).
     pub heartbeat_interval: Duration,
+    /// Device kinds that may run the sweep's cells.
+    pub devices: Vec<DeviceKind>,
 }
 
 /// A validated grid: everything the coordinator needs to serve the sweep.
@@ -203,6 +206,24 @@ precisions = ["32", "16"]
         ));
         assert_eq!(field, "probe.split");
         assert!(msg.contains("`coinflip` has none"), "{msg}");
+    }
+
+    #[test]
+    fn unverified_precision_device_pairs_are_refused_naming_the_pair() {
+        let cuda_only = MINIMAL.replace("[axes]", "[scheduling]\ndevices = [\"cuda\"]\n[axes]");
+        let q8 = cuda_only.replace("precisions = [\"32\", \"16\"]", "precisions = [\"q8_0\"]");
+        let (_, field, msg) = invalid(&q8);
+        assert_eq!(field, "models[0] precision");
+        assert!(msg.contains("`q8_0` on `cuda`"), "{msg}");
+        // LLM.int8 is verified on CPUs only for now: fine when CPUs may run it.
+        let int8 = MINIMAL.replace("precisions = [\"32\", \"16\"]", "precisions = [\"8\"]");
+        assert_eq!(parse(&int8).unwrap().scheduling.devices.len(), 2);
+        let (_, _, msg) =
+            invalid(&int8.replace("[axes]", "[scheduling]\ndevices = [\"cuda\"]\n[axes]"));
+        assert!(
+            msg.contains("`8` on `cuda`") && msg.contains("run it on cpu"),
+            "{msg}"
+        );
     }
 
     #[test]

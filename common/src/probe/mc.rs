@@ -21,8 +21,10 @@
 //! - MC3 = `|{t ∈ T : t > max F}| / |T|`.
 //!
 //! The per-layer value is the mean over items. Chance levels are reported per
-//! task: `chance = mean_items(1 / n_options)` and, for MC1 with several true
-//! options, `chance_mc1 = mean_items(|T| / n_options)`.
+//! task, for a uniformly random ranking of the candidates:
+//! `chance = mean_items(1 / n_options)` (one pick right) and
+//! `chance_mc1 = mean_items(1 / (|F| + 1))` (the best answer above every
+//! false one; other true answers do not matter).
 
 use super::ProbeError;
 use serde::{Deserialize, Serialize};
@@ -33,12 +35,28 @@ use serde::{Deserialize, Serialize};
 pub struct McConfig {
     /// Arithmetic of logits, log-softmax and sums (default `f32`).
     pub score_dtype: ScoreDtype,
+    /// Score only the first N items (quick runs; default all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_items: Option<usize>,
 }
 
 impl Default for McConfig {
     fn default() -> Self {
         McConfig {
             score_dtype: ScoreDtype::F32,
+            max_items: None,
+        }
+    }
+}
+
+impl McConfig {
+    /// Check value ranges that serde cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.max_items {
+            Some(n) if !(1..=1_000_000).contains(&n) => Err(format!(
+                "mc.max_items must be between 1 and 1000000, got {n}"
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -137,7 +155,8 @@ pub struct McLayer {
 pub struct Chance {
     /// `mean(1 / n_options)`.
     pub chance: f64,
-    /// `mean(n_true / n_options)`: MC1 of a random ranking.
+    /// `mean(1 / (n_false + 1))`: MC1 of a random ranking (the best answer
+    /// ranked above every false one).
     pub chance_mc1: f64,
 }
 
@@ -287,7 +306,8 @@ pub fn chance(items: &[McItem]) -> Chance {
     for it in items {
         let n_opt = it.correct.len() as f64;
         c += 1.0 / n_opt;
-        c1 += it.correct.iter().filter(|&&x| x).count() as f64 / n_opt;
+        let n_false = it.correct.iter().filter(|&&x| !x).count() as f64;
+        c1 += 1.0 / (n_false + 1.0);
     }
     Chance {
         chance: c / n,

@@ -17,6 +17,7 @@ mod error;
 pub mod extract;
 mod gguf;
 pub mod hub;
+pub(crate) mod int8;
 pub mod load;
 pub mod output;
 pub(crate) mod packed_gemm;
@@ -70,6 +71,9 @@ pub struct Model {
     final_norm: RmsNorm,
     lm_head: Tensor,
     lm_head_f32: std::sync::OnceLock<Tensor>,
+    /// The LM head packed for the CPU kernel (f32, and rounded to bf16), for
+    /// the logit lens; made on first use.
+    lm_head_packed: [std::sync::OnceLock<packed_gemm::PackedMatrix>; 2],
 }
 
 /// One hidden state handed to a capture callback during a forward pass.
@@ -115,18 +119,13 @@ impl Model {
             .chain(devices.layers.iter())
             .chain(std::iter::once(&devices.head))
             .any(|d| d.is_cuda());
-        if precision == Precision::Q8_0 && on_cuda {
-            return Err(EngineError::DeviceMap(
-                "precision q8_0 (GGML Q8_0 weights) is not supported on CUDA devices: \
-                 run it with --gpus cpu, or use precision 16 on the GPU"
-                    .into(),
-            ));
-        }
-        if precision == Precision::Int8 {
-            return Err(EngineError::DeviceMap(
-                "precision 8 (LLM.int8) is not implemented by this build".into(),
-            ));
-        }
+        // Only pairs checked against a reference run (cd_common::verified).
+        let kind = if on_cuda {
+            cd_common::verified::DeviceKind::Cuda
+        } else {
+            cd_common::verified::DeviceKind::Cpu
+        };
+        cd_common::verified::check(precision, kind).map_err(EngineError::DeviceMap)?;
         let num = Numerics::of(precision);
         let weight_dtype = if num.quantize_linear {
             DType::F32
@@ -200,6 +199,7 @@ impl Model {
             final_norm,
             lm_head,
             lm_head_f32: std::sync::OnceLock::new(),
+            lm_head_packed: Default::default(),
         })
     }
 
@@ -239,6 +239,85 @@ impl Model {
         }
         let w = self.lm_head.to_dtype(DType::F32)?;
         Ok(self.lm_head_f32.get_or_init(|| w).clone())
+    }
+
+    /// The log-probability, under the LM head, of `targets[i]` after state
+    /// `states[i]` (f32, `[n, d]`): `z[t] − log Σ_v e^z[v]` with
+    /// `z = states · Wᵀ` (soft-capped when the model caps its logits). With
+    /// `bf16`, the head's weights and every logit are rounded to bf16 and
+    /// each log-probability too (the logit lens's bf16 arithmetic). On a CPU
+    /// with the engine's kernels the head is packed once and the
+    /// log-softmax is fused, one row at a time, without materialising it;
+    /// elsewhere candle's matmul, log-softmax and gather.
+    pub(crate) fn target_log_probs(
+        &self,
+        states: &Tensor,
+        targets: &[u32],
+        bf16: bool,
+    ) -> candle_core::Result<Vec<f32>> {
+        let round_t = |w: Tensor| -> candle_core::Result<Tensor> {
+            if bf16 {
+                w.to_dtype(DType::BF16)?.to_dtype(DType::F32)
+            } else {
+                Ok(w)
+            }
+        };
+        let round = |v: f32| {
+            if bf16 {
+                half::bf16::from_f32(v).to_f32()
+            } else {
+                v
+            }
+        };
+        let softcap = self.cfg.final_logit_softcapping.map(|c| c as f32);
+        let w = self.lm_head_f32()?;
+        if states.device().is_cpu()
+            && arch::cpu_kernels_enabled()
+            && packed_gemm::PackedMatrix::supported()
+        {
+            let slot = &self.lm_head_packed[usize::from(bf16)];
+            let packed = match slot.get() {
+                Some(p) => p,
+                None => {
+                    let p = arch::pack(&round_t(w)?)?;
+                    slot.get_or_init(|| p)
+                }
+            };
+            let (n, d) = states.dims2()?;
+            let x: Vec<f32> = states.contiguous()?.flatten_all()?.to_vec1()?;
+            let mut logits = packed.matmul_t(&x, n);
+            let v = packed.out_features();
+            use rayon::prelude::*;
+            let out = logits
+                .par_chunks_mut(v)
+                .zip(targets.par_iter())
+                .map(|(row, &t)| {
+                    for z in row.iter_mut() {
+                        let mut y = round(*z);
+                        if let Some(cap) = softcap {
+                            y = round((y / cap).tanh() * cap);
+                        }
+                        *z = y;
+                    }
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let lse = max + packed_gemm::sum_exp_shifted(row, max).ln();
+                    round(row[t as usize] - lse)
+                })
+                .collect();
+            debug_assert_eq!(d, packed.in_features());
+            return Ok(out);
+        }
+        let logits = round_t(states.matmul(&round_t(w)?.t()?)?)?;
+        let logits = match softcap {
+            Some(cap) => round_t(((logits / f64::from(cap))?.tanh()? * f64::from(cap))?)?,
+            None => logits,
+        };
+        let logp = round_t(candle_nn::ops::log_softmax(
+            &logits,
+            candle_core::D::Minus1,
+        )?)?;
+        let idx = Tensor::from_vec(targets.to_vec(), (targets.len(), 1), states.device())?;
+        logp.gather(&idx, 1)?.flatten_all()?.to_vec1::<f32>()
     }
 
     /// The final norm computed in f32 on f32 states (logit lens).

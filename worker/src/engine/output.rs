@@ -201,6 +201,97 @@ pub fn metadata_map(file: &FeatureFile<'_>) -> BTreeMap<String, String> {
     map
 }
 
+/// Per-item candidate scores of a multiple-choice cell, for
+/// `mc_scores.safetensors`: candidates of all items laid end to end.
+#[derive(Debug, Clone)]
+pub struct McScoresFile<'a> {
+    /// Lens of each `sums` plane (e.g. `faithful`, `normed`).
+    pub lenses: &'a [&'a str],
+    /// `[lens][layer][candidate]` summed log-probabilities.
+    pub sums: &'a [Vec<Vec<f32>>],
+    /// Tokens scored per candidate.
+    pub n_tokens: &'a [usize],
+    /// Item index of each candidate.
+    pub item: &'a [usize],
+    /// Whether each candidate is a true answer.
+    pub is_true: &'a [bool],
+    /// Whether each candidate is its item's best answer.
+    pub is_best: &'a [bool],
+    /// Recorded in `__metadata__` (task id, dataset, score dtype, ...).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Write per-item candidate scores (`sums` `[lenses, layers, candidates]`
+/// f32, `n_tokens`/`item` i64, `is_true`/`is_best` u8, one entry per
+/// candidate) atomically, as [`write_features`] does.
+pub fn write_mc_scores(path: &Path, file: &McScoresFile<'_>) -> Result<(), OutputError> {
+    let c = file.item.len();
+    let shape_err = |what: String| OutputError::Shape {
+        path: path.to_path_buf(),
+        what,
+    };
+    let layers = file.sums.first().map_or(0, Vec::len);
+    if file.sums.len() != file.lenses.len()
+        || file.sums.iter().flatten().any(|l| l.len() != c)
+        || file.sums.iter().any(|s| s.len() != layers)
+        || [file.n_tokens.len(), file.is_true.len(), file.is_best.len()] != [c, c, c]
+    {
+        return Err(shape_err(format!(
+            "per-candidate arrays disagree ({c} candidates, {} lenses)",
+            file.lenses.len()
+        )));
+    }
+    let sums: Vec<f32> = file.sums.iter().flatten().flatten().copied().collect();
+    let flags = |v: &[bool]| Cow::Owned(v.iter().map(|&b| u8::from(b)).collect::<Vec<u8>>());
+    let blobs: Vec<(String, Blob<'_>)> = vec![
+        (
+            "sums".into(),
+            Blob {
+                dtype: "F32",
+                shape: vec![file.lenses.len(), layers, c],
+                bytes: Cow::Owned(f32_bytes(&sums).into_owned()),
+            },
+        ),
+        (
+            "n_tokens".into(),
+            Blob {
+                dtype: "I64",
+                shape: vec![c],
+                bytes: Cow::Owned(i64_bytes(file.n_tokens.iter().map(|&v| v as i64), c)),
+            },
+        ),
+        (
+            "item".into(),
+            Blob {
+                dtype: "I64",
+                shape: vec![c],
+                bytes: Cow::Owned(i64_bytes(file.item.iter().map(|&v| v as i64), c)),
+            },
+        ),
+        (
+            "is_true".into(),
+            Blob {
+                dtype: "U8",
+                shape: vec![c],
+                bytes: flags(file.is_true),
+            },
+        ),
+        (
+            "is_best".into(),
+            Blob {
+                dtype: "U8",
+                shape: vec![c],
+                bytes: flags(file.is_best),
+            },
+        ),
+    ];
+    let mut metadata = file.metadata.clone();
+    metadata.insert("format".into(), "concept-depth-mc-scores/1".into());
+    metadata.insert("lenses".into(), file.lenses.join(","));
+    metadata.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    write_atomically(path, &blobs, &metadata)
+}
+
 /// Write `file` to `path` atomically: a temporary file in the same directory,
 /// flushed and synced, then renamed over `path`. On any error nothing is left
 /// at `path` (an older file there is kept untouched) and the temporary file is
@@ -230,11 +321,6 @@ pub fn write_features(path: &Path, file: &FeatureFile<'_>) -> Result<(), OutputE
             )));
         }
     }
-    let io_err = |source| OutputError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-
     let contiguous;
     let features: Cow<'_, [u8]> = match file.dtype {
         OutputDtype::F32 => match file.features.as_slice() {
@@ -297,6 +383,19 @@ pub fn write_features(path: &Path, file: &FeatureFile<'_>) -> Result<(), OutputE
             },
         ));
     }
+    write_atomically(path, &blobs, &metadata_map(file))
+}
+
+/// Write tensors to a temporary file beside `path`, sync, then rename over it.
+fn write_atomically(
+    path: &Path,
+    blobs: &[(String, Blob<'_>)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), OutputError> {
+    let io_err = |source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -309,7 +408,7 @@ pub fn write_features(path: &Path, file: &FeatureFile<'_>) -> Result<(), OutputE
     {
         // Streams the tensors into the temporary file (no second in-memory copy).
         let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        write_safetensors(&mut w, &blobs, &metadata_map(file)).map_err(io_err)?;
+        write_safetensors(&mut w, blobs, metadata).map_err(io_err)?;
     }
     tmp.as_file().sync_all().map_err(io_err)?;
     // `persist` renames within the directory: atomic on POSIX filesystems.

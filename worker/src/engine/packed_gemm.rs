@@ -338,6 +338,35 @@ unsafe fn exp8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
     _mm256_mul_ps(p, _mm256_castsi256_ps(two_n))
 }
 
+/// `Σ_j e^(row[j] − max)` in f32, eight lanes at a time (AVX2/FMA when the
+/// CPU has them, [`exp8`]; scalar otherwise): the normaliser of a log-softmax.
+pub(crate) fn sum_exp_shifted(row: &[f32], max: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if PackedMatrix::supported() {
+        // SAFETY: AVX2 and FMA were just checked; loads stay inside `row`.
+        return unsafe { sum_exp_shifted_avx2(row, max) };
+    }
+    row.iter().map(|v| (v - max).exp()).sum()
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_exp_shifted_avx2(row: &[f32], max: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let m = _mm256_set1_ps(max);
+    let mut acc = _mm256_setzero_ps();
+    let chunks = row.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|v| (v - max).exp()).sum();
+    for c in chunks {
+        acc = _mm256_add_ps(acc, exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m)));
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// An output buffer's pointer, shared by parallel tasks that each write a
 /// disjoint part of it (tiles here, heads in the CPU attention).
 #[derive(Clone, Copy)]

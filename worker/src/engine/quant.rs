@@ -6,9 +6,10 @@
 //! | `32`      | f32                                       | f32         |
 //! | `16`      | bf16                                      | bf16        |
 //! | `16-f16`  | f16                                       | f16         |
-//! | `8`       | Q8_0 for every q/k/v/o/gate/up/down matrix | f32         |
+//! | `8`       | LLM.int8: int8 per output row for every q/k/v/o/gate/up/down matrix | f16 (int8 per token inside each projection, outlier columns in f16) |
+//! | `q8_0`    | Q8_0 for every q/k/v/o/gate/up/down matrix | f32         |
 //!
-//! Q8_0 (the GGML format): each row is cut into blocks of 32 weights stored
+//! LLM.int8 is `super::int8`. Q8_0 (the GGML format): each row is cut into blocks of 32 weights stored
 //! as 32 signed bytes and one f16 scale `max|w| / 127`; candle's quantised
 //! matmul also quantises the activations to Q8_0 blocks on CPU. Embeddings,
 //! norms and the LM head stay f32. Norms and softmax always run in f32 inside
@@ -25,6 +26,8 @@ pub(crate) struct Numerics {
     pub act_dtype: DType,
     /// Whether projection matrices are stored as Q8_0.
     pub quantize_linear: bool,
+    /// Whether projection matrices are LLM.int8 (`super::int8`).
+    pub int8: bool,
 }
 
 impl Numerics {
@@ -33,22 +36,27 @@ impl Numerics {
             Precision::F32 => Numerics {
                 act_dtype: DType::F32,
                 quantize_linear: false,
+                int8: false,
             },
             Precision::Bf16 => Numerics {
                 act_dtype: DType::BF16,
                 quantize_linear: false,
+                int8: false,
             },
             Precision::F16 => Numerics {
                 act_dtype: DType::F16,
                 quantize_linear: false,
+                int8: false,
             },
             Precision::Q8_0 => Numerics {
                 act_dtype: DType::F32,
                 quantize_linear: true,
+                int8: false,
             },
             Precision::Int8 => Numerics {
                 act_dtype: DType::F16,
                 quantize_linear: false,
+                int8: true,
             },
         }
     }

@@ -15,6 +15,7 @@ pub(crate) mod llama;
 pub(crate) mod qwen2;
 
 use super::config::{LayerKind, ModelConfig, Rope, RopeScaling};
+use super::int8::Int8Weight;
 use super::packed_gemm::{matmul_gated, PackedMatrix};
 use super::quant::Numerics;
 use super::EngineError;
@@ -32,6 +33,8 @@ pub(crate) struct Linear {
 enum Weight {
     Dense(Tensor),
     Quant(QMatMul),
+    /// LLM.int8 (precision `8`); adds its own bias.
+    Int8(Int8Weight),
     /// f32 on a CPU with AVX2/FMA: laid out once for the packed kernel.
     Packed(PackedMatrix),
 }
@@ -94,7 +97,7 @@ fn from_rows(y: Tensor, mut dims: Vec<usize>) -> candle_core::Result<Tensor> {
 }
 
 /// Pack a CPU f32 `[out, inp]` weight.
-fn pack(w: &Tensor) -> candle_core::Result<PackedMatrix> {
+pub(crate) fn pack(w: &Tensor) -> candle_core::Result<PackedMatrix> {
     let (n, k) = w.dims2()?;
     let w = w.contiguous()?;
     let (storage, layout) = w.storage_and_layout();
@@ -122,7 +125,7 @@ fn packed_gated(
 }
 
 /// `x·Wᵀ` through the packed kernel; `x` is a contiguous `[m, k]` f32 matrix on the CPU.
-fn packed_matmul(x: &Tensor, w: &PackedMatrix) -> candle_core::Result<Tensor> {
+pub(crate) fn packed_matmul(x: &Tensor, w: &PackedMatrix) -> candle_core::Result<Tensor> {
     let (m, k) = x.dims2()?;
     if k != w.in_features() {
         candle_core::bail!(
@@ -151,7 +154,9 @@ impl Linear {
         let w = vb
             .get((out, inp), "weight")
             .map_err(EngineError::weight(&wname))?;
-        let w = if num.quantize_linear {
+        let w = if num.int8 {
+            Weight::Int8(Int8Weight::quantize(&w).map_err(EngineError::weight(&wname))?)
+        } else if num.quantize_linear {
             Weight::Quant(super::quant::q8_0(&w).map_err(EngineError::weight(&wname))?)
         } else if use_packed(&w) {
             Weight::Packed(pack(&w).map_err(EngineError::weight(&wname))?)
@@ -174,7 +179,11 @@ impl Linear {
 
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (x2, dims) = as_rows(x)?;
+        if let Weight::Int8(q) = &self.w {
+            return from_rows(q.forward(&x2, self.b.as_ref())?, dims);
+        }
         let y = match &self.w {
+            Weight::Int8(_) => unreachable!("handled above"),
             Weight::Dense(w) => x2.matmul(&w.t()?)?,
             Weight::Quant(q) => q.forward(&x2)?,
             Weight::Packed(p) if x2.dtype() == DType::F32 => packed_matmul(&x2, p)?,

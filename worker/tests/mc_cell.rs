@@ -1,0 +1,81 @@
+//! A multiple-choice cell end to end (`cd-worker cell`: SmolLM2-135M on the
+//! first TruthfulQA items): its exported per-item scores
+//! (`mc_scores.safetensors`) recompute, in `scripts/mc_recompute.py`, exactly
+//! the MC1/MC2/MC3 of its `metrics.json` at every layer, lens and
+//! normalisation.
+
+mod engine_support;
+
+use cd_common::content;
+use cd_common::probe::mc::{McConfig, ScoreDtype};
+use cd_common::spec::{example_spec, DatasetRef, ModelIdentity, ModelSource, Site, TaskKind};
+use engine_support::{in_ci, python, shared_datasets, smollm2_path};
+use std::process::Command;
+
+#[test]
+fn exported_scores_recompute_the_reported_mc_metrics() {
+    let Some(gguf) = smollm2_path() else { return };
+    let data = shared_datasets().join("llama_analysis/data");
+    if !data.join("TruthfulQA.csv").is_file() {
+        assert!(!in_ci(), "{}: no TruthfulQA.csv", data.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::env::set_var("CD_HASH_CACHE", tmp.path().join("hashes"));
+    for dtype in [ScoreDtype::F32, ScoreDtype::Bf16] {
+        let mut spec = example_spec();
+        spec.sweep = "mc".into();
+        spec.kind = TaskKind::MultipleChoice;
+        spec.model.name = "SmolLM2-135M".into();
+        spec.model.source = ModelSource::Gguf {
+            path: gguf.display().to_string(),
+        };
+        spec.model.identity = ModelIdentity::Content {
+            sha256: content::model_sha256(&gguf).unwrap(),
+        };
+        spec.dataset = DatasetRef {
+            name: "truthfulqa_mc".into(),
+            identity: content::dataset_identity("truthfulqa_mc", data.to_str().unwrap(), None)
+                .unwrap(),
+        };
+        spec.data_root = data.display().to_string();
+        spec.site = Site::Residual;
+        spec.probe = None;
+        spec.depth = None;
+        spec.mc = Some(McConfig {
+            score_dtype: dtype,
+            max_items: Some(3),
+        });
+        let spec_path = tmp.path().join("spec.json");
+        std::fs::write(&spec_path, spec.canonical_json()).unwrap();
+        let results = tmp.path().join("results");
+        let o = Command::new(env!("CARGO_BIN_EXE_cd-worker"))
+            .args(["cell", "--spec"])
+            .arg(&spec_path)
+            .arg("--store")
+            .arg(format!("file://{}", results.display()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let cell = results.join(format!("mc/tasks/{}", spec.id()));
+        let o = Command::new(python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../scripts/mc_recompute.py"
+            ))
+            .arg(cell.join("mc_scores.safetensors"))
+            .arg(cell.join("metrics.json"))
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{dtype:?}: recomputed MC differs: {report}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
+        assert_eq!(v["items"], 3);
+        assert_eq!(v["rows_checked"], 2 * 2 * 31);
+        println!("{dtype:?}: {report}");
+    }
+}
