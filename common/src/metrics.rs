@@ -391,6 +391,40 @@ impl CellMetrics {
         })
     }
 
+    /// A structurally valid result with no measurements, for tests of the
+    /// scheduler and the store that need a cell to count as complete.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn placeholder(spec: &TaskSpec) -> CellMetrics {
+        CellMetrics {
+            schema_version: SCHEMA_VERSION,
+            task_id: spec.id().0,
+            spec: spec.clone(),
+            n_examples: 0,
+            n_layers: 0,
+            includes_embedding: false,
+            precision_scheme: spec.precision.scheme().to_string(),
+            dataset: None,
+            class_counts: None,
+            class_names: None,
+            positive_class: None,
+            probe: None,
+            seeds: Seeds {
+                task: spec.seed,
+                split: spec.seed,
+            },
+            split: None,
+            folds: Vec::new(),
+            layers: Vec::new(),
+            fold_layers: Vec::new(),
+            mc_layers: Vec::new(),
+            mc_chance: None,
+            depth: None,
+            bootstrap: None,
+            versions: BTreeMap::new(),
+            timings: BTreeMap::new(),
+        }
+    }
+
     /// Serialize as pretty JSON (NaN, which cannot occur in valid results, becomes null).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("metrics always serialize")

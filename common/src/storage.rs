@@ -17,6 +17,9 @@
 //! <sweep>/state/failures/<task-id>.json          failure history kept by the coordinator
 //! <sweep>/state/schema.json                      the spec schema the sweep's ids follow
 //! <sweep>/state/grid.json                        task ids of the grid last served
+//! <sweep>/state/leases.json                      leases in flight (a restart keeps them)
+//! <sweep>/state/coordinator.lock                 the coordinator serving the sweep
+//! <sweep>/tasks/<task-id>/attempts/<a>/...       an attempt's features before it wins
 //! <sweep>/report/...                             tables, figures, index.html
 //! ```
 //!
@@ -31,7 +34,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, WriteMultipart};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -73,6 +76,24 @@ pub enum StoreError {
         /// The parser's error.
         source: serde_json::Error,
     },
+    /// A create-only write found the object already there.
+    #[error("storage `{key}`: already exists")]
+    Exists {
+        /// The key.
+        key: String,
+    },
+    /// Another coordinator serves the sweep.
+    #[error("sweep `{sweep}` is served by another coordinator ({holder}, last seen {age_secs} s ago); stop it first, or wait {wait_secs} s if it is gone")]
+    Fenced {
+        /// The sweep.
+        sweep: String,
+        /// Who holds the lock.
+        holder: String,
+        /// Seconds since its last refresh.
+        age_secs: u64,
+        /// Seconds until the lock counts as abandoned.
+        wait_secs: u64,
+    },
     /// The sweep holds results whose task ids follow another spec schema.
     #[error("sweep `{sweep}` in {url} holds results written with spec schema {found}; this build writes schema {SPEC_SCHEMA}, whose task ids differ. Use a new sweep name, or move the old results (`{sweep}/`) elsewhere")]
     Schema {
@@ -90,6 +111,55 @@ pub enum StoreError {
 struct SchemaMarker {
     spec_schema: u32,
 }
+
+/// `<sweep>/state/coordinator.lock`: which coordinator serves the sweep. It
+/// refreshes the lock every [`LOCK_REFRESH_MS`]; a lock not refreshed for
+/// [`LOCK_STALE_MS`] is abandoned and may be taken over.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CoordinatorLock {
+    /// Random per coordinator process.
+    pub instance: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Unix milliseconds of the last refresh.
+    pub refreshed_unix_ms: u64,
+}
+
+impl CoordinatorLock {
+    /// Whether `self`, a lock found in the store, was left by a coordinator
+    /// that is provably gone: one on the same host whose process has exited,
+    /// or an earlier life of this very process slot (same host and pid, e.g.
+    /// pid 1 of a restarted container). Such a lock is taken over at once
+    /// instead of after [`LOCK_STALE_MS`].
+    pub fn left_by_a_dead_process(&self, me: &CoordinatorLock) -> bool {
+        self.instance != me.instance
+            && self.host == me.host
+            && (self.pid == me.pid || !process_alive(self.pid))
+    }
+}
+
+/// Whether a process with this pid runs on this host (Linux `/proc`; a
+/// zombie counts as gone). Elsewhere every process is assumed alive.
+fn process_alive(pid: u32) -> bool {
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// How often a coordinator refreshes its lock.
+pub const LOCK_REFRESH_MS: u64 = 10_000;
+/// After how long without a refresh a lock counts as abandoned.
+pub const LOCK_STALE_MS: u64 = 45_000;
 
 /// `<sweep>/state/grid.json`: the task ids of the grid a coordinator serves.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -437,7 +507,10 @@ impl Store {
         writer.finish().await.map(|_| ()).map_err(backend)
     }
 
-    /// Write a task's `metrics.json`: the completion marker, so call it last.
+    /// Write a task's `metrics.json`, the completion marker, create-only: the
+    /// first attempt to finish wins and a later (stale) writer gets
+    /// [`StoreError::Exists`] instead of overwriting a finished cell. Call it
+    /// after everything else of the attempt is written.
     pub async fn put_metrics(
         &self,
         sweep: &str,
@@ -445,8 +518,131 @@ impl Store {
         metrics: &serde_json::Value,
     ) -> Result<(), StoreError> {
         let body = serde_json::to_vec_pretty(metrics).expect("a JSON value always serializes");
-        self.put_bytes(&Store::metrics_rel(sweep, id), Bytes::from(body))
+        self.put_create(&Store::metrics_rel(sweep, id), Bytes::from(body))
             .await
+    }
+
+    /// Write an object only if nothing is at its key yet.
+    pub async fn put_create(&self, rel: &str, data: Bytes) -> Result<(), StoreError> {
+        let key = self.key(rel);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .inner
+            .put_opts(&key, PutPayload::from(data), opts)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(StoreError::Exists {
+                key: key.to_string(),
+            }),
+            Err(source) => Err(StoreError::Backend {
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Relative key of an attempt's features, before the attempt wins.
+    pub fn attempt_features_rel(sweep: &str, id: &TaskId, attempt: &str) -> String {
+        Store::task_file(
+            sweep,
+            id,
+            &format!("attempts/{attempt}/features.safetensors"),
+        )
+    }
+
+    /// After an attempt's `metrics.json` was created: move its features to
+    /// the cell's `features.safetensors` (only the winner gets here, so no
+    /// stale writer ever replaces a finished cell's features).
+    pub async fn promote_features(
+        &self,
+        sweep: &str,
+        id: &TaskId,
+        attempt: &str,
+    ) -> Result<(), StoreError> {
+        let from = self.key(&Store::attempt_features_rel(sweep, id, attempt));
+        let to = self.key(&Store::features_rel(sweep, id));
+        let backend = |key: &ObjPath| {
+            let key = key.to_string();
+            move |source| StoreError::Backend { key, source }
+        };
+        self.inner.copy(&from, &to).await.map_err(backend(&from))?;
+        self.inner.delete(&from).await.map_err(backend(&from))
+    }
+
+    /// A completed cell's leftovers: promote features an attempt wrote but
+    /// did not promote (it stopped between `metrics.json` and the move), and
+    /// delete every other attempt's objects and any staging file of an
+    /// interrupted upload (`<name>#<n>` on file stores). Returns what was
+    /// removed.
+    pub async fn tidy_completed(&self, sweep: &str, id: &TaskId) -> Result<usize, StoreError> {
+        let prefix = Store::task_file(sweep, id, "");
+        let keys = self.list(&prefix).await?;
+        let has_final = keys
+            .iter()
+            .any(|k| k.ends_with("/features.safetensors") && !k.contains("/attempts/"));
+        let mut promoted = has_final;
+        let mut removed = 0;
+        for k in &keys {
+            let stray = k.contains("/attempts/") || k.contains('#');
+            if !stray {
+                continue;
+            }
+            if !promoted && k.contains("/attempts/") && k.ends_with("/features.safetensors") {
+                let to = self.key(&Store::features_rel(sweep, id));
+                let from = self.key(k);
+                self.inner
+                    .copy(&from, &to)
+                    .await
+                    .map_err(|source| StoreError::Backend {
+                        key: from.to_string(),
+                        source,
+                    })?;
+                promoted = true;
+            }
+            let key = self.key(k);
+            match self.inner.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                Err(source) => {
+                    return Err(StoreError::Backend {
+                        key: key.to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// A task's `metrics.json` if it is a valid result of that task: it
+    /// parses, has this build's schema and names the task. `None` when absent
+    /// or invalid (an invalid one is logged; it never counts as complete).
+    pub async fn read_valid_metrics(
+        &self,
+        sweep: &str,
+        id: &TaskId,
+    ) -> Result<Option<crate::metrics::CellMetrics>, StoreError> {
+        let rel = Store::metrics_rel(sweep, id);
+        let Some(bytes) = self.get_bytes(&rel).await? else {
+            return Ok(None);
+        };
+        let parsed = std::str::from_utf8(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|t| crate::metrics::CellMetrics::from_json(t).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(m) if m.task_id == id.0 && m.spec.id() == *id => Ok(Some(m)),
+            Ok(m) => {
+                tracing::warn!(key = %rel, names = %m.task_id, "metrics.json belongs to another task: not a result of this one");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(key = %rel, error = %e, "metrics.json is not a valid result: it does not count as complete");
+                Ok(None)
+            }
+        }
     }
 
     /// A task's metrics, `None` when the task is not complete.
@@ -506,6 +702,93 @@ impl Store {
         self.put_bytes(&rel, Bytes::from(body)).await
     }
 
+    fn lock_rel(sweep: &str) -> String {
+        format!("{sweep}/state/coordinator.lock")
+    }
+
+    async fn read_lock(&self, sweep: &str) -> Result<Option<CoordinatorLock>, StoreError> {
+        let rel = Store::lock_rel(sweep);
+        match self.get_bytes(&rel).await? {
+            // An unreadable lock is treated as abandoned.
+            Some(b) => Ok(serde_json::from_slice(&b).ok()),
+            None => Ok(None),
+        }
+    }
+
+    /// Take the sweep's coordinator lock, refusing ([`StoreError::Fenced`])
+    /// while another coordinator keeps it fresh; an abandoned one is taken over.
+    pub async fn acquire_lock(&self, sweep: &str, me: &CoordinatorLock) -> Result<(), StoreError> {
+        let rel = Store::lock_rel(sweep);
+        let body = || Bytes::from(serde_json::to_vec(me).expect("lock serializes"));
+        for _ in 0..2 {
+            match self.put_create(&rel, body()).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Exists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(held) = self.read_lock(sweep).await? {
+                let age = me.refreshed_unix_ms.saturating_sub(held.refreshed_unix_ms);
+                if held.left_by_a_dead_process(me) {
+                    tracing::warn!(host = %held.host, pid = held.pid, "taking over the coordinator lock of an exited process on this host");
+                } else if held.instance != me.instance && age < LOCK_STALE_MS {
+                    return Err(StoreError::Fenced {
+                        sweep: sweep.to_string(),
+                        holder: format!("host {}, pid {}", held.host, held.pid),
+                        age_secs: age / 1000,
+                        wait_secs: (LOCK_STALE_MS - age).div_ceil(1000),
+                    });
+                }
+            }
+            // Abandoned (or unreadable): remove it and try once more.
+            let key = self.key(&rel);
+            match self.inner.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(StoreError::Backend {
+                        key: key.to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+        Err(StoreError::Fenced {
+            sweep: sweep.to_string(),
+            holder: "another coordinator that took the lock meanwhile".into(),
+            age_secs: 0,
+            wait_secs: LOCK_STALE_MS / 1000,
+        })
+    }
+
+    /// Refresh the lock; [`StoreError::Fenced`] when another coordinator has
+    /// taken it (this one must stop serving).
+    pub async fn refresh_lock(&self, sweep: &str, me: &CoordinatorLock) -> Result<(), StoreError> {
+        if let Some(held) = self.read_lock(sweep).await? {
+            if held.instance != me.instance {
+                return Err(StoreError::Fenced {
+                    sweep: sweep.to_string(),
+                    holder: format!("host {}, pid {}", held.host, held.pid),
+                    age_secs: me.refreshed_unix_ms.saturating_sub(held.refreshed_unix_ms) / 1000,
+                    wait_secs: 0,
+                });
+            }
+        }
+        let body = Bytes::from(serde_json::to_vec(me).expect("lock serializes"));
+        self.put_bytes(&Store::lock_rel(sweep), body).await
+    }
+
+    /// Give the lock up (clean shutdown), if it is still this coordinator's.
+    pub async fn release_lock(&self, sweep: &str, me: &CoordinatorLock) -> Result<(), StoreError> {
+        if self
+            .read_lock(sweep)
+            .await?
+            .is_some_and(|h| h.instance == me.instance)
+        {
+            let key = self.key(&Store::lock_rel(sweep));
+            let _ = self.inner.delete(&key).await;
+        }
+        Ok(())
+    }
+
     /// Record the task ids of the grid being served (the report lists other
     /// cells of the sweep separately).
     pub async fn put_grid_ids(&self, sweep: &str, ids: &[TaskId]) -> Result<(), StoreError> {
@@ -544,6 +827,34 @@ impl Store {
                 (file == "metrics.json").then(|| TaskId(id.to_string()))
             })
             .collect())
+    }
+}
+
+/// A URL as it may be shown (logs, errors, `/status`): user info and query
+/// values removed, since either may hold credentials.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+            }
+            let keys: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
+            u.set_query(None);
+            let mut shown = u.to_string();
+            if !keys.is_empty() {
+                // Values are elided; written by hand so the ellipsis is not percent-encoded.
+                let q = keys
+                    .iter()
+                    .map(|k| format!("{k}=…"))
+                    .collect::<Vec<_>>()
+                    .join("&");
+                shown.push('?');
+                shown.push_str(&q);
+            }
+            shown
+        }
+        Err(_) => url.split(['?', '@']).next().unwrap_or_default().to_string(),
     }
 }
 
@@ -630,6 +941,141 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn metrics_are_create_only_and_invalid_ones_do_not_count() {
+        let store = Store::open("memory://create-only").unwrap();
+        let id = TaskId("0123456789abcdef".into());
+        store
+            .put_metrics("s", &id, &serde_json::json!({"first": true}))
+            .await
+            .unwrap();
+        let again = store
+            .put_metrics("s", &id, &serde_json::json!({"second": true}))
+            .await
+            .unwrap_err();
+        assert!(matches!(again, StoreError::Exists { .. }), "{again}");
+        assert_eq!(
+            store.get_metrics("s", &id).await.unwrap().unwrap()["first"],
+            true
+        );
+        // `{"first": true}` is not a cell's metrics: not a valid result.
+        assert!(store.read_valid_metrics("s", &id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn attempts_are_promoted_and_leftovers_tidied() {
+        let store = Store::open("memory://attempts").unwrap();
+        let id = TaskId("0123456789abcdef".into());
+        for a in ["1-x", "2-y"] {
+            store
+                .put_bytes(
+                    &Store::attempt_features_rel("s", &id, a),
+                    Bytes::from(a.to_string()),
+                )
+                .await
+                .unwrap();
+        }
+        store.promote_features("s", &id, "2-y").await.unwrap();
+        let got = store
+            .get_bytes(&Store::features_rel("s", &id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got[..], b"2-y");
+        assert_eq!(
+            store.tidy_completed("s", &id).await.unwrap(),
+            1,
+            "the loser's attempt"
+        );
+        let left = store.list(&Store::task_file("s", &id, "")).await.unwrap();
+        assert_eq!(left, vec![Store::features_rel("s", &id)]);
+    }
+
+    #[tokio::test]
+    async fn a_second_coordinator_is_fenced_until_the_first_goes_stale() {
+        let store = Store::open("memory://lock").unwrap();
+        let lock = |instance: &str, at: u64| CoordinatorLock {
+            instance: instance.into(),
+            host: format!("host-{instance}"),
+            pid: 1,
+            refreshed_unix_ms: at,
+        };
+        store.acquire_lock("s", &lock("a", 1_000)).await.unwrap();
+        let err = store
+            .acquire_lock("s", &lock("b", 2_000))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+        // The first keeps refreshing; once it stops, the second takes over.
+        store.refresh_lock("s", &lock("a", 10_000)).await.unwrap();
+        assert!(store.acquire_lock("s", &lock("b", 20_000)).await.is_err());
+        store
+            .acquire_lock("s", &lock("b", 10_000 + LOCK_STALE_MS + 1))
+            .await
+            .unwrap();
+        // The first finds it has been fenced out.
+        let fenced = store
+            .refresh_lock("s", &lock("a", 60_000))
+            .await
+            .unwrap_err();
+        assert!(matches!(fenced, StoreError::Fenced { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_lock_left_by_an_exited_process_on_this_host_is_taken_over_at_once() {
+        let store = Store::open("memory://lock-dead").unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = child.id();
+        child.wait().unwrap();
+        let lock = |instance: &str, host: &str, pid: u32| CoordinatorLock {
+            instance: instance.into(),
+            host: host.into(),
+            pid,
+            refreshed_unix_ms: 1_000,
+        };
+        store
+            .acquire_lock("s", &lock("dead", "h", dead_pid))
+            .await
+            .unwrap();
+        // A fresh lock from another host is respected...
+        let other_host = store.acquire_lock("s", &lock("b", "elsewhere", 7)).await;
+        assert!(matches!(other_host, Err(StoreError::Fenced { .. })));
+        // ...one from this host whose process is alive (this test) too...
+        let me = std::process::id();
+        store
+            .release_lock("s", &lock("dead", "h", dead_pid))
+            .await
+            .unwrap();
+        store
+            .acquire_lock("s", &lock("live", "h", me))
+            .await
+            .unwrap();
+        let live = store.acquire_lock("s", &lock("c", "h", 1)).await;
+        assert!(matches!(live, Err(StoreError::Fenced { .. })));
+        // ...but a process that has exited holds nothing, and an earlier life
+        // of the same pid (a restarted container's pid 1) neither.
+        store
+            .release_lock("s", &lock("live", "h", me))
+            .await
+            .unwrap();
+        store
+            .acquire_lock("s", &lock("dead", "h", dead_pid))
+            .await
+            .unwrap();
+        store
+            .acquire_lock("s", &lock("new", "h", me))
+            .await
+            .unwrap();
+        store
+            .acquire_lock("s", &lock("newer", "h", me))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.read_lock("s").await.unwrap().unwrap().instance,
+            "newer"
+        );
+    }
+
+    #[tokio::test]
     async fn stores_of_another_schema_are_refused() {
         let store = Store::open("memory://schema").unwrap();
         store.check_schema("new").await.unwrap();
@@ -644,6 +1090,16 @@ mod tests {
             err.contains("spec schema 1") && err.contains("new sweep name"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(
+            redacted_url("s3://key:secret@bucket/p?endpoint=http://x&token=abc"),
+            "s3://bucket/p?endpoint=…&token=…"
+        );
+        assert_eq!(redacted_url("file:///runs"), "file:///runs");
+        assert_eq!(redacted_url("not a url?secret=1"), "not a url");
     }
 
     #[test]

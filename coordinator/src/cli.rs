@@ -39,15 +39,21 @@ pub struct ServeArgs {
     /// gRPC listen address.
     #[arg(long, default_value = "0.0.0.0:50051", value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// HTTP listen address for /healthz, /readyz and /status.
+    /// HTTP listen address: /healthz, /readyz, the dashboard (/), /status, /metrics.
     #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
     pub http_listen: SocketAddr,
     /// Storage URL (file://, s3://, memory://); overrides the grid's `storage.url`.
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
     /// File holding the bearer token workers must present (else env CD_TOKEN).
+    /// It also opens the dashboard, `/status` and `/metrics`.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// File holding a second, read-only token for the dashboard, `/status`
+    /// and `/metrics` (else env CD_DASHBOARD_TOKEN); it cannot lease or
+    /// change anything.
+    #[arg(long, value_name = "FILE")]
+    pub dashboard_token_file: Option<PathBuf>,
     /// TLS certificate chain (PEM); enables TLS together with --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

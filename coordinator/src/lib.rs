@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod http;
 pub mod local;
+pub mod metrics;
 pub mod persist;
 pub mod report;
 pub mod server;

@@ -3,12 +3,8 @@
 
 use crate::shared::Shared;
 
-/// The worker's exit codes, from the worker's own source (it has no
-/// dependencies), so the coordinator reads them as the worker means them.
-#[path = "../../worker/src/agent/exit.rs"]
-#[allow(dead_code)]
-mod worker_exit;
 use anyhow::Context;
+use cd_proto::exit::worker as worker_exit;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,8 +62,78 @@ pub fn spawn_workers(
     Ok(children)
 }
 
-/// Show progress until every task is terminal or every worker has exited.
-/// Returns `Ok(())` when the sweep is done.
+/// Examples processed per second by the running cells, from the progress
+/// their heartbeats report (a cell that moves on restarts its count).
+struct Rate {
+    last: std::collections::HashMap<String, u64>,
+    at: Instant,
+    per_second: f64,
+}
+
+impl Rate {
+    fn new() -> Rate {
+        Rate {
+            last: Default::default(),
+            at: Instant::now(),
+            per_second: 0.0,
+        }
+    }
+
+    /// Update from the running leases' `(task, examples done)`.
+    fn update(&mut self, running: &[(String, u64)]) {
+        let dt = self.at.elapsed().as_secs_f64();
+        if dt < 2.0 {
+            return;
+        }
+        let mut gained = 0u64;
+        for (task, done) in running {
+            let before = self.last.get(task).copied().unwrap_or(0);
+            gained += done.saturating_sub(before);
+        }
+        let now = gained as f64 / dt;
+        // Smooth: the line should not flicker with each heartbeat.
+        self.per_second = if self.per_second == 0.0 {
+            now
+        } else {
+            0.7 * self.per_second + 0.3 * now
+        };
+        self.last = running.iter().cloned().collect();
+        self.at = Instant::now();
+    }
+}
+
+fn bar(done: u64, total: u64, width: usize) -> String {
+    let filled = if total == 0 {
+        width
+    } else {
+        (done as usize * width) / total as usize
+    };
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Cells remain that none of the local workers can run.
+#[derive(Debug, thiserror::Error)]
+#[error("{pending} cell(s) remain that no local worker can run (device kind, verified precision or memory)")]
+pub struct Stuck {
+    /// The cells.
+    pub pending: u64,
+}
+
+/// Show progress until every task is terminal or every worker has exited:
+/// a bar of finished cells, the running cells' phase and examples per
+/// second, and an estimate of the time left. Returns `Ok(())` when the sweep
+/// is done.
 pub async fn watch(
     shared: Arc<Shared>,
     mut children: Vec<Child>,
@@ -76,23 +142,71 @@ pub async fn watch(
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut last_line = Instant::now() - Duration::from_secs(60);
+    let mut rate = Rate::new();
     loop {
-        let (c, done) = {
+        let (c, done, snapshot) = {
             let s = shared.sched.lock().expect("scheduler lock");
-            (s.counts(), s.done())
+            (s.counts(), s.done(), s.snapshot(Instant::now()))
         };
+        let running: Vec<(String, u64)> = snapshot
+            .leases
+            .iter()
+            .map(|l| (l.task_id.clone(), l.examples_done))
+            .collect();
+        rate.update(&running);
         let finished = c.completed + c.failed;
+        let elapsed = started.elapsed().as_secs_f64();
+        // Time per finished cell so far, with the running cells' fractions.
+        let partial: f64 = snapshot
+            .leases
+            .iter()
+            .filter(|l| l.examples_total > 0)
+            .map(|l| l.examples_done as f64 / l.examples_total as f64)
+            .sum();
+        let progressed = finished as f64 + partial;
+        let eta = if progressed > 0.05 && !done {
+            format!(
+                ", ETA {}",
+                duration(elapsed / progressed * (c.total as f64 - progressed))
+            )
+        } else {
+            String::new()
+        };
+        let now_doing = snapshot
+            .leases
+            .first()
+            .map(|l| {
+                format!(
+                    ", {} {}/{}",
+                    if l.phase.is_empty() {
+                        "starting"
+                    } else {
+                        &l.phase
+                    },
+                    l.examples_done,
+                    l.examples_total
+                )
+            })
+            .unwrap_or_default();
+        let speed = if rate.per_second > 0.0 {
+            format!(", {:.0} examples/s", rate.per_second)
+        } else {
+            String::new()
+        };
+        let failed = if c.failed > 0 {
+            format!(", {} FAILED", c.failed)
+        } else {
+            String::new()
+        };
         let line = format!(
-            "[{:>5}s] {finished}/{} cells done ({} completed, {} failed), {} running, {} pending",
-            started.elapsed().as_secs(),
+            "{} {finished}/{} cells{failed}, {} running{now_doing}{speed}{eta} [{}]",
+            bar(finished, c.total, 24),
             c.total,
-            c.completed,
-            c.failed,
             c.leased,
-            c.pending
+            duration(elapsed),
         );
         if tty {
-            eprint!("\r{line}   ");
+            eprint!("\r{line}\x1b[K");
             let _ = std::io::stderr().flush();
         } else if last_line.elapsed() >= Duration::from_secs(10) || done {
             eprintln!("{line}");
@@ -103,6 +217,16 @@ pub async fn watch(
                 eprintln!();
             }
             return Ok(());
+        }
+        let stuck = {
+            let s = shared.sched.lock().expect("scheduler lock");
+            s.stuck(Instant::now()).then(|| s.counts().pending)
+        };
+        if let Some(pending) = stuck {
+            if tty {
+                eprintln!();
+            }
+            return Err(Stuck { pending }.into());
         }
         let mut alive = 0;
         for child in children.iter_mut() {

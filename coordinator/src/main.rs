@@ -12,6 +12,14 @@ use std::time::Duration;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // A panic anywhere ends the process instead of leaving a poisoned lock
+    // behind a healthy-looking /healthz: Kubernetes restarts it and it
+    // resumes from the store.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::exit(cd_proto::exit::coordinator::PANIC);
+    }));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -38,7 +46,7 @@ fn load_grid(path: &Path) -> Grid {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: {e}");
-            std::process::exit(2);
+            std::process::exit(cd_proto::exit::coordinator::CONFIG);
         }
     }
 }
@@ -135,7 +143,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| grid.storage_url.clone());
     let sweep = grid.sweep.clone();
+    let dashboard_token = match &args.dashboard_token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading --dashboard-token-file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("CD_DASHBOARD_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty()),
+    };
     let mut cfg = ServerConfig::for_grid(grid, &token);
+    cfg.dashboard_token = dashboard_token;
     cfg.store_url = store_url.clone();
     cfg.listen = args.listen;
     cfg.http_listen = args.http_listen;
@@ -163,21 +183,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             log_dir.as_deref(),
         )?;
         eprintln!(
-            "sweep {sweep}: {} local worker(s), store {store_url}",
-            args.local_workers
+            "sweep {sweep}: {} local worker(s), store {}",
+            args.local_workers,
+            cd_coordinator::shared::redacted_url(&store_url)
+        );
+        eprintln!(
+            "dashboard: http://{}/login?token={token}",
+            running.http_addr
         );
         let outcome = tokio::select! {
             r = local::watch(running.shared.clone(), children, &hint) => r,
             _ = shutdown_signal() => Err(anyhow::anyhow!("interrupted; finished cells are kept, rerun to resume")),
         };
-        let counts = running
-            .shared
-            .sched
-            .lock()
-            .expect("scheduler lock")
-            .counts();
+        let (counts, unplaceable) = {
+            let s = running.shared.sched.lock().expect("scheduler lock");
+            (s.counts(), s.unplaceable(std::time::Instant::now()))
+        };
         running.shutdown().await?;
-        outcome?;
+        if let Err(e) = outcome {
+            if let Some(stuck) = e.downcast_ref::<local::Stuck>() {
+                eprintln!("error: {stuck}");
+                for (model, precision, pending) in &unplaceable {
+                    eprintln!("  {pending} cell(s) of {model} at precision {precision}: no worker here can run them");
+                }
+                std::process::exit(cd_proto::exit::coordinator::STUCK);
+            }
+            return Err(e);
+        }
         println!(
             "sweep {sweep} done: {} completed, {} failed",
             counts.completed, counts.failed

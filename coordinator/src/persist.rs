@@ -1,14 +1,17 @@
 //! What the coordinator keeps in the store besides workers' results: failure
-//! histories (`<sweep>/state/failures/<task-id>.json`) and the report. Also
-//! the resume path that rebuilds the scheduler from them.
+//! histories (`<sweep>/state/failures/<task-id>.json`), the leases in flight
+//! (`<sweep>/state/leases.json`, so a restart keeps them) and the report.
+//! Also the resume path that rebuilds the scheduler from them.
 
 use crate::report;
-use crate::shared::Event;
-use crate::state::{FailureRecord, Scheduler};
+use crate::shared::{unix_ms, Event, Shared};
+use crate::state::{FailureRecord, PersistedLeases, Scheduler};
 use cd_common::spec::TaskId;
 use cd_common::storage::{Store, StoreError};
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// A task's failure history as stored.
@@ -25,16 +28,49 @@ fn failure_rel(sweep: &str, id: &TaskId) -> String {
     format!("{sweep}/state/failures/{id}.json")
 }
 
-/// Rebuild a fresh scheduler's state from the store: completed tasks
-/// (`metrics.json` present) are never scheduled again, and failure histories
-/// keep their attempt counts. Returns (completed, with failures) counts.
+fn leases_rel(sweep: &str) -> String {
+    format!("{sweep}/state/leases.json")
+}
+
+/// What resuming found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Resumed {
+    /// Cells whose valid `metrics.json` is in the store.
+    pub completed: usize,
+    /// `metrics.json` files that are not valid results (the cells run again).
+    pub invalid: usize,
+    /// Tasks with a failure history.
+    pub with_failures: usize,
+    /// Leases of a previous run re-established.
+    pub leases: usize,
+}
+
+/// Rebuild a fresh scheduler's state from the store: cells with a valid
+/// `metrics.json` are never scheduled again (an invalid one, e.g. empty or
+/// of another task, does not count), failure histories keep their attempt
+/// counts, and the previous run's leases are re-established so its workers
+/// carry on.
 pub async fn resume(
     store: &Store,
     sweep: &str,
     sched: &mut Scheduler,
-) -> Result<(usize, usize), StoreError> {
-    let completed = store.list_completed(sweep).await?;
-    let restored = sched.restore_completed(completed.iter());
+) -> Result<Resumed, StoreError> {
+    let listed: Vec<TaskId> = store.list_completed(sweep).await?.into_iter().collect();
+    let checked: Vec<(TaskId, bool)> = futures::stream::iter(listed)
+        .map(|id| async move {
+            let valid = store.read_valid_metrics(sweep, &id).await?.is_some();
+            Ok::<_, StoreError>((id, valid))
+        })
+        .buffer_unordered(32)
+        .try_collect()
+        .await?;
+    let valid: Vec<TaskId> = checked
+        .iter()
+        .filter(|(_, v)| *v)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let invalid = checked.len() - valid.len();
+    let completed = sched.restore_completed(valid.iter());
     let keys = store.list(&format!("{sweep}/state/failures")).await?;
     let mut with_failures = 0;
     for key in keys.iter().filter(|k| k.ends_with(".json")) {
@@ -49,36 +85,87 @@ pub async fn resume(
             Err(e) => tracing::warn!(key = %key, error = %e, "unreadable failure history ignored"),
         }
     }
-    Ok((restored, with_failures))
+    let leases = match store.get_bytes(&leases_rel(sweep)).await? {
+        Some(bytes) => match serde_json::from_slice::<PersistedLeases>(&bytes) {
+            Ok(saved) => sched.restore_leases(&saved, Instant::now()),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable leases.json ignored: in-flight work restarts");
+                0
+            }
+        },
+        None => 0,
+    };
+    Ok(Resumed {
+        completed,
+        invalid,
+        with_failures,
+        leases,
+    })
 }
 
-/// Writes failure histories as they happen and refreshes the report at most
-/// every `report_every` while tasks complete. Runs until the channel closes.
+/// Promote features a finished attempt left unpromoted and delete other
+/// attempts' objects and interrupted uploads' staging files, for every
+/// completed cell. Best effort, in the background: it only saves space.
+pub async fn tidy(store: Store, sweep: String, ids: Vec<TaskId>) {
+    let mut removed = 0;
+    for id in ids {
+        match store.tidy_completed(&sweep, &id).await {
+            Ok(n) => removed += n,
+            Err(e) => {
+                tracing::warn!(task = %id, error = %e, "tidying a completed cell failed");
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "leftovers of finished attempts removed");
+    }
+}
+
+/// Writes failure histories and the leases in flight as they change, and
+/// refreshes the report (and the dashboard's figures) at most every
+/// `report_every` while tasks complete. Runs until the channel closes.
 pub async fn persist_forever(
+    shared: Arc<Shared>,
     store: Option<Store>,
-    sweep: String,
     mut events: mpsc::UnboundedReceiver<Event>,
     report_every: Duration,
 ) {
+    let sweep = shared.sweep.clone();
     let mut dirty = false;
+    let mut leases_dirty = false;
     let mut last_report = tokio::time::Instant::now();
+    // Leases are written at most this often (a lease flood is one write).
+    let lease_every = Duration::from_millis(500);
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
             _ = tokio::time::sleep(report_every), if dirty => Some(Event::Completed),
+            _ = tokio::time::sleep(lease_every), if leases_dirty => Some(Event::LeasesChanged),
         };
         let Some(event) = event else { break };
         match event {
             Event::Failure(id, failures) => {
                 if let Some(store) = &store {
-                    write_failures(store, &sweep, id, failures).await;
+                    write_failures(&shared, store, &sweep, id, failures).await;
                 }
             }
             Event::Completed => dirty = true,
+            Event::LeasesChanged => {
+                if leases_dirty {
+                    if let Some(store) = &store {
+                        write_leases(&shared, store, &sweep).await;
+                    }
+                    leases_dirty = false;
+                } else {
+                    leases_dirty = true;
+                }
+            }
             Event::Flush(done) => {
                 if let Some(store) = &store {
+                    write_leases(&shared, store, &sweep).await;
+                    leases_dirty = false;
                     if dirty {
-                        refresh_report(store, &sweep).await;
+                        refresh_report(&shared, store, &sweep).await;
                         dirty = false;
                     }
                 }
@@ -88,7 +175,7 @@ pub async fn persist_forever(
         }
         if dirty && last_report.elapsed() >= report_every {
             if let Some(store) = &store {
-                refresh_report(store, &sweep).await;
+                refresh_report(&shared, store, &sweep).await;
             }
             dirty = false;
             last_report = tokio::time::Instant::now();
@@ -96,7 +183,26 @@ pub async fn persist_forever(
     }
 }
 
-async fn write_failures(store: &Store, sweep: &str, task_id: TaskId, failures: Vec<FailureRecord>) {
+async fn write_leases(shared: &Shared, store: &Store, sweep: &str) {
+    let saved = shared
+        .sched
+        .lock()
+        .expect("scheduler lock")
+        .persisted_leases();
+    let body = serde_json::to_vec(&saved).expect("leases serialize");
+    if let Err(e) = store.put_bytes(&leases_rel(sweep), body.into()).await {
+        shared.metrics.store_errors.inc();
+        tracing::warn!(error = %e, "writing leases.json failed; a restart now would lose in-flight work");
+    }
+}
+
+async fn write_failures(
+    shared: &Shared,
+    store: &Store,
+    sweep: &str,
+    task_id: TaskId,
+    failures: Vec<FailureRecord>,
+) {
     let rel = failure_rel(sweep, &task_id);
     let body = serde_json::to_vec_pretty(&FailureFile { task_id, failures })
         .expect("failure file serializes");
@@ -106,6 +212,7 @@ async fn write_failures(store: &Store, sweep: &str, task_id: TaskId, failures: V
         match store.put_bytes(&rel, body.clone().into()).await {
             Ok(()) => return,
             Err(e) => {
+                shared.metrics.store_errors.inc();
                 tracing::warn!(key = %rel, attempt, error = %e, "writing failure history failed");
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
@@ -113,9 +220,17 @@ async fn write_failures(store: &Store, sweep: &str, task_id: TaskId, failures: V
     }
 }
 
-async fn refresh_report(store: &Store, sweep: &str) {
+/// Rewrite the report and hand its figures to the dashboard.
+pub async fn refresh_report(shared: &Shared, store: &Store, sweep: &str) {
     match report::write(store, sweep, None).await {
-        Ok(summary) => tracing::info!(cells = summary.cells, "report refreshed"),
-        Err(e) => tracing::warn!(error = %e, "report refresh failed"),
+        Ok(summary) => {
+            tracing::info!(cells = summary.cells, "report refreshed");
+            *shared.figures.write().expect("figures lock") =
+                (Arc::from(summary.figures_json), unix_ms(), summary.cells);
+        }
+        Err(e) => {
+            shared.metrics.store_errors.inc();
+            tracing::warn!(error = %e, "report refresh failed");
+        }
     }
 }

@@ -1,14 +1,14 @@
 //! Starting and stopping a coordinator: resume from the store, serve gRPC and
 //! HTTP, run the reaper and persister, and shut down gracefully.
 
-use crate::http;
+use crate::http::{self, HttpAuth};
 use crate::persist;
 use crate::service::{Auth, CoordinatorService};
 use crate::shared::Shared;
 use crate::state::Scheduler;
 use anyhow::Context;
 use cd_common::grid::Grid;
-use cd_common::storage::Store;
+use cd_common::storage::{CoordinatorLock, Store, StoreError, LOCK_REFRESH_MS};
 use cd_proto::v1::coordinator_server::CoordinatorServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub verify_completion: bool,
     /// Minimum time between report refreshes while tasks complete.
     pub report_every: Duration,
+    /// A second, read-only token for the dashboard, `/status` and `/metrics`.
+    pub dashboard_token: Option<String>,
 }
 
 impl ServerConfig {
@@ -49,6 +51,7 @@ impl ServerConfig {
             tls: None,
             verify_completion: true,
             report_every: Duration::from_secs(10),
+            dashboard_token: None,
         }
     }
 }
@@ -72,34 +75,63 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         anyhow::bail!("refusing to serve without a token: pass --token-file or set CD_TOKEN");
     }
     let grid = &cfg.grid;
-    let store =
-        Store::open(&cfg.store_url).with_context(|| format!("opening store {}", cfg.store_url))?;
+    let store = Store::open(&cfg.store_url).with_context(|| {
+        format!(
+            "opening store {}",
+            crate::shared::redacted_url(&cfg.store_url)
+        )
+    })?;
+    // One coordinator per sweep: a second one would hand out the same cells.
+    let lock = CoordinatorLock {
+        instance: format!("{:016x}", rand::random::<u64>()),
+        host: hostname(),
+        pid: std::process::id(),
+        refreshed_unix_ms: crate::shared::unix_ms(),
+    };
+    store
+        .acquire_lock(&grid.sweep, &lock)
+        .await
+        .with_context(|| format!("taking sweep {}", grid.sweep))?;
+    store
+        .check_schema(&grid.sweep)
+        .await
+        .with_context(|| format!("opening sweep {}", grid.sweep))?;
+    store
+        .put_grid_ids(&grid.sweep, &grid.task_ids())
+        .await
+        .with_context(|| format!("recording the grid of sweep {}", grid.sweep))?;
     let mut sched = Scheduler::new(
         &grid.tasks,
         grid.scheduling.max_attempts,
         grid.scheduling.lease_ttl,
     )
-    .with_devices(&grid.scheduling.devices);
-    store
-        .check_schema(&grid.sweep)
+    .with_devices(&grid.scheduling.devices)
+    .with_stall_timeout(grid.scheduling.stall_timeout);
+    let resumed = persist::resume(&store, &grid.sweep, &mut sched)
         .await
-        .with_context(|| format!("opening sweep {} in {}", grid.sweep, cfg.store_url))?;
-    store
-        .put_grid_ids(&grid.sweep, &grid.task_ids())
-        .await
-        .with_context(|| format!("recording the grid of sweep {}", grid.sweep))?;
-    let (completed, with_failures) = persist::resume(&store, &grid.sweep, &mut sched)
-        .await
-        .with_context(|| format!("resuming sweep {} from {}", grid.sweep, cfg.store_url))?;
+        .with_context(|| {
+            format!(
+                "resuming sweep {} from {}",
+                grid.sweep,
+                crate::shared::redacted_url(&cfg.store_url)
+            )
+        })?;
     let counts = sched.counts();
     tracing::info!(
         sweep = %grid.sweep,
         tasks = counts.total,
-        completed,
-        with_failures,
+        completed = resumed.completed,
+        invalid_results = resumed.invalid,
+        with_failures = resumed.with_failures,
+        leases_kept = resumed.leases,
         pending = counts.pending,
         "state rebuilt from the store"
     );
+    let completed_ids: Vec<_> = grid
+        .task_ids()
+        .into_iter()
+        .filter(|id| sched.is_completed(id).unwrap_or(false))
+        .collect();
     let verify = cfg.verify_completion.then(|| store.clone());
     let (shared, events) = Shared::new(
         grid.sweep.clone(),
@@ -108,6 +140,12 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         sched,
         verify,
     );
+    let tidier = tokio::spawn(persist::tidy(
+        store.clone(),
+        grid.sweep.clone(),
+        completed_ids,
+    ));
+    let lock_keeper = tokio::spawn(keep_lock(store.clone(), grid.sweep.clone(), lock));
 
     let (stop, stop_rx) = watch::channel(false);
     let grpc = TcpListener::bind(cfg.listen)
@@ -145,24 +183,36 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
             .await
             .context("gRPC server")
     });
-    let http_task = tokio::spawn(http::serve(http_listener, shared.clone(), stop_rx));
+    let http_task = tokio::spawn(http::serve(
+        http_listener,
+        shared.clone(),
+        HttpAuth::new(&cfg.token, cfg.dashboard_token.as_deref()),
+        HttpAuth::new(&cfg.token, None),
+        stop_rx,
+    ));
 
     let ttl = grid.scheduling.lease_ttl;
     let tick = (ttl / 10).clamp(Duration::from_millis(20), Duration::from_secs(1));
     let reaper = tokio::spawn(shared.clone().reap_forever(tick));
     let persister = tokio::spawn(persist::persist_forever(
-        Some(store),
-        grid.sweep.clone(),
+        shared.clone(),
+        Some(store.clone()),
         events,
         cfg.report_every,
     ));
+    // The dashboard starts with the report as it stands.
+    {
+        let shared = shared.clone();
+        let sweep = grid.sweep.clone();
+        tokio::spawn(async move { persist::refresh_report(&shared, &store, &sweep).await });
+    }
     tracing::info!(grpc = %grpc_addr, http = %http_addr, tls = cfg.tls.is_some(), "coordinator serving");
     Ok(Running {
         grpc_addr,
         http_addr,
         shared,
         stop,
-        tasks: vec![reaper, persister],
+        tasks: vec![reaper, persister, tidier, lock_keeper],
         servers: vec![grpc_task, http_task],
     })
 }
@@ -174,6 +224,7 @@ impl Running {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.shared.stop_leasing();
         self.shared.flush().await;
+        self.release_lock().await;
         let _ = self.stop.send(true);
         for server in self.servers {
             server.await.context("server task panicked")??;
@@ -185,6 +236,21 @@ impl Running {
         Ok(())
     }
 
+    async fn release_lock(&self) {
+        // The keeper holds the lock's identity; a clean stop lets the next
+        // coordinator start without waiting for it to go stale.
+        if let Ok(store) = Store::open(&self.shared.store_url) {
+            let path = format!("{}/state/coordinator.lock", self.shared.sweep);
+            if let Ok(Some(bytes)) = store.get_bytes(&path).await {
+                if let Ok(held) = serde_json::from_slice::<CoordinatorLock>(&bytes) {
+                    if held.pid == std::process::id() {
+                        let _ = store.release_lock(&self.shared.sweep, &held).await;
+                    }
+                }
+            }
+        }
+    }
+
     /// Stop abruptly without persisting (tests simulating a crash).
     pub fn abort(self) {
         for t in self.tasks {
@@ -192,6 +258,33 @@ impl Running {
         }
         for s in self.servers {
             s.abort();
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Refresh the sweep's coordinator lock until the process ends; when another
+/// coordinator has taken it, exit at once (two coordinators must never hand
+/// out the same cells).
+async fn keep_lock(store: Store, sweep: String, mut lock: CoordinatorLock) {
+    let mut interval = tokio::time::interval(Duration::from_millis(LOCK_REFRESH_MS));
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        lock.refreshed_unix_ms = crate::shared::unix_ms();
+        match store.refresh_lock(&sweep, &lock).await {
+            Ok(()) => {}
+            Err(e @ StoreError::Fenced { .. }) => {
+                tracing::error!(error = %e, "this coordinator was fenced out of its sweep: exiting");
+                std::process::exit(cd_proto::exit::coordinator::FENCED);
+            }
+            Err(e) => tracing::warn!(error = %e, "refreshing the coordinator lock failed"),
         }
     }
 }

@@ -5,9 +5,9 @@
 //! completion runs before the lock is taken.
 
 use crate::shared::{unix_ms, Event, Shared};
-use crate::state::{CompleteOutcome, FailOutcome, StateError, WorkerInfo};
+use crate::state::views::shown;
+use crate::state::{CompleteOutcome, FailOutcome, Fault, Heartbeat, StateError, WorkerInfo};
 use cd_common::spec::TaskId;
-use cd_common::storage::Store;
 use cd_proto::v1::coordinator_server::Coordinator;
 use cd_proto::v1::*;
 use std::sync::Arc;
@@ -33,6 +33,7 @@ fn status_of(e: StateError) -> Status {
         // The worker re-registers on this code (the coordinator may have restarted).
         StateError::UnknownWorker(_) => Status::failed_precondition(e.to_string()),
         StateError::UnknownTask(_) => Status::not_found(e.to_string()),
+        StateError::NotYourLease { .. } => Status::permission_denied(e.to_string()),
     }
 }
 
@@ -50,8 +51,11 @@ impl Coordinator for CoordinatorService {
         req: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let r = req.into_inner();
-        if r.worker_id.is_empty() {
-            return Err(Status::invalid_argument("worker_id must not be empty"));
+        if r.worker_id.is_empty() || r.worker_id.len() > 200 {
+            return Err(Status::invalid_argument("worker_id must be 1 to 200 bytes"));
+        }
+        if r.devices.len() > 64 {
+            return Err(Status::invalid_argument("at most 64 devices per worker"));
         }
         let devices: Vec<(String, u64)> = r
             .devices
@@ -59,7 +63,7 @@ impl Coordinator for CoordinatorService {
             .map(|d| (d.name.clone(), d.memory_bytes))
             .collect();
         let info = WorkerInfo::from_devices(r.host.clone(), &devices);
-        tracing::info!(worker = %r.worker_id, host = %r.host, devices = devices.len(), version = %r.version, "worker registered");
+        tracing::info!(worker = %shown(&r.worker_id), host = %shown(&r.host), devices = devices.len(), version = %shown(&r.version), "worker registered");
         self.shared.sched.lock().expect("scheduler lock").register(
             &r.worker_id,
             info,
@@ -80,20 +84,28 @@ impl Coordinator for CoordinatorService {
         let retry = self.shared.retry_after_ms();
         if !self.shared.is_leasing() {
             return Ok(Response::new(LeaseResponse {
-                lease: None,
-                sweep_done: false,
                 retry_after_ms: retry,
+                ..LeaseResponse::default()
             }));
         }
-        let (granted, done) = {
+        let started = Instant::now();
+        let (answer, done) = {
             let mut s = self.shared.sched.lock().expect("scheduler lock");
-            let granted = s
+            let answer = s
                 .lease(&r.worker_id, &r.loaded_model, Instant::now())
                 .map_err(status_of)?;
-            (granted, s.done())
+            (answer, s.done())
         };
-        let lease = granted.map(|g| {
-            tracing::debug!(worker = %r.worker_id, task = %g.task_id, attempt = g.attempt, "task leased");
+        self.shared
+            .metrics
+            .lease_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if answer.granted.is_some() {
+            self.shared.metrics.leases_granted.inc();
+            self.shared.notify(Event::LeasesChanged);
+        }
+        let lease = answer.granted.map(|g| {
+            tracing::debug!(worker = %shown(&r.worker_id), task = %g.task_id, attempt = g.attempt, "task leased");
             Lease {
                 lease_id: g.lease_id,
                 task_id: g.task_id.0,
@@ -102,10 +114,18 @@ impl Coordinator for CoordinatorService {
                 attempt: g.attempt,
             }
         });
+        let (quarantined, quarantined_for_ms) = answer
+            .quarantined
+            .map_or((String::new(), 0), |(why, left)| {
+                (why, left.as_millis() as u64)
+            });
         Ok(Response::new(LeaseResponse {
             lease,
             sweep_done: done,
             retry_after_ms: retry,
+            nothing_for_worker: answer.nothing_for_worker,
+            quarantined,
+            quarantined_for_ms,
         }))
     }
 
@@ -115,11 +135,14 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let r = req.into_inner();
         let deadline = self.shared.sched.lock().expect("scheduler lock").heartbeat(
-            &r.worker_id,
-            &r.lease_id,
-            &r.phase,
-            r.examples_done,
-            r.examples_total,
+            Heartbeat {
+                worker_id: &r.worker_id,
+                lease: &r.lease_id,
+                phase: &r.phase,
+                done: r.examples_done,
+                total: r.examples_total,
+                tokens: r.tokens_done,
+            },
             Instant::now(),
         );
         Ok(Response::new(match deadline {
@@ -140,28 +163,29 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<CompleteResponse>, Status> {
         let r = req.into_inner();
         let task_id = TaskId(r.task_id);
-        if let Some(store) = &self.shared.verify_store {
-            // A duplicate needs no store round trip. (Without verification,
-            // `complete` below tells duplicates apart under one lock.)
-            if self
-                .shared
-                .sched
-                .lock()
-                .expect("scheduler lock")
-                .is_completed(&task_id)
-                .map_err(status_of)?
-            {
+        {
+            // Authorised by the lease before anything else is looked at; a
+            // duplicate of a completed task is acknowledged without the store.
+            let s = self.shared.sched.lock().expect("scheduler lock");
+            if s.is_completed(&task_id).map_err(status_of)? {
                 return Ok(Response::new(CompleteResponse { accepted: false }));
             }
-            let rel = Store::metrics_rel(&self.shared.sweep, &task_id);
-            match store.exists(&rel).await {
-                Ok(true) => {}
-                Ok(false) => {
+            s.authorises(&r.worker_id, &r.lease_id, &task_id)
+                .map_err(status_of)?;
+        }
+        if let Some(store) = &self.shared.verify_store {
+            match store.read_valid_metrics(&self.shared.sweep, &task_id).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
                     return Err(Status::failed_precondition(format!(
-                        "task {task_id}: {rel} is not in the store; write metrics.json before completing"
+                        "task {task_id}: no valid metrics.json in the store ({}); write it before completing",
+                        self.shared.store_url_shown
                     )))
                 }
-                Err(e) => return Err(Status::unavailable(format!("checking {rel}: {e}"))),
+                Err(e) => {
+                    self.shared.metrics.store_errors.inc();
+                    return Err(Status::unavailable(format!("checking task {task_id}: {e}")));
+                }
             }
         }
         let outcome = self
@@ -169,39 +193,86 @@ impl Coordinator for CoordinatorService {
             .sched
             .lock()
             .expect("scheduler lock")
-            .complete(&task_id)
+            .complete(&r.worker_id, &r.lease_id, &task_id)
             .map_err(status_of)?;
         let accepted = outcome == CompleteOutcome::Accepted;
         if accepted {
-            tracing::info!(worker = %r.worker_id, task = %task_id, elapsed_ms = r.elapsed_ms, "task completed");
+            tracing::info!(worker = %shown(&r.worker_id), task = %task_id, elapsed_ms = r.elapsed_ms, "task completed");
+            self.shared.metrics.completions.inc();
             self.shared.notify(Event::Completed);
+            self.shared.notify(Event::LeasesChanged);
         }
         Ok(Response::new(CompleteResponse { accepted }))
     }
 
     async fn fail_task(&self, req: Request<FailRequest>) -> Result<Response<FailResponse>, Status> {
         let r = req.into_inner();
-        let task_id = TaskId(r.task_id.clone());
-        let (outcome, history) = {
-            let mut s = self.shared.sched.lock().expect("scheduler lock");
-            let outcome = s.fail(&r.worker_id, &r.lease_id, &r.error, r.permanent, unix_ms());
-            (outcome, s.failures(&task_id))
+        let fault = match cd_proto::v1::Fault::try_from(r.fault) {
+            Ok(cd_proto::v1::Fault::Worker) => Fault::Worker,
+            _ => Fault::Task {
+                permanent: r.permanent,
+            },
         };
+        let error = shown(&r.error);
+        let (task_id, outcome, history) = {
+            let mut s = self.shared.sched.lock().expect("scheduler lock");
+            let (task_id, outcome) = s.fail(
+                &r.worker_id,
+                &r.lease_id,
+                &error,
+                fault,
+                Instant::now(),
+                unix_ms(),
+            );
+            // The history is the lease's task's, whatever id the request names.
+            let history = task_id.as_ref().map(|id| s.failures(id));
+            (task_id, outcome, history)
+        };
+        let worker = shown(&r.worker_id);
         let requeued = match &outcome {
             FailOutcome::Requeued(f) => {
-                tracing::warn!(worker = %r.worker_id, task = %task_id, attempt = f.attempt, error = %r.error, "task failed, re-queued");
+                tracing::warn!(%worker, task = ?task_id, attempt = f.attempt, %error, "task failed, re-queued");
+                self.shared
+                    .metrics
+                    .failures
+                    .with_label_values(&["task"])
+                    .inc();
                 true
             }
             FailOutcome::Failed(f) => {
-                tracing::error!(worker = %r.worker_id, task = %task_id, attempt = f.attempt, permanent = r.permanent, error = %r.error, "task failed for good");
+                tracing::error!(%worker, task = ?task_id, attempt = f.attempt, permanent = f.permanent, %error, "task failed for good");
+                self.shared
+                    .metrics
+                    .failures
+                    .with_label_values(&["task"])
+                    .inc();
                 false
             }
+            FailOutcome::WorkerFault(_, quarantine) => {
+                self.shared
+                    .metrics
+                    .failures
+                    .with_label_values(&["worker"])
+                    .inc();
+                match quarantine {
+                    Some(length) => {
+                        tracing::error!(%worker, task = ?task_id, %error, quarantine_secs = length.as_secs(), "worker fault: the worker is quarantined")
+                    }
+                    None => {
+                        tracing::warn!(%worker, task = ?task_id, %error, "worker fault: task re-queued uncharged")
+                    }
+                }
+                true
+            }
             FailOutcome::Stale => {
-                tracing::info!(worker = %r.worker_id, task = %task_id, "late failure report ignored");
+                tracing::info!(%worker, lease = %shown(&r.lease_id), "late failure report ignored");
                 return Ok(Response::new(FailResponse { requeued: false }));
             }
         };
-        self.shared.notify(Event::Failure(task_id, history));
+        if let (Some(id), Some(history)) = (task_id, history) {
+            self.shared.notify(Event::Failure(id, history));
+        }
+        self.shared.notify(Event::LeasesChanged);
         Ok(Response::new(FailResponse { requeued }))
     }
 
@@ -216,7 +287,8 @@ impl Coordinator for CoordinatorService {
             .lock()
             .expect("scheduler lock")
             .release(&r.worker_id, &r.lease_id);
-        tracing::info!(worker = %r.worker_id, lease = %r.lease_id, released, "lease released");
+        tracing::info!(worker = %shown(&r.worker_id), lease = %shown(&r.lease_id), released, "lease released");
+        self.shared.notify(Event::LeasesChanged);
         Ok(Response::new(ReleaseResponse {}))
     }
 

@@ -1,6 +1,7 @@
 //! State shared by the gRPC service, the HTTP endpoints and the background
 //! tasks (lease reaper, persister/report writer).
 
+use crate::metrics::Metrics;
 use crate::state::{FailOutcome, FailureRecord, Scheduler};
 use cd_common::spec::TaskId;
 use cd_common::storage::Store;
@@ -24,9 +25,13 @@ pub enum Event {
     Failure(TaskId, Vec<FailureRecord>),
     /// A task completed: the report is out of date.
     Completed,
+    /// Leases changed: persist them (so a restart keeps them).
+    LeasesChanged,
     /// Write everything outstanding (and the report), then answer.
     Flush(oneshot::Sender<()>),
 }
+
+pub use cd_common::storage::redacted_url;
 
 /// Everything the service and the background tasks share.
 pub struct Shared {
@@ -40,6 +45,17 @@ pub struct Shared {
     pub sched: Mutex<Scheduler>,
     /// Set when completions must be checked against the store.
     pub verify_store: Option<Store>,
+    /// The store URL as it may be shown.
+    pub store_url_shown: String,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// When the coordinator started.
+    pub started: Instant,
+    /// Unix milliseconds at start.
+    pub started_unix_ms: u64,
+    /// The report's figures as JSON (`tables::curves`, `tables::mc_curves`)
+    /// and when they were made, for the dashboard.
+    pub figures: std::sync::RwLock<(Arc<str>, u64, usize)>,
     leasing: AtomicBool,
     events: mpsc::UnboundedSender<Event>,
 }
@@ -56,10 +72,15 @@ impl Shared {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Shared {
             sweep,
+            store_url_shown: redacted_url(&store_url),
             store_url,
             heartbeat_interval,
             sched: Mutex::new(sched),
             verify_store,
+            metrics: Metrics::new(),
+            started: Instant::now(),
+            started_unix_ms: unix_ms(),
+            figures: std::sync::RwLock::new((Arc::from("{\"curves\":[],\"mc\":[]}"), 0, 0)),
             leasing: AtomicBool::new(true),
             events: tx,
         };
@@ -108,17 +129,22 @@ impl Shared {
                     .map(|(id, outcome)| (s.failures(&id), id, outcome))
                     .collect::<Vec<_>>()
             };
+            let any = !reaped.is_empty();
             for (history, id, outcome) in reaped {
                 match outcome {
                     FailOutcome::Requeued(f) => {
-                        tracing::warn!(task = %id, worker = %f.worker, attempt = f.attempt, "lease expired, task re-queued")
+                        tracing::warn!(task = %id, worker = %f.worker, attempt = f.attempt, error = %f.error, "lease expired, task re-queued")
                     }
                     FailOutcome::Failed(f) => {
-                        tracing::error!(task = %id, worker = %f.worker, attempt = f.attempt, "lease expired, attempts exhausted")
+                        tracing::error!(task = %id, worker = %f.worker, attempt = f.attempt, error = %f.error, "lease expired, attempts exhausted")
                     }
-                    FailOutcome::Stale => continue,
+                    FailOutcome::WorkerFault(..) | FailOutcome::Stale => continue,
                 }
+                self.metrics.leases_expired.inc();
                 self.notify(Event::Failure(id, history));
+            }
+            if any {
+                self.notify(Event::LeasesChanged);
             }
         }
     }

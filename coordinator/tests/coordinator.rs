@@ -3,6 +3,7 @@
 //! completion, auth refusal, model fit, HTTP probes and resume from a store.
 
 use cd_common::grid::Grid;
+use cd_common::metrics::CellMetrics;
 use cd_common::spec::{TaskId, TaskSpec};
 use cd_common::storage::Store;
 use cd_coordinator::server::{self, Running, ServerConfig};
@@ -111,13 +112,30 @@ fn spec_of(l: &Lease) -> TaskSpec {
     serde_json::from_str(&l.spec_json).unwrap()
 }
 
+/// Write a valid (empty) result for `spec`, as a worker would before completing.
 async fn write_metrics(store_url: &str, spec: &TaskSpec) {
     let store = Store::open(store_url).unwrap();
     store.put_spec(spec).await.unwrap();
+    let value = serde_json::to_value(CellMetrics::placeholder(spec)).unwrap();
     store
-        .put_metrics(&spec.sweep, &spec.id(), &serde_json::json!({"test": true}))
+        .put_metrics(&spec.sweep, &spec.id(), &value)
         .await
         .unwrap();
+}
+
+/// One lease each for fresh workers `{prefix}-0`, `{prefix}-1`, … until none
+/// is granted (a worker holds at most one lease); returns `(worker, lease)`.
+async fn drain(c: &mut Client, prefix: &str, memory: u64, loaded: &str) -> Vec<(String, Lease)> {
+    let mut out = Vec::new();
+    for i in 0.. {
+        let id = format!("{prefix}-{i}");
+        register(c, &id, memory).await;
+        match lease(c, &id, loaded).await.lease {
+            Some(l) => out.push((id, l)),
+            None => break,
+        }
+    }
+    out
 }
 
 async fn complete(c: &mut Client, worker: &str, l: &Lease) -> Result<bool, Status> {
@@ -135,6 +153,7 @@ async fn complete(c: &mut Client, worker: &str, l: &Lease) -> Result<bool, Statu
 /// A bare heartbeat (no progress) for `l`; whether the coordinator still holds the lease.
 async fn heartbeat_ok(c: &mut Client, worker: &str, l: &Lease) -> bool {
     c.heartbeat(HeartbeatRequest {
+        tokens_done: 0,
         worker_id: worker.into(),
         lease_id: l.lease_id.clone(),
         ..Default::default()
@@ -193,6 +212,7 @@ async fn lease_heartbeat_complete_is_idempotent_and_checked_against_the_store() 
 
     let hb = c
         .heartbeat(HeartbeatRequest {
+            tokens_done: 0,
             worker_id: "w".into(),
             lease_id: l.lease_id.clone(),
             phase: "extract".into(),
@@ -250,24 +270,18 @@ async fn expired_leases_are_requeued_and_attempts_are_bounded() {
         !heartbeat_ok(&mut c, "w", &first).await,
         "an expired lease is gone"
     );
-    // The re-queued task goes to the back of its queue; drain until it reappears.
-    let mut seen = None;
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        let Some(l) = lease(&mut c, "w", "small").await.lease else {
-            break;
-        };
-        if l.task_id == first.task_id {
-            seen = Some(l);
-            break;
-        }
-        held.push(l);
-    }
-    let second = seen.expect("the expired task is leased again");
+    // The re-queued task goes to the back of its queue; other workers drain until it reappears.
+    let mut held = drain(&mut c, "d", 64 * GIB, "small").await;
+    let at = held
+        .iter()
+        .position(|(_, l)| l.task_id == first.task_id)
+        .expect("the expired task is leased again");
+    let (second_worker, second) = held.remove(at);
     assert_eq!(second.attempt, 2);
     // The stale lease can no longer fail the task.
     let stale = c
         .fail_task(FailRequest {
+            fault: 0,
             worker_id: "w".into(),
             lease_id: first.lease_id.clone(),
             task_id: first.task_id.clone(),
@@ -281,7 +295,8 @@ async fn expired_leases_are_requeued_and_attempts_are_bounded() {
     // Second attempt fails: max_attempts = 2 reached, the task is failed for good.
     let r = c
         .fail_task(FailRequest {
-            worker_id: "w".into(),
+            fault: 0,
+            worker_id: second_worker.clone(),
             lease_id: second.lease_id.clone(),
             task_id: second.task_id.clone(),
             error: "boom".into(),
@@ -292,9 +307,9 @@ async fn expired_leases_are_requeued_and_attempts_are_bounded() {
         .into_inner();
     assert!(!r.requeued);
     assert_eq!(status(&mut c).await.failed, 1);
-    for l in held {
+    for (w, l) in held {
         c.release_task(ReleaseRequest {
-            worker_id: "w".into(),
+            worker_id: w,
             lease_id: l.lease_id,
         })
         .await
@@ -315,23 +330,22 @@ async fn failures_requeue_until_permanent_and_release_does_not_count() {
     })
     .await
     .unwrap();
-    // Released: same queue position is the back, but the attempt is not counted.
-    let mut again = None;
-    for _ in 0..4 {
-        let x = lease(&mut c, "w", "").await.lease.unwrap();
-        if x.task_id == l.task_id {
-            again = Some(x);
-            break;
-        }
-    }
-    let again = again.unwrap();
+    // Released: it goes to the back of its queue, and the attempt is not counted.
+    let mut held = drain(&mut c, "d", 0, "").await;
+    assert_eq!(held.len(), 4, "every task is leasable again");
+    let at = held
+        .iter()
+        .position(|(_, x)| x.task_id == l.task_id)
+        .unwrap();
+    let (again_worker, again) = held.remove(at);
     assert_eq!(
         again.attempt, 1,
         "a released lease does not use up an attempt"
     );
     let r = c
         .fail_task(FailRequest {
-            worker_id: "w".into(),
+            fault: 0,
+            worker_id: again_worker,
             lease_id: again.lease_id.clone(),
             task_id: again.task_id.clone(),
             error: "model does not fit".into(),
@@ -351,11 +365,11 @@ async fn leases_prefer_the_loaded_model_and_respect_memory() {
     let running = start(grid(url, "fit", 60, 3)).await;
     let mut c = client(&running, Some(TOKEN)).await;
     // 8 GiB of host memory: the 70B model (280 GB at f32) never fits.
-    register(&mut c, "small-box", 8 * GIB).await;
-    let mut got = Vec::new();
-    while let Some(l) = lease(&mut c, "small-box", "small").await.lease {
-        got.push(spec_of(&l));
-    }
+    let got: Vec<TaskSpec> = drain(&mut c, "small-box", 8 * GIB, "small")
+        .await
+        .iter()
+        .map(|(_, l)| spec_of(l))
+        .collect();
     assert_eq!(got.len(), 2, "only the small model's two cells fit");
     assert!(got.iter().all(|s| s.model.name == "small"));
     // A big worker with `big` loaded gets big cells.
@@ -367,10 +381,17 @@ async fn leases_prefer_the_loaded_model_and_respect_memory() {
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    http_get_with(addr, path, "").await
+}
+
+/// GET with extra request header lines (each ending in `\r\n`).
+async fn http_get_with(addr: std::net::SocketAddr, path: &str, headers: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.unwrap();
     let code = buf[9..12].parse().unwrap();
@@ -386,7 +407,13 @@ async fn http_probes_and_status() {
     let mut c = client(&running, Some(TOKEN)).await;
     register(&mut c, "w", 0).await;
     let l = lease(&mut c, "w", "").await.lease.unwrap();
-    let (code, body) = http_get(running.http_addr, "/status").await;
+    assert_eq!(
+        http_get(running.http_addr, "/status").await.0,
+        401,
+        "the status view needs a token"
+    );
+    let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
+    let (code, body) = http_get_with(running.http_addr, "/status", &bearer).await;
     assert_eq!(code, 200);
     // Chunked or not, the JSON object is in the body.
     let json: serde_json::Value =
@@ -419,6 +446,7 @@ async fn resumes_from_a_file_store_and_schedules_only_new_cells() {
     assert!(complete(&mut c, "w", &done).await.unwrap());
     let bad = lease(&mut c, "w", "").await.lease.unwrap();
     c.fail_task(FailRequest {
+        fault: 0,
         worker_id: "w".into(),
         lease_id: bad.lease_id.clone(),
         task_id: bad.task_id.clone(),
@@ -427,7 +455,7 @@ async fn resumes_from_a_file_store_and_schedules_only_new_cells() {
     })
     .await
     .unwrap();
-    // A third task is leased and never finished: the crash loses only that lease.
+    // A third task is leased and still running when the coordinator stops.
     let lost = lease(&mut c, "w", "").await.lease.unwrap();
     running.shutdown().await.unwrap();
     let history = std::fs::read_to_string(
@@ -442,13 +470,20 @@ async fn resumes_from_a_file_store_and_schedules_only_new_cells() {
     let running = start(Grid::parse(&text, Path::new("grown.toml")).unwrap()).await;
     let mut c = client(&running, Some(TOKEN)).await;
     let s = status(&mut c).await;
-    assert_eq!((s.total, s.completed, s.failed, s.pending), (6, 1, 1, 4));
-    register(&mut c, "w2", 0).await;
-    let mut leased: Vec<String> = Vec::new();
-    while let Some(l) = lease(&mut c, "w2", "").await.lease {
-        leased.push(l.task_id);
-    }
-    assert_eq!(leased.len(), 4);
+    assert_eq!(
+        (s.total, s.completed, s.failed, s.pending, s.leased),
+        (6, 1, 1, 3, 1),
+        "the in-flight lease survives the restart"
+    );
+    // Its worker carries on with the same lease id once it has registered again.
+    register(&mut c, "w", 0).await;
+    assert!(heartbeat_ok(&mut c, "w", &lost).await);
+    let leased: Vec<String> = drain(&mut c, "w2", 0, "")
+        .await
+        .into_iter()
+        .map(|(_, l)| l.task_id)
+        .collect();
+    assert_eq!(leased.len(), 3);
     assert!(
         !leased.contains(&done.task_id),
         "a completed cell is never recomputed"
@@ -458,8 +493,20 @@ async fn resumes_from_a_file_store_and_schedules_only_new_cells() {
         "a permanently failed cell stays failed"
     );
     assert!(
-        leased.contains(&lost.task_id),
-        "an unfinished lease is scheduled again"
+        !leased.contains(&lost.task_id),
+        "a restored lease is not handed to anyone else"
+    );
+    // Given back, it is scheduled again.
+    c.release_task(ReleaseRequest {
+        worker_id: "w".into(),
+        lease_id: lost.lease_id.clone(),
+    })
+    .await
+    .unwrap();
+    register(&mut c, "w3", 0).await;
+    assert_eq!(
+        lease(&mut c, "w3", "").await.lease.unwrap().task_id,
+        lost.task_id
     );
     let report_index = dir.path().join("resume/report/index.html");
     assert!(report_index.is_file(), "shutdown refreshes the report");
@@ -486,6 +533,7 @@ async fn the_sweep_ends_when_every_task_is_terminal() {
             assert!(complete(&mut c, "w", &l).await.unwrap());
         } else {
             c.fail_task(FailRequest {
+                fault: 0,
                 worker_id: "w".into(),
                 lease_id: l.lease_id,
                 task_id: l.task_id,

@@ -1,11 +1,13 @@
 //! Generated types and services of `proto/conceptdepth.proto`.
 //!
-//! The `.proto` is the source of truth; this crate only includes what the build
-//! script generates from it.
+//! The `.proto` is the source of truth; this crate includes what the build
+//! script generates from it, and what both sides of the protocol must agree
+//! on besides messages: the binaries' exit codes ([`exit`]).
 
-#![allow(clippy::all, missing_docs)]
+pub mod exit;
 
 /// Version 1 of the coordinator protocol.
+#[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("conceptdepth.v1");
 }

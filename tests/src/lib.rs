@@ -10,8 +10,7 @@
 /// The worker's exit codes, compiled from the worker's own source file so the
 /// tests (and the deployment's `podFailurePolicy` checks) use the very values
 /// the binary does, without linking the worker crate.
-#[path = "../../worker/src/agent/exit.rs"]
-pub mod worker_exit;
+pub use cd_proto::exit::worker as worker_exit;
 
 use anyhow::{anyhow, bail, Context, Result};
 use cd_proto::v1::coordinator_client::CoordinatorClient;

@@ -129,12 +129,20 @@ fn free_port() -> u16 {
 
 /// `GET path` over plain HTTP/1.1; the status code, or `None` if nothing answers.
 fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_status_with_token(port, path, None)
+}
+
+/// The status code of a GET, sending `Authorization: Bearer <token>` if given.
+fn http_status_with_token(port: u16, path: &str, token: Option<&str>) -> Option<u16> {
     let mut s =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut buf = String::new();
@@ -143,19 +151,18 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 }
 
 /// Paths of `curl ... http://127.0.0.1:8080/PATH` in deploy/README.md (the
-/// coordinator's HTTP port, port-forwarded).
-fn guide_http_paths() -> Vec<String> {
+/// coordinator's HTTP port, port-forwarded), each with whether the line sends
+/// the bearer token.
+fn guide_http_paths() -> Vec<(String, bool)> {
     let text =
         std::fs::read_to_string(repo_root().join("deploy/README.md")).expect("deploy/README.md");
-    let paths: Vec<String> = text
+    let paths: Vec<(String, bool)> = text
         .lines()
         .filter(|l| l.trim_start().starts_with("curl "))
-        .filter_map(|l| l.split("http://127.0.0.1:8080").nth(1))
-        .map(|rest| {
-            rest.split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string()
+        .filter_map(|l| {
+            let rest = l.split("http://127.0.0.1:8080").nth(1)?;
+            let path = rest.split_whitespace().next().unwrap_or_default();
+            Some((path.to_string(), l.contains("Authorization: Bearer")))
         })
         .collect();
     assert!(
@@ -330,12 +337,20 @@ fn probes_get_answers_from_the_real_coordinator() {
             }
         }
         // The endpoints the operator's guide tells people to curl answer too.
-        for path in guide_http_paths() {
+        let token = "deploy-test-token";
+        for (path, with_token) in guide_http_paths() {
             assert_eq!(
-                http_status(http, &path),
+                http_status_with_token(http, &path, with_token.then_some(token)),
                 Some(200),
-                "{overlay}: deploy/README.md curls {path}, which is not served"
+                "{overlay}: deploy/README.md curls {path}, which is not served as shown"
             );
+            if with_token {
+                assert_eq!(
+                    http_status(http, &path),
+                    Some(401),
+                    "{overlay}: {path} answers without the token"
+                );
+            }
         }
         // And a path the binary does not serve is not 200: the check can fail.
         assert_ne!(

@@ -295,7 +295,7 @@ fn worker_job_does_not_count_preemption_as_failure() {
             ignores_disruption,
             "{overlay}: podFailurePolicy must Ignore the DisruptionTarget condition"
         );
-        // Exit codes come from the worker's own source (worker/src/agent/exit.rs).
+        // Exit codes come from the binaries' shared definition (proto/src/exit.rs).
         let codes = |action: &str| -> BTreeSet<i64> {
             rules
                 .iter()

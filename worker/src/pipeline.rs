@@ -93,6 +93,25 @@ pub enum PipelineError {
 }
 
 impl PipelineError {
+    /// Whether the failure is this worker's rather than the task's: its data
+    /// root, copy of the data, model files, devices, store or software
+    /// version. Another worker may well compute the cell, so it is reported
+    /// as a worker fault (not charged to the task; repeated ones quarantine
+    /// the worker).
+    pub fn is_worker_fault(&self) -> bool {
+        match self {
+            PipelineError::Spec(_)
+            | PipelineError::Placement { .. }
+            | PipelineError::DataMismatch { .. }
+            | PipelineError::DataFetch(_)
+            | PipelineError::Store(_)
+            | PipelineError::Scratch(_) => true,
+            PipelineError::Engine { source, .. } => !matches!(source, EngineError::Input { .. }),
+            PipelineError::Dataset(e) => e.is_local(),
+            PipelineError::Cancelled | PipelineError::Probe(_) | PipelineError::Metrics(_) => false,
+        }
+    }
+
     /// A failure no retry can fix (bad spec, dataset or probe settings, model
     /// that does not fit): the coordinator should not re-queue it.
     pub fn is_permanent(&self) -> bool {
@@ -162,6 +181,7 @@ pub struct Progress {
     phase: AtomicU8,
     done: AtomicU64,
     total: AtomicU64,
+    tokens: AtomicU64,
     cancelled: AtomicBool,
 }
 
@@ -173,6 +193,15 @@ impl Progress {
             self.done.load(Ordering::Relaxed),
             self.total.load(Ordering::Relaxed),
         )
+    }
+
+    /// Real tokens processed so far by the running task.
+    pub fn tokens(&self) -> u64 {
+        self.tokens.load(Ordering::Relaxed)
+    }
+
+    fn add_tokens(&self, n: u64) {
+        self.tokens.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Ask the task to stop at its next checkpoint; it then writes nothing more.
@@ -266,6 +295,9 @@ pub struct TaskContext<'a> {
     pub runtime: &'a tokio::runtime::Handle,
     /// Shared with the heartbeat loop.
     pub progress: &'a Progress,
+    /// Names this attempt's objects before it wins (the lease id, or
+    /// `cell-<pid>` outside a sweep): attempts never overwrite each other.
+    pub attempt: &'a str,
 }
 
 impl Pipeline {
@@ -323,9 +355,29 @@ impl Pipeline {
         // Checked once more right before the completion marker: a cancelled
         // task must not mark itself complete.
         progress.check()?;
-        self.store_call(ctx, "write metrics.json", || {
+        match self.store_call(ctx, "write metrics.json", || {
             ctx.store.put_metrics(&spec.sweep, &id, &value)
-        })?;
+        }) {
+            Ok(()) => {}
+            Err(PipelineError::Store(StoreError::Exists { .. })) => {
+                // Another attempt finished first (this lease lapsed meanwhile):
+                // its result stands; ours is dropped, never written over it.
+                tracing::warn!(task = %id, "another attempt completed this cell first: keeping its result");
+                let _ = ctx
+                    .runtime
+                    .block_on(ctx.store.tidy_completed(&spec.sweep, &id));
+                return Ok(Outcome {
+                    metrics_key,
+                    already_complete: true,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+        if spec.upload_features && spec.kind == TaskKind::Probe {
+            self.store_call(ctx, "promote features.safetensors", || {
+                ctx.store.promote_features(&spec.sweep, &id, ctx.attempt)
+            })?;
+        }
         tracing::info!(task = %id, seconds = started.elapsed().as_secs_f64(), "task complete");
         Ok(Outcome {
             metrics_key,
@@ -597,8 +649,12 @@ impl Pipeline {
         for start in (0..n).step_by(chunk) {
             progress.check()?;
             let end = (start + chunk).min(n);
-            let mut report =
-                |p: ExtractProgress| progress.set_counts((start + p.texts_done) as u64, n as u64);
+            let mut tokens_seen = 0usize;
+            let mut report = |p: ExtractProgress| {
+                progress.set_counts((start + p.texts_done) as u64, n as u64);
+                progress.add_tokens(p.tokens_done.saturating_sub(tokens_seen) as u64);
+                tokens_seen = p.tokens_done;
+            };
             let part = model
                 .extract(&texts[start..end], &opts, &mut report)
                 .map_err(engine_err)?;
@@ -743,9 +799,9 @@ impl Pipeline {
             },
         )
         .map_err(|e| PipelineError::Scratch(e.to_string()))?;
-        let id = spec.id();
+        let rel = Store::attempt_features_rel(&spec.sweep, &spec.id(), ctx.attempt);
         self.store_call(ctx, "upload features.safetensors", || {
-            ctx.store.put_features_file(&spec.sweep, &id, &path)
+            ctx.store.put_file(&rel, &path)
         })
     }
 
@@ -767,7 +823,9 @@ impl Pipeline {
             ctx.progress.check()?;
             match ctx.runtime.block_on(op()) {
                 Ok(v) => return Ok(v),
-                Err(e @ StoreError::Url { .. }) => return Err(e.into()),
+                Err(e @ (StoreError::Url { .. } | StoreError::Exists { .. })) => {
+                    return Err(e.into())
+                }
                 Err(e) if started.elapsed() >= self.opts.store_retry_budget => {
                     tracing::error!(what, error = %e, "storage still failing: giving up on the task");
                     return Err(e.into());

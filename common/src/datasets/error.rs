@@ -79,3 +79,18 @@ impl DatasetError {
         }
     }
 }
+
+impl DatasetError {
+    /// Whether the error is about this machine's copy of the data rather
+    /// than the data itself: the files are missing or unreadable here, or the
+    /// data root is remote and was not made local. Another machine may load
+    /// the same dataset fine.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            DatasetError::NotFound { .. }
+                | DatasetError::Io { .. }
+                | DatasetError::RemoteRoot { .. }
+        )
+    }
+}

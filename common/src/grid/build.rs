@@ -253,6 +253,14 @@ fn scheduling(loc: &Located<'_>, sch: &SchedulingSection) -> Result<Scheduling, 
             "must be at least 1 and shorter than lease_ttl_secs, or leases lapse between heartbeats",
         ));
     }
+    let stall = *sch.stall_timeout_secs.get_ref();
+    if !(60..=MAX_LEASE_TTL_SECS).contains(&stall) || stall <= beat {
+        return Err(loc.err(
+            &sch.stall_timeout_secs,
+            "scheduling.stall_timeout_secs",
+            format!("must be between 60 and {MAX_LEASE_TTL_SECS} seconds and longer than heartbeat_interval_secs"),
+        ));
+    }
     let devices = sch.devices.get_ref();
     if devices.is_empty() {
         return Err(loc.err(
@@ -265,6 +273,7 @@ fn scheduling(loc: &Located<'_>, sch: &SchedulingSection) -> Result<Scheduling, 
         max_attempts: attempts,
         lease_ttl: Duration::from_secs(ttl),
         heartbeat_interval: Duration::from_secs(beat),
+        stall_timeout: Duration::from_secs(stall),
         devices: devices.clone(),
     })
 }

@@ -82,6 +82,11 @@ pub struct SchedulingSection {
     /// Seconds between worker heartbeats, 1 ..= lease_ttl_secs − 1. Example: `heartbeat_interval_secs = 20`.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_interval_secs: Spanned<u64>,
+    /// Seconds a lease may report no progress (same phase, same count) before
+    /// it is expired like a lapsed one, 60 ..= 86400. Example:
+    /// `stall_timeout_secs = 1800`. Default: 3600.
+    #[serde(default = "default_stall")]
+    pub stall_timeout_secs: Spanned<u64>,
     /// Device kinds that may run this sweep's cells (`cpu`, `cuda`); a worker
     /// gets only cells whose precision is verified on its kind
     /// (`cd_common::verified`). Example: `devices = ["cuda"]`. Default: both.
@@ -95,6 +100,7 @@ impl Default for SchedulingSection {
             max_attempts: default_max_attempts(),
             lease_ttl_secs: default_lease_ttl(),
             heartbeat_interval_secs: default_heartbeat(),
+            stall_timeout_secs: default_stall(),
             devices: default_devices(),
         }
     }
@@ -181,6 +187,9 @@ fn default_lease_ttl() -> Spanned<u64> {
 }
 fn default_heartbeat() -> Spanned<u64> {
     Spanned::new(0..0, 20)
+}
+fn default_stall() -> Spanned<u64> {
+    Spanned::new(0..0, 3600)
 }
 fn default_devices() -> Spanned<Vec<DeviceKind>> {
     Spanned::new(0..0, DeviceKind::ALL.to_vec())

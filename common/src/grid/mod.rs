@@ -71,6 +71,8 @@ pub struct Scheduling {
     pub lease_ttl: Duration,
     /// How often workers heartbeat (less than `lease_ttl`).
     pub heartbeat_interval: Duration,
+    /// A lease whose progress has not moved for this long is expired.
+    pub stall_timeout: Duration,
     /// Device kinds that may run the sweep's cells.
     pub devices: Vec<DeviceKind>,
 }

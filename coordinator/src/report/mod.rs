@@ -31,6 +31,9 @@ pub struct Summary {
     pub unreadable: Vec<String>,
     /// Files written, relative to the report directory.
     pub files: Vec<String>,
+    /// The figures as data (`{"curves": …, "mc": …}`), for the dashboard.
+    #[serde(skip)]
+    pub figures_json: String,
 }
 
 /// Errors writing a report.
@@ -93,6 +96,7 @@ pub async fn write(store: &Store, sweep: &str, out: Option<&Path>) -> Result<Sum
     let grid = store.get_grid_ids(sweep).await?;
     let (cells, others) = split_by_grid(all, grid.as_ref());
     let files = render(sweep, &cells, &others, &unreadable);
+    let figures_json = figures_json(&cells);
     for (name, body) in &files {
         store
             .put_bytes(
@@ -117,7 +121,17 @@ pub async fn write(store: &Store, sweep: &str, out: Option<&Path>) -> Result<Sum
         other_cells: others.len(),
         unreadable,
         files: files.into_iter().map(|(n, _)| n).collect(),
+        figures_json,
     })
+}
+
+/// The figures' data as the dashboard reads it.
+pub fn figures_json(cells: &[CellMetrics]) -> String {
+    serde_json::json!({
+        "curves": tables::curves(cells),
+        "mc": tables::mc_curves(cells),
+    })
+    .to_string()
 }
 
 /// Cells of the grid, and the others.

@@ -51,10 +51,12 @@ pub fn run(args: CellArgs) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     let progress = Progress::default();
+    let attempt = format!("cell-{}", std::process::id());
     let ctx = TaskContext {
         store: &store,
         runtime: runtime.handle(),
         progress: &progress,
+        attempt: &attempt,
     };
     let outcome = Pipeline::new(opts)
         .execute(&spec, &ctx)

@@ -24,6 +24,7 @@ struct Job {
     spec: TaskSpec,
     store: Store,
     progress: Arc<Progress>,
+    attempt: String,
     reply: oneshot::Sender<Done>,
 }
 
@@ -45,6 +46,7 @@ impl Executor {
                         store: &job.store,
                         runtime: &runtime,
                         progress: &job.progress,
+                        attempt: &job.attempt,
                     };
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         pipeline.execute(&job.spec, &ctx)
@@ -78,6 +80,7 @@ impl Executor {
         spec: TaskSpec,
         store: Store,
         progress: Arc<Progress>,
+        attempt: String,
     ) -> oneshot::Receiver<Done> {
         let (reply, rx) = oneshot::channel();
         if self
@@ -86,6 +89,7 @@ impl Executor {
                 spec,
                 store,
                 progress,
+                attempt,
                 reply,
             })
             .is_err()

@@ -45,6 +45,7 @@ pub async fn run(
             phase: phase.as_str().to_string(),
             examples_done: done,
             examples_total: total,
+            tokens_done: progress.tokens(),
         };
         match client.heartbeat(req).await {
             Ok(resp) if resp.get_ref().ok => {

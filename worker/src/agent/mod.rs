@@ -7,20 +7,20 @@
 //! backoff and jitter while the coordinator is unreachable ([`backoff`]); a
 //! result is only ever reported after `metrics.json` is in storage, and nothing
 //! is written for a task whose lease is gone. `docs/agent.md` documents the
-//! lifecycle, the retries, the exit codes ([`exit`]) and shutdown.
+//! lifecycle, the retries, the exit codes (`cd_proto::exit::worker`) and shutdown.
 
 mod args;
 pub(crate) mod backoff;
 pub mod cell;
 mod client;
 mod executor;
-pub mod exit;
 mod heartbeat;
 mod identity;
 mod shutdown;
 mod worker;
 
 pub use args::AgentArgs;
+use cd_proto::exit::worker as exit;
 
 /// Why the agent stopped before its work was done.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// The process exit code for this error (see [`exit`]).
+    /// The process exit code for this error (`cd_proto::exit::worker`).
     pub fn exit_code(&self) -> i32 {
         match self {
             AgentError::Config(_) => exit::CONFIG,

@@ -6,17 +6,45 @@ use super::executor::{Done, Executor};
 use super::heartbeat::{self, LeaseState};
 use super::identity;
 use super::shutdown::Shutdown;
-use super::{exit, AgentArgs, AgentError};
+use super::{AgentArgs, AgentError};
 use crate::pipeline::{Pipeline, PipelineError, PipelineOptions, Progress};
 use cd_common::spec::TaskSpec;
 use cd_common::storage::Store;
+use cd_proto::exit::worker as exit;
 use cd_proto::v1::{
-    CompleteRequest, FailRequest, Lease, LeaseRequest, RegisterRequest, ReleaseRequest,
+    CompleteRequest, FailRequest, Fault as WireFault, Lease, LeaseRequest, RegisterRequest,
+    ReleaseRequest,
 };
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Whose fault a failed task is (see the protocol's `Fault`).
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The task's own.
+    Task {
+        /// No retry can fix it.
+        permanent: bool,
+    },
+    /// This worker's.
+    Worker,
+}
+
+/// A lease id as a storage path segment for the attempt's objects.
+fn attempt_tag(lease_id: &str) -> String {
+    lease_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
 
 /// The longest the agent waits between two lease requests when idle.
 const MAX_IDLE_WAIT: Duration = Duration::from_secs(30);
@@ -188,7 +216,7 @@ impl Agent {
         let store = Store::open(&resp.store_url).map_err(|e| {
             AgentError::Config(format!("storage announced by the coordinator: {e}"))
         })?;
-        tracing::info!(sweep = %resp.sweep, store = %resp.store_url, heartbeat_ms = self.heartbeat_every.as_millis() as u64, "registered");
+        tracing::info!(sweep = %resp.sweep, store = %cd_common::storage::redacted_url(&resp.store_url), heartbeat_ms = self.heartbeat_every.as_millis() as u64, "registered");
         self.store = Some(store);
         Ok(true)
     }
@@ -260,6 +288,28 @@ impl Agent {
                     tracing::info!(completed = self.completed, "sweep done: exiting");
                     return Ok(exit::OK);
                 }
+                None if resp.nothing_for_worker && self.args.idle_exit => {
+                    tracing::info!(
+                        completed = self.completed,
+                        "nothing left that this worker can run (device kind, verified precision or memory): exiting"
+                    );
+                    return Ok(exit::OK);
+                }
+                None if !resp.quarantined.is_empty() => {
+                    // Quarantined after repeated worker faults: wait, then ask
+                    // again (an operator may re-admit the worker sooner).
+                    let wait =
+                        Duration::from_millis(resp.quarantined_for_ms.max(1000)).min(MAX_IDLE_WAIT);
+                    tracing::warn!(
+                        why = %resp.quarantined,
+                        left_secs = resp.quarantined_for_ms / 1000,
+                        "quarantined by the coordinator: no tasks for now"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.shutdown.wait() => {}
+                    }
+                }
                 None => {
                     let wait =
                         Duration::from_millis(resp.retry_after_ms.max(200)).min(MAX_IDLE_WAIT);
@@ -285,8 +335,13 @@ impl Agent {
         let spec: TaskSpec = match TaskSpec::from_json(&lease.spec_json) {
             Ok(s) => s,
             Err(e) => {
-                self.fail(&lease, format!("the leased spec does not parse: {e}"), true)
-                    .await?;
+                // This worker's version cannot read it; another may.
+                self.fail(
+                    &lease,
+                    format!("the leased spec does not parse: {e}"),
+                    Fault::Worker,
+                )
+                .await?;
                 return Ok(false);
             }
         };
@@ -296,7 +351,7 @@ impl Agent {
                 spec.id(),
                 lease.task_id
             );
-            self.fail(&lease, msg, true).await?;
+            self.fail(&lease, msg, Fault::Worker).await?;
             return Ok(false);
         }
         let store = self.store.clone().expect("registered before leasing");
@@ -312,7 +367,9 @@ impl Agent {
             progress.clone(),
             state.clone(),
         ));
-        let mut reply = self.executor.submit(spec, store, progress.clone());
+        let mut reply =
+            self.executor
+                .submit(spec, store, progress.clone(), attempt_tag(&lease.lease_id));
         let done = tokio::select! {
             done = &mut reply => done,
             _ = self.shutdown.wait() => {
@@ -352,9 +409,15 @@ impl Agent {
                 tracing::warn!(task = %lease.task_id, "task cancelled");
             }
             Err(e) => {
-                let permanent = e.is_permanent();
-                tracing::error!(task = %lease.task_id, error = %e, permanent, "task failed");
-                self.fail(&lease, e.to_string(), permanent).await?;
+                let fault = if e.is_worker_fault() {
+                    Fault::Worker
+                } else {
+                    Fault::Task {
+                        permanent: e.is_permanent(),
+                    }
+                };
+                tracing::error!(task = %lease.task_id, error = %e, ?fault, "task failed");
+                self.fail(&lease, e.to_string(), fault).await?;
             }
         }
         Ok(false)
@@ -408,13 +471,18 @@ impl Agent {
         }
     }
 
-    async fn fail(&self, lease: &Lease, error: String, permanent: bool) -> Result<(), AgentError> {
+    async fn fail(&self, lease: &Lease, error: String, fault: Fault) -> Result<(), AgentError> {
+        let (permanent, wire) = match fault {
+            Fault::Task { permanent } => (permanent, WireFault::Task),
+            Fault::Worker => (false, WireFault::Worker),
+        };
         let req = FailRequest {
             worker_id: self.worker_id.clone(),
             lease_id: lease.lease_id.clone(),
             task_id: lease.task_id.clone(),
             error,
             permanent,
+            fault: wire as i32,
         };
         match self
             .call("fail", true, |mut c| {
