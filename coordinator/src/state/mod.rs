@@ -4,11 +4,12 @@
 //! ```text
 //!            lease                 complete (by the lease's holder)
 //!  Pending ─────────▶ Leased ───────────────────────────────▶ Completed
-//!     ▲                 │  task fault / lease expired / stalled
-//!     │  attempts left  │  (attempt charged)
-//!     ├─────────────────┤
+//!     ▲                 │  task fault / stalled / lease expired
+//!     │  attempts left  │  after heartbeats, first time on this worker
+//!     ├─────────────────┤  (attempt charged)
 //!     │  release,       │  attempts exhausted or permanent
-//!     │  worker fault   └──────────────────────────────────▶ Failed
+//!     │  worker fault,  └──────────────────────────────────▶ Failed
+//!     │  other expiries
 //!     └─ (not charged)
 //! ```
 //!
@@ -94,6 +95,8 @@ struct Lease {
     total: u64,
     /// Last time the phase or the progress moved.
     moved_at: Instant,
+    /// Heartbeats received on this lease (a restored lease counts as one).
+    beats: u32,
 }
 
 struct Task {
@@ -108,6 +111,8 @@ struct Task {
     /// The lease the task last had (id, worker), after it lapsed: its
     /// holder's completion is still accepted while nobody else holds it.
     last_lease: Option<(u64, String)>,
+    /// Workers on which a lease of this task lapsed after heartbeating.
+    lapsed_on: Vec<String>,
     failures: Vec<FailureRecord>,
 }
 
@@ -284,6 +289,7 @@ impl Scheduler {
                 attempts: 0,
                 lease: None,
                 last_lease: None,
+                lapsed_on: Vec::new(),
                 failures: Vec::new(),
             });
         }
@@ -485,6 +491,7 @@ impl Scheduler {
             done: 0,
             total: 0,
             moved_at: now,
+            beats: 0,
         });
         self.leases.insert(lease_id, t);
         self.held_by.insert(worker_id.to_string(), lease_id);
@@ -544,6 +551,7 @@ impl Scheduler {
         }
         l.done = beat.done;
         l.total = beat.total;
+        l.beats = l.beats.saturating_add(1);
         let id = l.id;
         self.expiry.push(Reverse((deadline, id)));
         Some(deadline)
@@ -636,28 +644,38 @@ impl Scheduler {
                 }
                 self.fail_task(t, error, permanent, at_unix_ms)
             }
-            Fault::Worker => {
-                let task = &mut self.tasks[t];
-                let record = FailureRecord {
-                    attempt: task.attempts,
-                    worker: worker_id.to_string(),
-                    error: error.to_string(),
-                    permanent: false,
-                    at_unix_ms,
-                    worker_fault: true,
-                };
-                task.failures.push(record.clone());
-                self.drop_lease(t);
-                self.tasks[t].attempts = self.tasks[t].attempts.saturating_sub(1);
-                self.requeue(t);
-                let quarantine = self
-                    .workers
-                    .get_mut(worker_id)
-                    .and_then(|w| w.fault(error, now));
-                FailOutcome::WorkerFault(record, quarantine)
-            }
+            Fault::Worker => self.worker_fault(t, worker_id, error, now, at_unix_ms),
         };
         (Some(id), outcome)
+    }
+
+    /// Put the task back uncharged and count the fault against the worker.
+    fn worker_fault(
+        &mut self,
+        t: usize,
+        worker_id: &str,
+        error: &str,
+        now: Instant,
+        at_unix_ms: u64,
+    ) -> FailOutcome {
+        let task = &mut self.tasks[t];
+        let record = FailureRecord {
+            attempt: task.attempts,
+            worker: worker_id.to_string(),
+            error: error.to_string(),
+            permanent: false,
+            at_unix_ms,
+            worker_fault: true,
+        };
+        task.failures.push(record.clone());
+        self.drop_lease(t);
+        self.tasks[t].attempts = self.tasks[t].attempts.saturating_sub(1);
+        self.requeue(t);
+        let quarantine = self
+            .workers
+            .get_mut(worker_id)
+            .and_then(|w| w.fault(error, now));
+        FailOutcome::WorkerFault(record, quarantine)
     }
 
     fn fail_task(
@@ -722,7 +740,7 @@ impl Scheduler {
             if !current {
                 continue;
             }
-            let outcome = self.fail_task(t, "lease expired", false, at_unix_ms);
+            let outcome = self.lapse(t, now, at_unix_ms);
             out.push((self.tasks[t].id.clone(), outcome));
         }
         let stall = self.limits.stall_timeout;
@@ -754,6 +772,29 @@ impl Scheduler {
             out.push((self.tasks[t].id.clone(), outcome));
         }
         out
+    }
+
+    /// A lease ran out without a heartbeat. Whose fault that is cannot be
+    /// known (a killed node, or a cell that kills every worker), so it counts
+    /// against the worker, and against the task only once per worker and
+    /// only if the lease had heartbeated: a client that leases and vanishes,
+    /// or keeps re-leasing under one id, can delay cells but never fail them,
+    /// while a cell that brings down `max_attempts` different workers fails.
+    fn lapse(&mut self, t: usize, now: Instant, at_unix_ms: u64) -> FailOutcome {
+        const ERROR: &str = "lease expired";
+        let (worker, beats) = {
+            let l = self.tasks[t].lease.as_ref().expect("a lapsing lease");
+            (l.worker.clone(), l.beats)
+        };
+        let charged = beats > 0 && !self.tasks[t].lapsed_on.contains(&worker);
+        if !charged {
+            return self.worker_fault(t, &worker, ERROR, now, at_unix_ms);
+        }
+        self.tasks[t].lapsed_on.push(worker.clone());
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.fault(ERROR, now);
+        }
+        self.fail_task(t, ERROR, false, at_unix_ms)
     }
 
     fn drop_lease(&mut self, t: usize) {

@@ -88,6 +88,7 @@ impl Scheduler {
                 done: 0,
                 total: 0,
                 moved_at: now,
+                beats: 1,
             });
             self.leases.insert(l.lease_id, t);
             self.held_by.insert(l.worker.clone(), l.lease_id);

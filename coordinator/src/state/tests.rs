@@ -186,6 +186,52 @@ fn lapsed_leases_are_charged_and_their_holder_may_still_complete() {
 }
 
 #[test]
+fn a_client_that_leases_and_vanishes_cannot_fail_a_cell() {
+    let (mut s, t0) = sched(1);
+    let ttl = Duration::from_secs(11);
+    s.register("flood", cpu(), t0);
+    // The same id leasing again and again, never heartbeating: never charged.
+    let mut now = t0;
+    for round in 0..5 {
+        let g = lease(&mut s, "flood", now);
+        assert_eq!(g.attempt, 1, "round {round}");
+        now += ttl;
+        s.reap(now, 0);
+        s.readmit("flood");
+    }
+    // A worker that heartbeats and then goes silent is charged once; the same
+    // worker lapsing again on the same cell is not charged twice.
+    let g = lease(&mut s, "a", now);
+    s.heartbeat(beat("a", &g.lease_id, 1), now);
+    now += ttl;
+    s.reap(now, 0);
+    let g = lease(&mut s, "a", now);
+    assert_eq!(g.attempt, 2);
+    s.heartbeat(beat("a", &g.lease_id, 1), now);
+    now += ttl;
+    s.reap(now, 0);
+    assert_eq!(lease(&mut s, "b", now).attempt, 2);
+    assert_eq!(s.counts().failed, 0);
+}
+
+#[test]
+fn a_cell_that_brings_down_every_worker_fails() {
+    let (mut s, t0) = sched(1);
+    let mut now = t0;
+    for w in ["a", "b"] {
+        let g = lease(&mut s, w, now);
+        s.heartbeat(beat(w, &g.lease_id, 1), now);
+        now += Duration::from_secs(11);
+        s.reap(now, 0);
+    }
+    assert_eq!(
+        s.counts().failed,
+        1,
+        "max_attempts (2) distinct workers lapsed"
+    );
+}
+
+#[test]
 fn stalled_leases_expire_though_heartbeats_continue() {
     let (mut s, t0) = sched(1);
     let g = lease(&mut s, "a", t0);
