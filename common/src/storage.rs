@@ -454,7 +454,10 @@ impl Store {
         let upload = self.inner.put_multipart(&key).await.map_err(backend)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_CHUNK);
         for chunk in data.chunks(MULTIPART_CHUNK) {
-            writer.wait_for_capacity(4).await.map_err(backend)?;
+            if let Err(e) = writer.wait_for_capacity(4).await {
+                let _ = writer.abort().await;
+                return Err(backend(e));
+            }
             writer.put(data.slice_ref(chunk));
         }
         match writer.finish().await {
@@ -501,9 +504,16 @@ impl Store {
             if n == 0 {
                 break;
             }
-            writer.wait_for_capacity(4).await.map_err(backend)?;
+            if let Err(e) = writer.wait_for_capacity(4).await {
+                // Abort so the store keeps no orphaned parts of this upload.
+                let _ = writer.abort().await;
+                return Err(backend(e));
+            }
             writer.write(&buf[..n]);
         }
+        // `finish` aborts the upload itself when completing it fails; parts
+        // of a process killed mid-upload are left to the bucket's
+        // incomplete-upload lifecycle rule (deploy/README.md).
         writer.finish().await.map(|_| ()).map_err(backend)
     }
 

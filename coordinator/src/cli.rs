@@ -54,11 +54,12 @@ pub struct ServeArgs {
     /// change anything.
     #[arg(long, value_name = "FILE")]
     pub dashboard_token_file: Option<PathBuf>,
-    /// TLS certificate chain (PEM); enables TLS together with --tls-key.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    /// TLS certificate chain (PEM) for the gRPC port; enables TLS together
+    /// with --tls-key (a cert-manager Secret's `tls.crt`).
+    #[arg(long, env = "CD_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    /// TLS private key (PEM; a cert-manager Secret's `tls.key`).
+    #[arg(long, env = "CD_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Start N `cd-worker` processes beside the coordinator and exit when the sweep is done.
     #[arg(long, default_value_t = 0, value_name = "N")]

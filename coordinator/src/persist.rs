@@ -160,6 +160,14 @@ pub async fn persist_forever(
                     leases_dirty = true;
                 }
             }
+            Event::PersistLeases(done) => {
+                if let Some(store) = &store {
+                    write_leases(&shared, store, &sweep).await;
+                    leases_dirty = false;
+                }
+                let _ = done.send(());
+                continue;
+            }
             Event::Flush(done) => {
                 if let Some(store) = &store {
                     write_leases(&shared, store, &sweep).await;

@@ -88,10 +88,18 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         pid: std::process::id(),
         refreshed_unix_ms: crate::shared::unix_ms(),
     };
-    store
-        .acquire_lock(&grid.sweep, &lock)
-        .await
-        .with_context(|| format!("taking sweep {}", grid.sweep))?;
+    match store.acquire_lock(&grid.sweep, &lock).await {
+        Ok(()) => {}
+        Err(e @ StoreError::Fenced { .. }) => {
+            // Not an error of this process: another one serves the sweep.
+            eprintln!(
+                "error: taking the coordinator lock of sweep {}: {e}",
+                grid.sweep
+            );
+            std::process::exit(cd_proto::exit::coordinator::FENCED);
+        }
+        Err(e) => return Err(e).with_context(|| format!("taking sweep {}", grid.sweep)),
+    }
     store
         .check_schema(&grid.sweep)
         .await

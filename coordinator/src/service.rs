@@ -20,6 +20,10 @@ pub struct CoordinatorService {
     shared: Arc<Shared>,
 }
 
+/// How long a new lease waits for its persistence before it is handed out
+/// anyway (a restart in that window re-runs the cell; nothing is lost).
+const PERSIST_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl CoordinatorService {
     /// Serve the given state.
     pub fn new(shared: Arc<Shared>) -> CoordinatorService {
@@ -100,9 +104,16 @@ impl Coordinator for CoordinatorService {
             .metrics
             .lease_seconds
             .observe(started.elapsed().as_secs_f64());
-        if answer.granted.is_some() {
+        if answer.granted.as_ref().is_some_and(|g| g.fresh) {
             self.shared.metrics.leases_granted.inc();
-            self.shared.notify(Event::LeasesChanged);
+            // Persist the lease before the worker hears of it: a coordinator
+            // killed a moment later restarts knowing it, and the worker's
+            // heartbeats and completion find it (nothing is recomputed).
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.shared.notify(Event::PersistLeases(tx));
+            if tokio::time::timeout(PERSIST_LEASE_WAIT, rx).await.is_err() {
+                tracing::warn!("persisting a new lease is slow: handing it out unpersisted");
+            }
         }
         let lease = answer.granted.map(|g| {
             tracing::debug!(worker = %shown(&r.worker_id), task = %g.task_id, attempt = g.attempt, "task leased");

@@ -29,6 +29,9 @@ pub enum Event {
     LeasesChanged,
     /// Write everything outstanding (and the report), then answer.
     Flush(oneshot::Sender<()>),
+    /// Write the leases now, then answer (a new lease is persisted before
+    /// the worker hears of it).
+    PersistLeases(oneshot::Sender<()>),
 }
 
 pub use cd_common::storage::redacted_url;

@@ -12,6 +12,8 @@
 /// the binary does, without linking the worker crate.
 pub use cd_proto::exit::worker as worker_exit;
 
+pub mod fixtures;
+
 use anyhow::{anyhow, bail, Context, Result};
 use cd_proto::v1::coordinator_client::CoordinatorClient;
 use cd_proto::v1::SweepStatusResponse;
@@ -308,6 +310,11 @@ impl S3Server {
         Ok(())
     }
 
+    /// The running server's process id (to freeze it with SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The storage URL of `prefix` in the test bucket.
     pub fn url(&self, prefix: &str) -> String {
         format!(
@@ -351,6 +358,20 @@ pub struct ClusterBuilder {
     storage: Storage,
     token: String,
     workers: usize,
+    tls: Option<TlsFiles>,
+}
+
+/// PEM files for a coordinator serving gRPC over TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The coordinator's certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA that signed it (what workers verify against).
+    pub ca: PathBuf,
+    /// The name in the certificate (workers' `--tls-domain`).
+    pub domain: String,
 }
 
 impl ClusterBuilder {
@@ -361,7 +382,15 @@ impl ClusterBuilder {
             storage: Storage::File,
             token: "e2e-secret-token".into(),
             workers: 0,
+            tls: None,
         }
+    }
+
+    /// Serve gRPC over TLS with these files; workers and the test client
+    /// verify the coordinator against `tls.ca`.
+    pub fn tls(mut self, tls: TlsFiles) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Store results on a real S3 server started with the cluster.
@@ -405,6 +434,7 @@ impl ClusterBuilder {
             store_url,
             results_dir,
             s3,
+            tls: self.tls,
             coordinator: None,
             coordinator_starts: 0,
             workers: BTreeMap::new(),
@@ -447,6 +477,8 @@ pub struct Cluster {
     pub results_dir: PathBuf,
     /// The S3 server, when the cluster uses one.
     pub s3: Option<S3Server>,
+    /// TLS files, when gRPC is served over TLS.
+    pub tls: Option<TlsFiles>,
     coordinator: Option<Child>,
     coordinator_starts: usize,
     /// Workers by id.
@@ -457,9 +489,24 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// `http://127.0.0.1:PORT` of the coordinator.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS) of the coordinator.
     pub fn coordinator_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// A gRPC endpoint for the coordinator (verifying its certificate with TLS).
+    fn endpoint(&self) -> Result<tonic::transport::Endpoint> {
+        let mut ep = tonic::transport::Endpoint::from_shared(self.coordinator_url())?;
+        if let Some(tls) = &self.tls {
+            let ca = std::fs::read(&tls.ca)?;
+            ep = ep.tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                    .domain_name(tls.domain.clone()),
+            )?;
+        }
+        Ok(ep)
     }
 
     fn storage_env(&self) -> Vec<(String, String)> {
@@ -484,6 +531,14 @@ impl Cluster {
             .args(["--store", &self.store_url])
             .arg("--token-file")
             .arg(&self.token_path)
+            .args(self.tls.iter().flat_map(|t| {
+                [
+                    "--tls-cert".as_ref(),
+                    t.cert.as_os_str(),
+                    "--tls-key".as_ref(),
+                    t.key.as_os_str(),
+                ]
+            }))
             .envs(self.storage_env())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -541,25 +596,40 @@ impl Cluster {
     ) -> Result<()> {
         let log_path = self.dir.path().join(format!("worker-{id}.log"));
         let log = std::fs::File::create(&log_path)?;
+        // Flags in `extra` replace the cluster's own connection settings.
+        let own = |flag: &str| !extra.contains(&flag);
+        let coordinator = self.coordinator_url();
         let mut cmd = Command::new(&bins().worker);
-        cmd.args([
-            "--coordinator",
-            &self.coordinator_url(),
-            "--worker-id",
-            id,
-            "--gpus",
-            "cpu",
-        ])
-        .args(idle_exit.then_some("--idle-exit"))
-        .args(extra)
-        .envs(self.storage_env())
-        .env_remove("CD_TOKEN")
-        .env("RUST_LOG", "info,cd_worker=debug")
-        .env("NO_COLOR", "1")
-        .current_dir(self.dir.path())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+        cmd.args(["--worker-id", id, "--gpus", "cpu"])
+            .args(
+                own("--coordinator")
+                    .then_some(["--coordinator", coordinator.as_str()])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(idle_exit.then_some("--idle-exit"))
+            .args(
+                self.tls
+                    .iter()
+                    .filter(|_| own("--coordinator") && own("--tls-ca"))
+                    .flat_map(|t| {
+                        [
+                            "--tls-ca".as_ref(),
+                            t.ca.as_os_str(),
+                            "--tls-domain".as_ref(),
+                            t.domain.as_ref(),
+                        ]
+                    }),
+            )
+            .args(extra)
+            .envs(self.storage_env())
+            .env_remove("CD_TOKEN")
+            .env("RUST_LOG", "info,cd_worker=debug")
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         if let Some(t) = token {
             cmd.env("CD_TOKEN", t);
         }
@@ -601,10 +671,10 @@ impl Cluster {
 
     /// Ask the coordinator for the sweep's status.
     pub fn status(&self) -> Result<SweepStatusResponse> {
-        let url = self.coordinator_url();
+        let endpoint = self.endpoint()?;
         let token = format!("Bearer {}", self.token);
         self.runtime.block_on(async move {
-            let channel = tonic::transport::Endpoint::from_shared(url)?
+            let channel = endpoint
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(Duration::from_secs(5))
                 .connect()
@@ -619,6 +689,48 @@ impl Cluster {
         })
     }
 
+    /// `GET` a path of the coordinator's HTTP port with the token; returns the
+    /// status code and body.
+    pub fn http_get(&self, path: &str) -> Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.http_port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            self.token
+        )?;
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow!("no HTTP header in the answer to GET {path}"))?;
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| anyhow!("no status code in the answer to GET {path}: {head}"))?;
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        Ok((code, body))
+    }
+
+    /// The dashboard's state (`/api/state`) as JSON.
+    pub fn dashboard_state(&self) -> Result<serde_json::Value> {
+        let (code, body) = self.http_get("/api/state")?;
+        if code != 200 {
+            bail!("/api/state answered {code}: {body}");
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
     /// Run a closure with a connected, authenticated coordinator client.
     pub fn with_client<T, F, Fut>(&self, f: F) -> Result<T>
     where
@@ -629,12 +741,10 @@ impl Cluster {
         ) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let url = self.coordinator_url();
+        let endpoint = self.endpoint()?;
         let auth = Auth(format!("Bearer {}", self.token));
         self.runtime.block_on(async move {
-            let channel = tonic::transport::Endpoint::from_shared(url)?
-                .connect()
-                .await?;
+            let channel = endpoint.connect().await?;
             f(CoordinatorClient::with_interceptor(channel, auth)).await
         })
     }
@@ -722,6 +832,20 @@ impl Drop for Cluster {
             eprintln!("{}", self.logs());
         }
     }
+}
+
+/// Decode an HTTP/1.1 chunked body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// Interceptor adding the bearer token.

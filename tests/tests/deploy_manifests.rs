@@ -323,11 +323,37 @@ fn worker_job_does_not_count_preemption_as_failure() {
             BTreeSet::from([signalled]),
             "{overlay}: a worker stopped mid-sweep exits {signalled}: the Job must Ignore that code (and only it)"
         );
-        assert_eq!(
-            codes("FailJob"),
-            BTreeSet::from([i64::from(worker_exit::CONFIG), i64::from(worker_exit::AUTH)]),
-            "{overlay}: only configuration errors and a refused token fail the Job at once"
+        assert!(
+            codes("FailJob").is_empty(),
+            "{overlay}: one worker's exit must never fail the whole Job"
         );
+        assert_eq!(
+            codes("FailIndex"),
+            BTreeSet::from([i64::from(worker_exit::CONFIG)]),
+            "{overlay}: only a pod's own configuration error fails its index at once"
+        );
+        assert_eq!(
+            codes("Count"),
+            BTreeSet::from([
+                i64::from(worker_exit::ERROR),
+                i64::from(worker_exit::AUTH),
+                i64::from(worker_exit::UNREACHABLE)
+            ]),
+            "{overlay}: transient worker exits count against their own index only"
+        );
+        assert!(
+            spec["backoffLimitPerIndex"].as_u64().is_some(),
+            "{overlay}: FailIndex and per-index counting need backoffLimitPerIndex"
+        );
+        // Kubernetes 1.33+ rejects a pod condition rule without a status.
+        for r in &rules {
+            for c in r["onPodConditions"].as_array().into_iter().flatten() {
+                assert_eq!(
+                    c["status"], "True",
+                    "{overlay}: onPodConditions needs `status` (Kubernetes 1.33+): {c}"
+                );
+            }
+        }
         assert!(
             !codes("Count").contains(&i64::from(worker_exit::OK)),
             "{overlay}: exit 0 is a finished worker"
@@ -411,6 +437,62 @@ fn worker_data_cache_is_a_volume_passed_as_data_cache() {
     }
 }
 
+/// The Secret volume mounted at the directory of `file`, and the key it
+/// projects there.
+fn secret_file<'a>(obj: &'a Value, c: &'a Value, file: &str) -> (&'a str, String) {
+    let (dir, name) = file.rsplit_once('/').expect("an absolute path");
+    let (_, vol) =
+        mounted_volume(obj, c, dir).unwrap_or_else(|| panic!("nothing mounted at {dir}"));
+    let secret = vol["secret"]["secretName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{dir} is not a Secret volume: {vol}"));
+    let key = vol["secret"]["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["path"] == name)
+        .and_then(|i| i["key"].as_str())
+        .unwrap_or(name)
+        .to_string();
+    (secret, key)
+}
+
+#[test]
+fn gpu_overlay_serves_grpc_over_tls_and_workers_verify_it() {
+    let Some(objs) = render("gpu") else { return };
+    let coord = find(objs, "StatefulSet", "cd-coordinator").expect("coordinator");
+    let cc = container(objs, "StatefulSet", "cd-coordinator", "coordinator");
+    let env = resolve_env(objs, cc, "cd-coordinator-0");
+    let cert = env
+        .get("CD_TLS_CERT")
+        .expect("the coordinator serves TLS (CD_TLS_CERT)");
+    let key = env.get("CD_TLS_KEY").expect("CD_TLS_KEY");
+    let (cert_secret, cert_key) = secret_file(coord, cc, cert);
+    let (key_secret, key_key) = secret_file(coord, cc, key);
+    assert_eq!(
+        (cert_key.as_str(), key_key.as_str()),
+        ("tls.crt", "tls.key")
+    );
+    assert_eq!(cert_secret, key_secret);
+
+    let job = find(objs, "Job", "cd-worker").expect("worker job");
+    let wc = container(objs, "Job", "cd-worker", "worker");
+    let args = expanded_args(objs, wc, "cd-worker-0-x7k2p");
+    let addr = flag(&args, "--coordinator").expect("--coordinator");
+    assert!(addr.starts_with("https://"), "workers must use TLS: {addr}");
+    let wenv = resolve_env(objs, wc, "cd-worker-0-x7k2p");
+    let ca = wenv
+        .get("CD_TLS_CA")
+        .expect("workers verify against a CA (CD_TLS_CA)");
+    let (ca_secret, ca_key) = secret_file(job, wc, ca);
+    assert_eq!((ca_secret, ca_key.as_str()), (cert_secret, "ca.crt"));
+    let worker_vols = pod_spec(job).unwrap()["volumes"].to_string();
+    assert!(
+        !worker_vols.contains("tls.key"),
+        "workers must not mount the coordinator's private key"
+    );
+}
+
 #[test]
 fn coordinator_is_one_replica_behind_a_service_and_a_disruption_budget() {
     for overlay in OVERLAYS {
@@ -475,8 +557,12 @@ fn coordinator_is_one_replica_behind_a_service_and_a_disruption_budget() {
             .flatten()
             .find(|p| p["name"] == "grpc")
             .expect("grpc port");
+        // Over TLS when the coordinator serves a certificate.
+        let cc = container(objs, "StatefulSet", "cd-coordinator", "coordinator");
+        let tls = resolve_env(objs, cc, "cd-coordinator-0").contains_key("CD_TLS_CERT");
         let want = format!(
-            "http://{}:{}",
+            "{}://{}:{}",
+            if tls { "https" } else { "http" },
             svc["metadata"]["name"].as_str().unwrap_or_default(),
             grpc["port"]
         );

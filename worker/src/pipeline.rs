@@ -252,6 +252,11 @@ pub struct PipelineOptions {
     /// Where copies of remote data roots go (`None`: `data_fetch`'s default,
     /// which reads `CD_DATA_CACHE`).
     pub data_cache: Option<PathBuf>,
+    /// Where this node keeps the datasets, when it is not the grid's
+    /// `data_root` (another mount point, a local copy). Tasks are
+    /// content-addressed, so files that differ from the grid's are refused as
+    /// a data mismatch rather than silently used.
+    pub data_root: Option<String>,
     /// How long storage writes are retried before the task fails.
     pub store_retry_budget: Duration,
     /// Texts per extraction chunk, as a multiple of the batch size: between
@@ -267,6 +272,7 @@ impl PipelineOptions {
             offline: false,
             model_cache: None,
             data_cache: None,
+            data_root: None,
             store_retry_budget: Duration::from_secs(600),
             chunk_batches: 8,
         }
@@ -448,7 +454,7 @@ impl Pipeline {
             hub_cache: self.opts.model_cache.clone(),
             offline: self.opts.offline,
         };
-        let root = DataRoot::parse(&spec.data_root)?;
+        let root = DataRoot::parse(self.opts.data_root.as_deref().unwrap_or(&spec.data_root))?;
         resolve_data_root(&root, &spec.dataset.name, &fetch, ctx.runtime)
             .map_err(|e| PipelineError::DataFetch(Box::new(e)))
     }
@@ -821,6 +827,7 @@ impl Pipeline {
         let mut backoff = Backoff::default_rpc();
         loop {
             ctx.progress.check()?;
+            tracing::debug!(what, "storage call");
             match ctx.runtime.block_on(op()) {
                 Ok(v) => return Ok(v),
                 Err(e @ (StoreError::Url { .. } | StoreError::Exists { .. })) => {

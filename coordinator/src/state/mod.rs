@@ -153,6 +153,9 @@ pub struct Granted {
     pub deadline: Instant,
     /// 1-based attempt.
     pub attempt: u32,
+    /// A new lease (not the one the worker already held): it must be
+    /// persisted before it is handed out, so a restart keeps it.
+    pub fresh: bool,
 }
 
 /// The answer to a lease request.
@@ -432,6 +435,7 @@ impl Scheduler {
                         spec_json: task.spec_json.clone(),
                         deadline: l.deadline,
                         attempt: task.attempts,
+                        fresh: false,
                     }),
                     ..LeaseAnswer::default()
                 });
@@ -503,6 +507,7 @@ impl Scheduler {
                 spec_json: task.spec_json.clone(),
                 deadline,
                 attempt: task.attempts,
+                fresh: true,
             }),
             ..LeaseAnswer::default()
         })

@@ -37,6 +37,11 @@ pub struct AgentArgs {
     /// `concept-depth/data`.
     #[arg(long, env = "CD_DATA_CACHE")]
     pub data_cache: Option<PathBuf>,
+    /// This node's data root (a directory, object-store URL or Hub dataset),
+    /// used instead of the grid's `data_root`. The files must be the ones the
+    /// grid was made from: tasks name their data by content.
+    #[arg(long, env = "CD_DATA_ROOT")]
+    pub data_root: Option<String>,
     /// Never touch the network for models: Hub models must already be cached.
     #[arg(long, env = "CD_OFFLINE")]
     pub offline: bool,

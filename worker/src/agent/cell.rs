@@ -29,6 +29,11 @@ pub struct CellArgs {
     /// Directory for local copies of remote data roots (as the agent's flag).
     #[arg(long, env = "CD_DATA_CACHE")]
     pub data_cache: Option<PathBuf>,
+    /// This node's data root (a directory, object-store URL or Hub dataset),
+    /// used instead of the grid's `data_root`. The files must be the ones the
+    /// grid was made from: tasks name their data by content.
+    #[arg(long, env = "CD_DATA_ROOT")]
+    pub data_root: Option<String>,
     /// Never touch the network for models.
     #[arg(long)]
     pub offline: bool,
@@ -46,6 +51,7 @@ pub fn run(args: CellArgs) -> anyhow::Result<i32> {
     opts.offline = args.offline;
     opts.model_cache = args.model_cache;
     opts.data_cache = args.data_cache;
+    opts.data_root = args.data_root;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

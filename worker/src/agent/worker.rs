@@ -94,6 +94,7 @@ pub async fn run(args: AgentArgs) -> Result<i32, AgentError> {
     opts.offline = args.offline;
     opts.model_cache = args.model_cache.clone();
     opts.data_cache = args.data_cache.clone();
+    opts.data_root = args.data_root.clone();
     let executor = Executor::spawn(Pipeline::new(opts), tokio::runtime::Handle::current())
         .map_err(|e| AgentError::Config(format!("starting the executor thread: {e}")))?;
     tracing::info!(
@@ -203,11 +204,22 @@ impl Agent {
             Ok(None) => return Ok(false),
             Err(CallError::Fatal(e)) => return Err(e),
             Err(CallError::Unknown(s) | CallError::Other(s)) => {
+                // A plaintext client talking to a TLS port (or the reverse)
+                // sees an HTTP/2 protocol error: this worker's setting.
+                if self.args.coordinator.starts_with("http://")
+                    && s.message().contains("h2 protocol error")
+                {
+                    return Err(AgentError::Config(format!(
+                        "the coordinator at {} does not speak plaintext gRPC ({}); if it serves TLS, use an https:// address and --tls-ca",
+                        self.args.coordinator,
+                        s.message()
+                    )));
+                }
                 return Err(AgentError::Protocol(format!(
                     "register refused: {}: {}",
                     s.code(),
                     s.message()
-                )))
+                )));
             }
         };
         if resp.heartbeat_interval_ms > 0 {
