@@ -8,6 +8,7 @@
 
 use candle_core::Device;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// Errors choosing or opening devices.
@@ -137,11 +138,26 @@ pub fn open(selection: &GpuSelection) -> Result<Vec<DeviceInfo>, DeviceError> {
     }
 }
 
-/// The host CPU as a device: total RAM and RAM available now.
+/// The host CPU as a device: RAM this process may use and RAM available
+/// now. Inside a container the cgroup's memory limit (v2 `memory.max`, or
+/// v1 `memory.limit_in_bytes`) bounds both, so a pod advertises its limit,
+/// not the node's RAM, and the planner never places a model the kernel would
+/// OOM-kill.
 pub fn cpu_info() -> Result<DeviceInfo, DeviceError> {
     let meminfo = std::fs::read_to_string("/proc/meminfo")
         .map_err(|e| DeviceError::HostMemory(e.to_string()))?;
-    let (total_bytes, free_bytes) = parse_meminfo(&meminfo).map_err(DeviceError::HostMemory)?;
+    let (mut total_bytes, mut free_bytes) =
+        parse_meminfo(&meminfo).map_err(DeviceError::HostMemory)?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    if let Some(limit) = cgroup_memory(Path::new("/sys/fs/cgroup"), &own) {
+        total_bytes = total_bytes.min(limit.limit);
+        free_bytes = free_bytes.min(limit.limit.saturating_sub(limit.usage));
+        tracing::debug!(
+            limit = limit.limit,
+            usage = limit.usage,
+            "memory bounded by the cgroup limit"
+        );
+    }
     Ok(DeviceInfo {
         device: Device::Cpu,
         name: "cpu".into(),
@@ -149,6 +165,45 @@ pub fn cpu_info() -> Result<DeviceInfo, DeviceError> {
         total_bytes,
         free_bytes,
     })
+}
+
+/// A cgroup memory limit and the memory charged to it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CgroupMemory {
+    limit: u64,
+    usage: u64,
+}
+
+/// The tightest memory limit on this process's cgroup and its ancestors,
+/// under the cgroup filesystem `root`, given the text of `/proc/self/cgroup`.
+/// `None` when there is no limit (or no cgroup filesystem).
+fn cgroup_memory(root: &Path, self_cgroup: &str) -> Option<CgroupMemory> {
+    let read = |p: PathBuf| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+    // cgroup v2: `0::/path`; walk from the process's group up to the root.
+    if let Some(rel) = self_cgroup.lines().find_map(|l| l.strip_prefix("0::")) {
+        let mut dir = root.join(rel.trim().trim_start_matches('/'));
+        let mut best: Option<CgroupMemory> = None;
+        loop {
+            if let Some(limit) = read(dir.join("memory.max")) {
+                let usage = read(dir.join("memory.current")).unwrap_or(0);
+                if best.is_none_or(|b| limit < b.limit) {
+                    best = Some(CgroupMemory { limit, usage });
+                }
+            }
+            if dir == root || !dir.pop() || !dir.starts_with(root) {
+                break;
+            }
+        }
+        if best.is_some() {
+            return best;
+        }
+    }
+    // cgroup v1: the memory controller's own hierarchy. "Unlimited" is a
+    // huge page-rounded number there, so anything beyond 2^60 is no limit.
+    let v1 = root.join("memory");
+    let limit = read(v1.join("memory.limit_in_bytes")).filter(|&l| l < 1 << 60)?;
+    let usage = read(v1.join("memory.usage_in_bytes")).unwrap_or(0);
+    Some(CgroupMemory { limit, usage })
 }
 
 /// `(MemTotal, MemAvailable)` in bytes from the text of `/proc/meminfo`.
@@ -259,6 +314,53 @@ mod tests {
         assert!(!devices[0].is_cuda());
         assert!(devices[0].total_bytes >= devices[0].free_bytes);
         assert!(devices[0].free_bytes > 0);
+    }
+
+    #[test]
+    fn cgroup_limits_bound_memory_v2_nested_and_v1() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        // No cgroup files: no limit.
+        assert_eq!(cgroup_memory(r, "0::/kubepods/pod1/c1\n"), None);
+        // v2: "max" (no limit) in the container's group, a limit on the pod.
+        let pod = r.join("kubepods/pod1");
+        std::fs::create_dir_all(pod.join("c1")).unwrap();
+        std::fs::write(pod.join("c1/memory.max"), "max\n").unwrap();
+        std::fs::write(pod.join("c1/memory.current"), "100\n").unwrap();
+        std::fs::write(pod.join("memory.max"), "8589934592\n").unwrap();
+        std::fs::write(pod.join("memory.current"), "1073741824\n").unwrap();
+        assert_eq!(
+            cgroup_memory(r, "0::/kubepods/pod1/c1\n"),
+            Some(CgroupMemory {
+                limit: 8 << 30,
+                usage: 1 << 30
+            })
+        );
+        // A tighter limit below wins.
+        std::fs::write(pod.join("c1/memory.max"), "4294967296\n").unwrap();
+        assert_eq!(
+            cgroup_memory(r, "0::/kubepods/pod1/c1\n").map(|m| m.limit),
+            Some(4 << 30)
+        );
+        // Namespaced view: the container's group is the root itself.
+        std::fs::write(r.join("memory.max"), "2147483648\n").unwrap();
+        assert_eq!(cgroup_memory(r, "0::/\n").map(|m| m.limit), Some(2 << 30));
+        // v1: a real limit counts, the "unlimited" sentinel does not.
+        let v1 = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(v1.path().join("memory")).unwrap();
+        let lim = v1.path().join("memory/memory.limit_in_bytes");
+        std::fs::write(&lim, "9223372036854771712\n").unwrap();
+        let v1_text = "12:memory:/docker/abc\n";
+        assert_eq!(cgroup_memory(v1.path(), v1_text), None);
+        std::fs::write(&lim, "1073741824\n").unwrap();
+        std::fs::write(v1.path().join("memory/memory.usage_in_bytes"), "5\n").unwrap();
+        assert_eq!(
+            cgroup_memory(v1.path(), v1_text),
+            Some(CgroupMemory {
+                limit: 1 << 30,
+                usage: 5
+            })
+        );
     }
 
     #[test]

@@ -68,7 +68,19 @@ fn main() -> Result<()> {
     let code = match cli.command {
         Some(Command::Extract(args)) => cd_worker::cli_extract::run(args)?,
         Some(Command::Probe(args)) => cd_worker::cli_probe::run(args)?,
-        Some(Command::Datasets(cmd)) => cd_worker::cli_datasets::run(cmd)?,
+        Some(Command::Datasets(cmd)) => match cd_worker::cli_datasets::run(cmd) {
+            Ok(code) => code,
+            // A dataset file that cannot be read as its manifest says is an
+            // input error (exit 2), reported with its file, row and field.
+            Err(e)
+                if e.downcast_ref::<cd_common::datasets::DatasetError>()
+                    .is_some() =>
+            {
+                eprintln!("error: {e:#}");
+                2
+            }
+            Err(e) => return Err(e),
+        },
         Some(Command::Cell(args)) => cd_worker::agent::cell::run(args)?,
         Some(Command::BenchRandom(args)) => cd_worker::bench_random::run(args)?,
         Some(Command::BenchMatmul(args)) => cd_worker::bench_matmul::run(args)?,

@@ -415,10 +415,15 @@ fn index_html(
     figures: &[(String, String)],
     unreadable: &[String],
 ) -> String {
+    // Everything interpolated comes from metrics.json files, grid names and
+    // model names: escaped, never markup.
+    let esc = svg::esc;
+    let sweep = esc(sweep);
     let mut s = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{sweep}: concept-depth report</title>\n<style>body{{font-family:sans-serif;max-width:1500px;margin:2em auto}} figure{{display:inline-block;margin:8px}} img{{width:720px}}</style></head><body>\n<h1>Sweep {sweep}</h1>\n<p>{cells} completed cells.</p>\n<h2>Tables</h2><ul>\n"
     );
     for (name, _) in files.iter().filter(|(n, _)| !n.starts_with("figures/")) {
+        let name = esc(name);
         let _ = writeln!(s, "<li><a href=\"{name}\">{name}</a></li>");
     }
     s.push_str("</ul>\n");
@@ -428,12 +433,13 @@ fn index_html(
     if !unreadable.is_empty() {
         s.push_str("<h2>Unreadable results</h2><ul>\n");
         for u in unreadable {
-            let _ = writeln!(s, "<li>{u}</li>");
+            let _ = writeln!(s, "<li>{}</li>", esc(u));
         }
         s.push_str("</ul>\n");
     }
     s.push_str("<h2>Figures</h2>\n");
     for (name, title) in figures {
+        let (name, title) = (esc(name), esc(title));
         let _ = writeln!(s, "<figure><a href=\"{name}\"><img src=\"{name}\" alt=\"{title}\"></a><figcaption>{title}</figcaption></figure>");
     }
     s.push_str("</body></html>\n");
@@ -443,6 +449,22 @@ fn index_html(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_html_escapes_everything_it_interpolates() {
+        let evil = "<script>alert(1)</script>\"'&";
+        let html = index_html(
+            evil,
+            1,
+            0,
+            &[(format!("{evil}.csv"), String::new())],
+            &[(format!("figures/{evil}.svg"), evil.to_string())],
+            &[format!("tasks/x/metrics.json: {evil}")],
+        );
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(!html.contains("\"'"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));
+    }
 
     #[test]
     fn csv_quotes_and_leaves_missing_values_empty() {

@@ -36,11 +36,13 @@ const PALETTE: &[&str] = &[
     "#8c564b", "#7f7f7f", "#bcbd22", "#17becf",
 ];
 
-fn esc(s: &str) -> String {
+/// `s` as HTML/SVG text or attribute value: markup characters escaped.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// The y range shown: data range widened to 0.1 steps, within [0, 1] for

@@ -296,6 +296,9 @@ impl ModelConfig {
         let hidden_size = f.usize("hidden_size")?;
         let num_heads = f.usize("num_attention_heads")?;
         let num_layers = f.usize("num_hidden_layers")?;
+        if f.usize("vocab_size")? == 0 {
+            return Err(f.err("vocab_size", "must be positive"));
+        }
         if num_heads == 0 || num_layers == 0 || hidden_size == 0 {
             return Err(f.err(
                 "hidden_size",

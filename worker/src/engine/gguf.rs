@@ -214,6 +214,95 @@ fn hf_name(arch: &str, gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{suffix}"))
 }
 
+/// Refuse hyperparameters no model can have, or that disagree with the
+/// tensors in the file, naming the metadata key: they would otherwise divide
+/// by zero, allocate without bound or silently compute something else.
+fn check_hyperparameters(m: &Meta<'_>, embedding_rows: usize) -> Result<(), EngineError> {
+    let bad = |key: &str, value: i64, expected: String| {
+        format_err(
+            &m.path,
+            format!("metadata `{}.{key}` = {value}: expected {expected}", m.arch),
+        )
+    };
+    let hidden = m.int("embedding_length")?;
+    if hidden < 1 {
+        return Err(bad(
+            "embedding_length",
+            hidden,
+            "a positive hidden size".into(),
+        ));
+    }
+    let heads = m.int("attention.head_count")?;
+    if heads < 1 || heads > hidden {
+        return Err(bad(
+            "attention.head_count",
+            heads,
+            format!("between 1 and embedding_length = {hidden}"),
+        ));
+    }
+    if let Some(kv) = m.int_opt("attention.head_count_kv") {
+        if kv < 1 || heads % kv != 0 {
+            return Err(bad(
+                "attention.head_count_kv",
+                kv,
+                format!("a positive divisor of attention.head_count = {heads}"),
+            ));
+        }
+    }
+    let head_dim = m.int_opt("attention.key_length").unwrap_or(hidden / heads);
+    if head_dim < 1 || (m.int_opt("attention.key_length").is_none() && hidden % heads != 0) {
+        return Err(bad(
+            "attention.head_count",
+            heads,
+            format!("a divisor of embedding_length = {hidden}"),
+        ));
+    }
+    // The blocks the file holds tensors for.
+    let present =
+        m.c.tensor_infos
+            .keys()
+            .filter_map(|k| {
+                k.strip_prefix("blk.")?
+                    .split('.')
+                    .next()?
+                    .parse::<i64>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |last| last + 1);
+    let blocks = m.int("block_count")?;
+    if blocks < 1 || blocks != present {
+        return Err(bad(
+            "block_count",
+            blocks,
+            format!("the {present} blocks (`blk.N.*` tensors) the file holds"),
+        ));
+    }
+    if let Some(vocab) = m.int_opt("vocab_size") {
+        if vocab != embedding_rows as i64 {
+            return Err(bad(
+                "vocab_size",
+                vocab,
+                format!("the {embedding_rows} rows of `token_embd.weight`"),
+            ));
+        }
+    }
+    if let Some(rope) = m.int_opt("rope.dimension_count") {
+        if rope < 2 || rope % 2 != 0 || rope > head_dim {
+            return Err(bad(
+                "rope.dimension_count",
+                rope,
+                format!("an even number between 2 and the head size {head_dim}"),
+            ));
+        }
+    }
+    let ff = m.int("feed_forward_length")?;
+    if ff < 1 {
+        return Err(bad("feed_forward_length", ff, "a positive size".into()));
+    }
+    Ok(())
+}
+
 /// Inverse of llama.cpp's per-head row permutation of Q/K projections:
 /// GGUF row `h*hd + 2*i + j` holds HF row `h*hd + j*hd/2 + i`.
 fn unpermute_rows(t: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
@@ -235,6 +324,8 @@ pub fn read_gguf(path: &Path, dtype: DType) -> Result<GgufModel, EngineError> {
         source,
     };
     let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    header::check(&mut file, path)?;
+    std::io::Seek::rewind(&mut file).map_err(io)?;
     let content = Content::read(&mut file).map_err(|e| {
         format_err(
             path,
@@ -289,6 +380,7 @@ pub fn read_gguf(path: &Path, dtype: DType) -> Result<GgufModel, EngineError> {
         vocab_size,
         content.tensor_infos.contains_key("output.weight"),
     )?;
+    check_hyperparameters(&meta, vocab_size)?;
     let heads = meta.int("attention.head_count")? as usize;
     let kv_heads = meta
         .int_opt("attention.head_count_kv")
@@ -325,6 +417,8 @@ pub fn read_gguf(path: &Path, dtype: DType) -> Result<GgufModel, EngineError> {
         tokenizer,
     })
 }
+
+mod header;
 
 #[cfg(test)]
 mod tests {

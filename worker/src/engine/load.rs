@@ -175,6 +175,19 @@ fn shards_from_index(
             "field `weight_map`: names no shard files",
         ));
     }
+    // Shards live beside the index: a name with a path in it could make the
+    // loader read (or, from the Hub, fetch) any file.
+    if let Some(bad) = names
+        .iter()
+        .find(|n| n.is_empty() || n.contains('/') || n.contains('\\') || **n == "." || **n == "..")
+    {
+        return Err(format_err(
+            index,
+            format!(
+                "field `weight_map`: shard `{bad}` points outside the model directory: expected a file name beside the index"
+            ),
+        ));
+    }
     names.into_iter().map(resolve).collect()
 }
 
