@@ -31,6 +31,22 @@ if [[ ! -x "$CD_S3S_FS" ]]; then
   cargo install s3s-fs@0.14.1 --features binary --locked --root "$CD_CACHE/s3s"
 fi
 
+step "a headless browser for the dashboard and report tests (Debian's chromium)"
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  as_root=()
+  [[ $(id -u) -eq 0 ]] || as_root=(sudo -n)
+  { "${as_root[@]}" apt-get update -qq &&
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; } ||
+    echo "warning: could not install chromium; the browser tests will say so and skip" >&2
+fi
+if command -v chromium >/dev/null 2>&1; then
+  export CD_CHROMIUM
+  CD_CHROMIUM=$(command -v chromium)
+fi
+# Screenshots the browser tests take, for people to look at.
+export CD_ARTEFACTS_DIR=${CD_ARTEFACTS_DIR:-$ROOT/target/artefacts}
+
 step "tiny random checkpoints of every architecture"
 export CD_TINY_MODELS="$CD_CACHE/tiny-models"
 "$CD_PYTHON" scripts/fixtures/make_tiny_models.py --out "$CD_TINY_MODELS"

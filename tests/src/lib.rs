@@ -692,13 +692,21 @@ impl Cluster {
     /// `GET` a path of the coordinator's HTTP port with the token; returns the
     /// status code and body.
     pub fn http_get(&self, path: &str) -> Result<(u16, String)> {
+        self.http_get_with(path, Some(&self.token))
+    }
+
+    /// `GET` a path of the coordinator's HTTP port with `token` (`None`: no
+    /// `Authorization` header); returns the status code and body.
+    pub fn http_get_with(&self, path: &str, token: Option<&str>) -> Result<(u16, String)> {
         use std::io::{Read, Write};
         let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.http_port))?;
         conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         write!(
             conn,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-            self.token
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
         )?;
         let mut raw = Vec::new();
         conn.read_to_end(&mut raw)?;

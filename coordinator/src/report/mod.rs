@@ -11,6 +11,7 @@ pub mod svg;
 
 use cd_common::depth::depth_fraction;
 use cd_common::metrics::CellMetrics;
+use cd_common::probe::mc::McLayer;
 use cd_common::spec::TaskId;
 use cd_common::storage::{Store, StoreError};
 use cd_common::tables::{self, DepthRow, Matrix, McRow};
@@ -267,9 +268,10 @@ fn mc_md(rows: &[McRow]) -> String {
     s
 }
 
-/// MC1 against relative depth: one figure per (dataset, precision, noise, lens, normalisation).
-fn mc_figures(cells: &[CellMetrics]) -> Vec<(String, String, svg::Chart)> {
-    let mut charts: Vec<(String, String, svg::Chart)> = Vec::new();
+/// MC1, MC2 and MC3 against relative depth: one figure per (dataset,
+/// precision, noise, lens, normalisation, score), one curve per model.
+fn mc_figures(cells: &[CellMetrics]) -> Vec<Figure> {
+    let mut figures: Vec<Figure> = Vec::new();
     let mut mc: Vec<&CellMetrics> = cells.iter().filter(|c| !c.mc_layers.is_empty()).collect();
     mc.sort_by(|a, b| {
         a.spec
@@ -282,48 +284,211 @@ fn mc_figures(cells: &[CellMetrics]) -> Vec<(String, String, svg::Chart)> {
         for (lens, norm) in tables::mc_variants(c) {
             let layers = tables::mc_variant(c, &lens, norm);
             let norm_tag = if norm { "-lennorm" } else { "" };
-            let name = format!(
-                "figures/mc_{}__p{}__{}__{}{}.svg",
-                slug(&c.spec.dataset.name),
-                slug(c.spec.precision.as_str()),
-                slug(&c.spec.noise.name()),
-                lens,
-                norm_tag
-            );
-            let title = format!(
-                "{} MC1 ({} lens{}), precision {}, noise {}",
-                c.spec.dataset.name,
-                lens,
-                if norm { ", length-normalised" } else { "" },
-                c.spec.precision,
-                c.spec.noise
-            );
-            let line = svg::Line {
-                label: c.spec.model.name.clone(),
-                x: layers
-                    .iter()
-                    .map(|l| depth_fraction(l.layer, c.n_layers, c.includes_embedding))
-                    .collect(),
-                y: layers.iter().map(|l| l.mc1).collect(),
-                y_std: vec![0.0; layers.len()],
-            };
-            match charts.iter_mut().find(|(n, _, _)| *n == name) {
-                Some((_, _, chart)) => chart.lines.push(line),
-                None => charts.push((
-                    name,
-                    title.clone(),
-                    svg::Chart {
-                        title,
-                        x_label: "relative depth".into(),
-                        y_label: "MC1".into(),
-                        lines: vec![line],
-                        reference: c.mc_chance.map(|ch| (ch.chance_mc1, "chance".to_string())),
-                    },
-                )),
+            let chance = c.mc_chance.as_ref();
+            for (score, pick, chance_of) in [
+                (
+                    "MC1",
+                    (|l: &McLayer| l.mc1) as fn(&McLayer) -> f64,
+                    chance.map(|ch| ch.chance_mc1),
+                ),
+                ("MC2", |l: &McLayer| l.mc2, None),
+                ("MC3", |l: &McLayer| l.mc3, None),
+            ] {
+                let name = format!(
+                    "figures/mc_{}__p{}__{}__{}{}__{}",
+                    slug(&c.spec.dataset.name),
+                    slug(c.spec.precision.as_str()),
+                    slug(&c.spec.noise.name()),
+                    lens,
+                    norm_tag,
+                    score.to_lowercase()
+                );
+                let title = format!(
+                    "{} {score} ({} lens{}), precision {}, noise {}",
+                    c.spec.dataset.name,
+                    lens,
+                    if norm { ", length-normalised" } else { "" },
+                    c.spec.precision,
+                    c.spec.noise
+                );
+                let line = svg::Line::plain(
+                    c.spec.model.name.clone(),
+                    layers
+                        .iter()
+                        .map(|l| depth_fraction(l.layer, c.n_layers, c.includes_embedding))
+                        .collect(),
+                    layers.iter().map(|l| pick(l)).collect(),
+                );
+                match figures.iter_mut().find(|f| f.name == name) {
+                    Some(Figure {
+                        kind: FigureKind::Line(chart),
+                        ..
+                    }) => chart.lines.push(line),
+                    _ => figures.push(Figure {
+                        name,
+                        section: format!("Multiple choice: {}", c.spec.dataset.name),
+                        kind: FigureKind::Line(svg::Chart {
+                            title,
+                            x_label: "relative depth".into(),
+                            y_label: score.into(),
+                            lines: vec![line],
+                            reference: chance_of.map(|v| (v, "chance".to_string())),
+                        }),
+                    }),
+                }
             }
         }
     }
-    charts
+    figures
+}
+
+/// A figure of the report: its file name (without extension), the index
+/// section it belongs to, and what it draws.
+struct Figure {
+    name: String,
+    section: String,
+    kind: FigureKind,
+}
+
+enum FigureKind {
+    Line(svg::Chart),
+    Heatmap(svg::Heatmap),
+}
+
+impl Figure {
+    fn title(&self) -> &str {
+        match &self.kind {
+            FigureKind::Line(c) => &c.title,
+            FigureKind::Heatmap(h) => &h.title,
+        }
+    }
+}
+
+/// Probe figures: per (dataset, precision, noise), accuracy, F1 and AUC
+/// against relative depth (one curve per model and other varying axis, the
+/// bootstrap interval or ±std as a band, the converging layer marked, the
+/// majority baseline dashed); per slice of the other axes, heatmaps of the
+/// converging depth under both rules and of the peak accuracy.
+fn probe_figures(cells: &[CellMetrics], matrices: &[Matrix]) -> Vec<Figure> {
+    let by_id: std::collections::HashMap<&str, &CellMetrics> =
+        cells.iter().map(|c| (c.task_id.as_str(), c)).collect();
+    let mut figures = Vec::new();
+    for set in tables::curves(cells) {
+        let plateau = set.rule == "plateau";
+        let baseline = {
+            let all: Vec<f64> = set
+                .series
+                .iter()
+                .flat_map(|s| s.baseline.iter().copied())
+                .collect();
+            (!all.is_empty()).then(|| all.iter().sum::<f64>() / all.len() as f64)
+        };
+        for (metric, y_label) in [
+            ("accuracy", "probe test accuracy"),
+            ("f1", "probe test F1"),
+            ("auc", "probe test ROC AUC"),
+        ] {
+            let mut lines = Vec::new();
+            for s in &set.series {
+                let Some(cell) = by_id.get(s.task_id.as_str()) else {
+                    continue;
+                };
+                let marker = Some(if plateau {
+                    s.converging_plateau
+                } else {
+                    s.converging_paper
+                })
+                .and_then(|layer| cell.layers.iter().position(|r| r.layer == layer));
+                let (y, y_std, interval): (Vec<f64>, Vec<f64>, _) = match metric {
+                    "accuracy" => (
+                        s.y.clone(),
+                        s.y_std.clone(),
+                        s.y_low.clone().zip(s.y_high.clone()),
+                    ),
+                    "f1" => (
+                        cell.layers.iter().map(|r| r.f1_mean).collect(),
+                        cell.layers.iter().map(|r| r.f1_std).collect(),
+                        None,
+                    ),
+                    _ => {
+                        let Some(auc) = cell
+                            .layers
+                            .iter()
+                            .map(|r| r.auc_mean)
+                            .collect::<Option<Vec<f64>>>()
+                        else {
+                            continue;
+                        };
+                        let std = cell
+                            .layers
+                            .iter()
+                            .map(|r| r.auc_std.unwrap_or(0.0))
+                            .collect();
+                        (auc, std, None)
+                    }
+                };
+                lines.push(svg::Line {
+                    label: s.label.clone(),
+                    x: s.x.clone(),
+                    y,
+                    y_std,
+                    y_interval: interval,
+                    marker,
+                });
+            }
+            if lines.is_empty() {
+                continue;
+            }
+            let reference = match metric {
+                "accuracy" => baseline.map(|b| (b, "majority baseline".to_string())),
+                "auc" => Some((0.5, "chance".to_string())),
+                _ => None,
+            };
+            figures.push(Figure {
+                name: format!(
+                    "figures/{}__p{}__{}__{metric}",
+                    slug(&set.dataset),
+                    slug(&set.precision),
+                    slug(&set.noise)
+                ),
+                section: set.dataset.clone(),
+                kind: FigureKind::Line(svg::Chart {
+                    title: format!(
+                        "{}: {metric}, precision {}, noise {}",
+                        set.dataset, set.precision, set.noise
+                    ),
+                    x_label: "relative depth (layer / layers)".into(),
+                    y_label: y_label.into(),
+                    lines,
+                    reference,
+                }),
+            });
+        }
+    }
+    for m in matrices {
+        let (what, caption) = match m.quantity.as_str() {
+            "converging_fraction_paper" => ("converging depth (paper rule)", "layer / layers"),
+            "converging_fraction_plateau" => ("converging depth (plateau rule)", "layer / layers"),
+            _ => ("peak accuracy", "accuracy"),
+        };
+        let slice = if m.label.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", m.label)
+        };
+        figures.push(Figure {
+            name: format!("figures/table_{}{}", m.quantity, slug(&slice)),
+            section: "Model × dataset tables".into(),
+            kind: FigureKind::Heatmap(svg::Heatmap {
+                title: format!("{what}{slice}"),
+                value_label: caption.into(),
+                rows: m.models.clone(),
+                columns: m.datasets.clone(),
+                values: m.values.clone(),
+            }),
+        });
+    }
+    figures
 }
 
 /// Render every report file as (relative name, contents).
@@ -336,7 +501,7 @@ pub fn render(
     let mut files: Vec<(String, String)> = Vec::new();
     let rows = tables::depth_rows(cells);
     let matrices = tables::depth_matrices(cells);
-    let mut figures: Vec<(String, String)> = Vec::new();
+    let mut figures = Vec::new();
     if !rows.is_empty() {
         files.push(("depth.csv".into(), to_csv(&rows)));
         files.push(("depth.md".into(), depth_md(&rows, &matrices)));
@@ -346,36 +511,7 @@ pub fn render(
             serde_json::to_string_pretty(&json).expect("rows serialize"),
         ));
     }
-    for set in tables::curves(cells) {
-        let name = format!(
-            "figures/{}__p{}__{}.svg",
-            slug(&set.dataset),
-            slug(&set.precision),
-            slug(&set.noise)
-        );
-        let title = format!(
-            "{}: precision {}, noise {}",
-            set.dataset, set.precision, set.noise
-        );
-        let chart = svg::Chart {
-            title: title.clone(),
-            x_label: "relative depth (layer / layers)".into(),
-            y_label: "probe test accuracy".into(),
-            lines: set
-                .series
-                .into_iter()
-                .map(|s| svg::Line {
-                    label: s.label,
-                    x: s.x,
-                    y: s.y,
-                    y_std: s.y_std,
-                })
-                .collect(),
-            reference: None,
-        };
-        files.push((name.clone(), chart.render()));
-        figures.push((name, title));
-    }
+    figures.extend(probe_figures(cells, &matrices));
     let mc = tables::mc_rows(cells);
     if !mc.is_empty() {
         files.push(("mc.csv".into(), to_csv(&mc)));
@@ -384,10 +520,23 @@ pub fn render(
             "mc.json".into(),
             serde_json::to_string_pretty(&mc).expect("rows serialize"),
         ));
-        for (name, title, chart) in mc_figures(cells) {
-            files.push((name.clone(), chart.render()));
-            figures.push((name, title));
-        }
+        figures.extend(mc_figures(cells));
+    }
+    // Every figure as SVG, with its data as CSV beside it.
+    let mut shown = Vec::new();
+    for f in &figures {
+        let (svg_text, csv_text) = match &f.kind {
+            FigureKind::Line(c) => (c.render(), c.csv()),
+            FigureKind::Heatmap(h) => (h.render(), h.csv()),
+        };
+        files.push((format!("{}.svg", f.name), svg_text));
+        files.push((format!("{}.csv", f.name), csv_text));
+        shown.push(Shown {
+            svg: format!("{}.svg", f.name),
+            csv: format!("{}.csv", f.name),
+            title: f.title().to_string(),
+            section: f.section.clone(),
+        });
     }
     let other_rows = tables::depth_rows(others);
     if !others.is_empty() {
@@ -395,24 +544,30 @@ pub fn render(
     }
     files.push((
         "index.html".into(),
-        index_html(
-            sweep,
-            cells.len(),
-            others.len(),
-            &files,
-            &figures,
-            unreadable,
-        ),
+        index_html(sweep, cells.len(), others.len(), &files, &shown, unreadable),
     ));
     files
 }
 
+/// A figure as the index shows it.
+struct Shown {
+    svg: String,
+    csv: String,
+    title: String,
+    section: String,
+}
+
+/// The report's front page: tables, then one section per dataset with its
+/// figures side by side (small multiples over precision and noise), the
+/// model × dataset heatmaps and the multiple-choice curves. Self-contained
+/// (inline style, relative links), so it works from `file://` and from the
+/// store alike.
 fn index_html(
     sweep: &str,
     cells: usize,
     others: usize,
     files: &[(String, String)],
-    figures: &[(String, String)],
+    figures: &[Shown],
     unreadable: &[String],
 ) -> String {
     // Everything interpolated comes from metrics.json files, grid names and
@@ -420,29 +575,56 @@ fn index_html(
     let esc = svg::esc;
     let sweep = esc(sweep);
     let mut s = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{sweep}: concept-depth report</title>\n<style>body{{font-family:sans-serif;max-width:1500px;margin:2em auto}} figure{{display:inline-block;margin:8px}} img{{width:720px}}</style></head><body>\n<h1>Sweep {sweep}</h1>\n<p>{cells} completed cells.</p>\n<h2>Tables</h2><ul>\n"
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{sweep}: concept-depth report</title>\n\
+<style>body{{font-family:Helvetica,Arial,sans-serif;margin:0;color:#222;background:#fafafa}} header{{background:#1f3b57;color:white;padding:16px 28px}} \
+header h1{{margin:0;font-size:22px}} main{{padding:8px 28px 40px}} nav a{{margin-right:14px}} section{{margin-top:26px}} h2{{border-bottom:1px solid #ddd;padding-bottom:4px}} \
+.grid{{display:flex;flex-wrap:wrap;gap:14px}} figure{{margin:0;background:white;border:1px solid #e2e2e2;border-radius:6px;padding:8px}} \
+figure img{{max-width:560px;display:block}} figcaption{{font-size:13px;margin-top:4px}} figcaption a{{margin-left:8px;font-size:12px}} ul.tables li{{margin:3px 0}}</style></head><body>\n\
+<header><h1>concept-depth report: sweep {sweep}</h1><div>{cells} completed cells</div></header><main>\n"
     );
-    for (name, _) in files.iter().filter(|(n, _)| !n.starts_with("figures/")) {
+    let mut sections: Vec<&str> = Vec::new();
+    for f in figures {
+        if !sections.contains(&f.section.as_str()) {
+            sections.push(&f.section);
+        }
+    }
+    s.push_str("<nav><a href=\"#tables\">Tables</a>");
+    for (i, sec) in sections.iter().enumerate() {
+        let _ = write!(s, "<a href=\"#s{i}\">{}</a>", esc(sec));
+    }
+    s.push_str("</nav>\n<section id=\"tables\"><h2>Tables</h2><ul class=\"tables\">\n");
+    for (name, _) in files
+        .iter()
+        .filter(|(n, _)| !n.starts_with("figures/") && n != "index.html")
+    {
         let name = esc(name);
         let _ = writeln!(s, "<li><a href=\"{name}\">{name}</a></li>");
     }
     s.push_str("</ul>\n");
     if others > 0 {
-        let _ = writeln!(s, "<h2>Other cells</h2><p>{others} completed cells of this sweep are not in the grid last served; they are listed in <a href=\"other_cells.csv\">other_cells.csv</a> and left out of every table and figure.</p>");
+        let _ = writeln!(s, "<p>{others} completed cells of this sweep are not in the grid last served; they are listed in <a href=\"other_cells.csv\">other_cells.csv</a> and left out of every table and figure.</p>");
     }
     if !unreadable.is_empty() {
-        s.push_str("<h2>Unreadable results</h2><ul>\n");
+        s.push_str("<h3>Unreadable results</h3><ul>\n");
         for u in unreadable {
             let _ = writeln!(s, "<li>{}</li>", esc(u));
         }
         s.push_str("</ul>\n");
     }
-    s.push_str("<h2>Figures</h2>\n");
-    for (name, title) in figures {
-        let (name, title) = (esc(name), esc(title));
-        let _ = writeln!(s, "<figure><a href=\"{name}\"><img src=\"{name}\" alt=\"{title}\"></a><figcaption>{title}</figcaption></figure>");
+    s.push_str("</section>\n");
+    for (i, sec) in sections.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "<section id=\"s{i}\"><h2>{}</h2><div class=\"grid\">",
+            esc(sec)
+        );
+        for f in figures.iter().filter(|f| f.section == *sec) {
+            let (svg_name, csv_name, title) = (esc(&f.svg), esc(&f.csv), esc(&f.title));
+            let _ = writeln!(s, "<figure><a href=\"{svg_name}\"><img src=\"{svg_name}\" alt=\"{title}\"></a><figcaption>{title}<a href=\"{csv_name}\">data (CSV)</a></figcaption></figure>");
+        }
+        s.push_str("</div></section>\n");
     }
-    s.push_str("</body></html>\n");
+    s.push_str("</main></body></html>\n");
     s
 }
 
@@ -458,7 +640,12 @@ mod tests {
             1,
             0,
             &[(format!("{evil}.csv"), String::new())],
-            &[(format!("figures/{evil}.svg"), evil.to_string())],
+            &[Shown {
+                svg: format!("figures/{evil}.svg"),
+                csv: format!("figures/{evil}.csv"),
+                title: evil.to_string(),
+                section: evil.to_string(),
+            }],
             &[format!("tasks/x/metrics.json: {evil}")],
         );
         assert!(!html.contains("<script>"), "{html}");

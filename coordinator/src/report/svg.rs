@@ -1,6 +1,8 @@
-//! A small line chart in hand-written SVG: axes with ticks, grid lines, one
-//! coloured curve per model (with an optional ±std band) and a legend, in the
-//! manner of the papers' accuracy-against-depth figures.
+//! Figures in hand-written SVG, in the manner of the papers: line charts of a
+//! quantity against relative depth (one coloured curve per model with its
+//! interval band, the converging layer marked, a dashed baseline or chance
+//! line, a legend) and heatmaps of a model × dataset table. Every figure
+//! also gives its data as CSV, written beside it.
 
 use std::fmt::Write;
 
@@ -12,8 +14,45 @@ pub struct Line {
     pub x: Vec<f64>,
     /// y values.
     pub y: Vec<f64>,
-    /// Standard deviation per point (drawn as a band when any is > 0).
+    /// Standard deviation per point (drawn as a ±std band when any is > 0
+    /// and no interval is given).
     pub y_std: Vec<f64>,
+    /// An interval per point (e.g. the bootstrap 95% interval), drawn as the
+    /// band instead of ±std.
+    pub y_interval: Option<(Vec<f64>, Vec<f64>)>,
+    /// Index of the point to mark (the converging layer).
+    pub marker: Option<usize>,
+}
+
+impl Line {
+    /// A curve without band or marker.
+    pub fn plain(label: String, x: Vec<f64>, y: Vec<f64>) -> Line {
+        let n = y.len();
+        Line {
+            label,
+            x,
+            y,
+            y_std: vec![0.0; n],
+            y_interval: None,
+            marker: None,
+        }
+    }
+
+    /// The band's (low, high) at point `i`: the interval if any, else ±std.
+    fn band(&self, i: usize) -> (f64, f64) {
+        let y = self.y[i];
+        match &self.y_interval {
+            Some((lo, hi)) => (lo[i], hi[i]),
+            None => {
+                let s = self.y_std.get(i).copied().unwrap_or(0.0);
+                (y - s, y + s)
+            }
+        }
+    }
+
+    fn has_band(&self) -> bool {
+        self.y_interval.is_some() || self.y_std.iter().any(|s| *s > 0.0)
+    }
 }
 
 /// A chart to render.
@@ -51,11 +90,11 @@ fn y_range(chart: &Chart) -> (f64, f64) {
     let mut lo = f64::INFINITY;
     let mut hi = f64::NEG_INFINITY;
     for l in &chart.lines {
-        for (i, y) in l.y.iter().enumerate() {
-            let s = l.y_std.get(i).copied().unwrap_or(0.0);
-            if y.is_finite() {
-                lo = lo.min(y - s);
-                hi = hi.max(y + s);
+        for (i, &y) in l.y.iter().enumerate() {
+            let (a, b) = l.band(i);
+            if y.is_finite() && a.is_finite() && b.is_finite() {
+                lo = lo.min(a.min(y));
+                hi = hi.max(b.max(y));
             }
         }
     }
@@ -77,8 +116,17 @@ fn y_range(chart: &Chart) -> (f64, f64) {
 impl Chart {
     /// Render to an SVG document.
     pub fn render(&self) -> String {
-        let (w, h) = (720.0, 440.0);
-        let (left, right, top, bottom) = (64.0, 190.0, 40.0, 52.0);
+        // The legend's width follows its longest label (within bounds).
+        let longest = self
+            .lines
+            .iter()
+            .map(|l| l.label.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(16) as f64;
+        let right = (48.0 + 6.2 * longest).min(330.0);
+        let (w, h) = (530.0 + right, 440.0);
+        let (left, top, bottom) = (64.0, 40.0, 52.0);
         let pw = w - left - right;
         let ph = h - top - bottom;
         let (y0, y1) = y_range(self);
@@ -163,22 +211,22 @@ impl Chart {
         }
         for (i, line) in self.lines.iter().enumerate() {
             let colour = PALETTE[i % PALETTE.len()];
-            let pts: Vec<(f64, f64, f64)> = line
-                .x
-                .iter()
-                .zip(&line.y)
-                .enumerate()
-                .filter(|(_, (x, y))| x.is_finite() && y.is_finite())
-                .map(|(j, (x, y))| (*x, *y, line.y_std.get(j).copied().unwrap_or(0.0)))
+            // (x, y, band low, band high) of the finite points.
+            let pts: Vec<(f64, f64, f64, f64)> = (0..line.y.len().min(line.x.len()))
+                .filter(|&j| line.x[j].is_finite() && line.y[j].is_finite())
+                .map(|j| {
+                    let (a, b) = line.band(j);
+                    (line.x[j], line.y[j], a, b)
+                })
                 .collect();
-            if pts.iter().any(|p| p.2 > 0.0) {
+            if line.has_band() {
                 let upper = pts
                     .iter()
-                    .map(|p| format!("{:.1},{:.1}", sx(p.0), sy((p.1 + p.2).min(y1))));
+                    .map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.3.min(y1))));
                 let lower = pts
                     .iter()
                     .rev()
-                    .map(|p| format!("{:.1},{:.1}", sx(p.0), sy((p.1 - p.2).max(y0))));
+                    .map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.2.max(y0))));
                 let poly: Vec<String> = upper.chain(lower).collect();
                 let _ = writeln!(
                     s,
@@ -203,6 +251,26 @@ impl Chart {
                     sy(p.1)
                 );
             }
+            // The converging layer: a diamond on the curve and a tick on the axis.
+            if let Some(m) = line
+                .marker
+                .filter(|&m| m < line.y.len() && m < line.x.len())
+            {
+                let (px, py) = (sx(line.x[m]), sy(line.y[m].clamp(y0, y1)));
+                let _ = writeln!(
+                    s,
+                    r##"<path class="converging" d="M{:.1},{:.1} l6,6 l-6,6 l-6,-6 z" fill="{colour}" stroke="#222" stroke-width="1"><title>{}: converging layer {m}</title></path>"##,
+                    px,
+                    py - 6.0,
+                    esc(&line.label)
+                );
+                let _ = writeln!(
+                    s,
+                    r#"<line x1="{px:.1}" y1="{:.1}" x2="{px:.1}" y2="{:.1}" stroke="{colour}" stroke-width="3"/>"#,
+                    top + ph - 8.0,
+                    top + ph
+                );
+            }
             let ly = top + 10.0 + i as f64 * 20.0;
             let lx = left + pw + 16.0;
             let _ = writeln!(
@@ -212,14 +280,206 @@ impl Chart {
             );
             let _ = writeln!(
                 s,
-                r#"<text x="{}" y="{}">{}</text>"#,
+                r#"<text x="{}" y="{}" font-size="11">{}</text>"#,
                 lx + 28.0,
                 ly + 4.0,
                 esc(&line.label)
             );
         }
+        if self.lines.iter().any(|l| l.marker.is_some()) {
+            let ly = top + 10.0 + self.lines.len() as f64 * 20.0 + 6.0;
+            let lx = left + pw + 16.0;
+            let _ = writeln!(
+                s,
+                r##"<path d="M{:.1},{:.1} l6,6 l-6,6 l-6,-6 z" fill="#999" stroke="#222"/><text x="{}" y="{}">converging layer</text>"##,
+                lx + 11.0,
+                ly - 6.0,
+                lx + 28.0,
+                ly + 4.0
+            );
+        }
         s.push_str("</svg>\n");
         s
+    }
+
+    /// The chart's data as CSV: one row per point of every curve.
+    pub fn csv(&self) -> String {
+        let mut out = String::from("series,x,y,band_low,band_high,converging\n");
+        for l in &self.lines {
+            for i in 0..l.y.len().min(l.x.len()) {
+                let (a, b) = if l.has_band() {
+                    l.band(i)
+                } else {
+                    (f64::NAN, f64::NAN)
+                };
+                let num = |v: f64| {
+                    if v.is_finite() {
+                        format!("{v}")
+                    } else {
+                        String::new()
+                    }
+                };
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{},{}",
+                    csv_field(&l.label),
+                    num(l.x[i]),
+                    num(l.y[i]),
+                    num(a),
+                    num(b),
+                    u8::from(l.marker == Some(i))
+                );
+            }
+        }
+        if let Some((r, label)) = &self.reference {
+            let _ = writeln!(out, "{},,{r},,,0", csv_field(label));
+        }
+        out
+    }
+}
+
+/// A CSV field, quoted when it holds a separator, quote or newline.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// A table as a heatmap: rows × columns of values in [0, 1], each cell
+/// coloured and labelled with its value (blank where missing).
+pub struct Heatmap {
+    /// Title on top.
+    pub title: String,
+    /// What the colour means (legend caption).
+    pub value_label: String,
+    /// Row labels (models, smallest first).
+    pub rows: Vec<String>,
+    /// Column labels (datasets).
+    pub columns: Vec<String>,
+    /// `values[row][column]`.
+    pub values: Vec<Vec<Option<f64>>>,
+}
+
+/// Sequential blue scale for v in [0, 1] (light = early/low, dark = late/high).
+fn blue(v: f64) -> String {
+    let t = v.clamp(0.0, 1.0);
+    let lerp = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
+    format!(
+        "#{:02x}{:02x}{:02x}",
+        lerp(239.0, 8.0),
+        lerp(243.0, 48.0),
+        lerp(255.0, 107.0)
+    )
+}
+
+impl Heatmap {
+    /// Render to an SVG document.
+    pub fn render(&self) -> String {
+        let cell_w = 96.0;
+        let cell_h = 30.0;
+        let left = 12.0
+            + 7.0
+                * self
+                    .rows
+                    .iter()
+                    .map(|r| r.chars().count())
+                    .max()
+                    .unwrap_or(4) as f64;
+        let top = 96.0;
+        // Wide enough for the table, the title and the colour legend.
+        let w = (left + cell_w * self.columns.len().max(1) as f64 + 24.0)
+            .max(24.0 + 8.5 * self.title.chars().count() as f64)
+            .max(left + 11.0 * 16.0 + 40.0 + 6.5 * self.value_label.chars().count() as f64);
+        let h = top + cell_h * self.rows.len().max(1) as f64 + 56.0;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+        let _ = writeln!(
+            s,
+            r#"<text x="12" y="24" font-size="15" font-weight="bold">{}</text>"#,
+            esc(&self.title)
+        );
+        for (j, c) in self.columns.iter().enumerate() {
+            let x = left + cell_w * (j as f64 + 0.5);
+            let _ = writeln!(
+                s,
+                r#"<text x="{x:.1}" y="{:.1}" text-anchor="start" transform="rotate(-30 {x:.1} {:.1})">{}</text>"#,
+                top - 8.0,
+                top - 8.0,
+                esc(c)
+            );
+        }
+        for (i, r) in self.rows.iter().enumerate() {
+            let y = top + cell_h * i as f64;
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                left - 8.0,
+                y + cell_h / 2.0 + 4.0,
+                esc(r)
+            );
+            for (j, v) in self.values.get(i).into_iter().flatten().enumerate() {
+                let x = left + cell_w * j as f64;
+                let (fill, text, ink) = match v {
+                    Some(v) if v.is_finite() => (
+                        blue(*v),
+                        format!("{v:.2}"),
+                        if *v > 0.55 { "white" } else { "#111" },
+                    ),
+                    _ => ("#f4f4f4".to_string(), "–".to_string(), "#999"),
+                };
+                let _ = writeln!(
+                    s,
+                    r##"<rect class="cell" x="{x:.1}" y="{y:.1}" width="{cell_w}" height="{cell_h}" fill="{fill}" stroke="white"/><text x="{:.1}" y="{:.1}" text-anchor="middle" fill="{ink}">{text}</text>"##,
+                    x + cell_w / 2.0,
+                    y + cell_h / 2.0 + 4.0
+                );
+            }
+        }
+        // Colour legend.
+        let ly = top + cell_h * self.rows.len().max(1) as f64 + 20.0;
+        for k in 0..=10 {
+            let v = k as f64 / 10.0;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{:.1}" y="{ly:.1}" width="16" height="12" fill="{}"/>"#,
+                left + k as f64 * 16.0,
+                blue(v)
+            );
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}">0 … 1: {}</text>"#,
+            left + 11.0 * 16.0 + 8.0,
+            ly + 10.0,
+            esc(&self.value_label)
+        );
+        s.push_str("</svg>\n");
+        s
+    }
+
+    /// The table as CSV (long form: row, column, value).
+    pub fn csv(&self) -> String {
+        let mut out = String::from("model,dataset,value\n");
+        for (i, r) in self.rows.iter().enumerate() {
+            for (j, c) in self.columns.iter().enumerate() {
+                let v = self
+                    .values
+                    .get(i)
+                    .and_then(|row| row.get(j))
+                    .copied()
+                    .flatten()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                let _ = writeln!(out, "{},{},{v}", csv_field(r), csv_field(c));
+            }
+        }
+        out
     }
 }
 
@@ -235,16 +495,12 @@ mod tests {
             y_label: "accuracy".into(),
             lines: vec![
                 Line {
-                    label: "A".into(),
-                    x: vec![0.0, 0.5, 1.0],
-                    y: vec![0.5, 0.8, 0.9],
-                    y_std: vec![0.0; 3],
+                    marker: Some(1),
+                    ..Line::plain("A".into(), vec![0.0, 0.5, 1.0], vec![0.5, 0.8, 0.9])
                 },
                 Line {
-                    label: "B & C".into(),
-                    x: vec![0.0, 1.0],
-                    y: vec![0.45, 0.95],
                     y_std: vec![0.02, 0.01],
+                    ..Line::plain("B & C".into(), vec![0.0, 1.0], vec![0.45, 0.95])
                 },
             ],
             reference: Some((0.5, "chance".into())),
@@ -256,5 +512,33 @@ mod tests {
         assert!(svg.contains("B &amp; C") && svg.contains("cities &lt;32&gt;"));
         // y axis spans the data rounded to tenths: 0.4 .. 1.0.
         assert!(svg.contains(">0.4</text>") && svg.contains(">1.0</text>"));
+        assert_eq!(svg.matches("class=\"converging\"").count(), 1);
+        assert!(svg.contains("converging layer 1"));
+        let csv = chart.csv();
+        assert_eq!(csv.lines().count(), 1 + 3 + 2 + 1, "{csv}");
+        assert!(csv.contains("A,0.5,0.8,,,1"), "{csv}");
+        assert!(
+            csv.contains("\"B & C\"") || csv.contains("B & C,0,0.45,0.43"),
+            "{csv}"
+        );
+    }
+
+    #[test]
+    fn heatmap_colours_every_cell_and_blanks_missing_ones() {
+        let map = Heatmap {
+            title: "converging depth <paper rule>".into(),
+            value_label: "layer / layers".into(),
+            rows: vec!["small".into(), "large".into()],
+            columns: vec!["cities".into(), "coinflip".into()],
+            values: vec![vec![Some(0.25), None], vec![Some(0.5), Some(0.9)]],
+        };
+        let svg = map.render();
+        assert_eq!(svg.matches("class=\"cell\"").count(), 4);
+        assert!(svg.contains(">0.25<") && svg.contains(">0.90<") && svg.contains(">–<"));
+        assert!(svg.contains("&lt;paper rule&gt;"));
+        assert_eq!(
+            map.csv(),
+            "model,dataset,value\nsmall,cities,0.25\nsmall,coinflip,\nlarge,cities,0.5\nlarge,coinflip,0.9\n"
+        );
     }
 }
