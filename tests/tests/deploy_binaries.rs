@@ -220,6 +220,21 @@ fn mount_volumes(objs: &[Value], owner: &Value, c: &Value, root: &Path) -> Vec<(
             }
         } else if vol["secret"]["secretName"] == "cd-worker-token" {
             std::fs::write(dir.join("token"), "deploy-test-token\n").expect("write token");
+        } else if vol["secret"]["secretName"] == "cd-coordinator-tls" {
+            // What cert-manager would put there: a certificate for the
+            // Service's names, its key and the CA (here the certificate itself).
+            let key = rcgen::KeyPair::generate().expect("key");
+            let cert = rcgen::CertificateParams::new(vec!["cd-coordinator".to_string()])
+                .expect("params")
+                .self_signed(&key)
+                .expect("certificate");
+            for (file, text) in [
+                ("tls.crt", cert.pem()),
+                ("tls.key", key.serialize_pem()),
+                ("ca.crt", cert.pem()),
+            ] {
+                std::fs::write(dir.join(file), text).expect("write TLS file");
+            }
         }
         mounts.push((path, dir));
     }
@@ -298,6 +313,16 @@ fn probes_get_answers_from_the_real_coordinator() {
             })
             .collect();
         let mut env = plain_env(objs, c, "cd-coordinator-0");
+        // Paths in the environment (TLS files) point into the mounts too.
+        for value in env.values_mut() {
+            if let Some(local) = mounts.iter().find_map(|(m, dir)| {
+                value
+                    .strip_prefix(m.as_str())
+                    .map(|rest| format!("{}{rest}", dir.display()))
+            }) {
+                *value = local;
+            }
+        }
         env.insert("CD_STORE".into(), store.clone());
         let data = unpinned_dataset_standins(tmp.path());
         env.insert("CD_DATA_ROOT".into(), data.display().to_string());
