@@ -94,9 +94,11 @@ proptest! {
         let beat_ok = beat >= 1 && beat < ttl;
         let batch_ok = (1..=4096).contains(&batch);
         let stall_ok = (60..=86_400).contains(&stall) && stall > beat;
+        // load_stall_timeout_secs keeps its default, 14400.
+        let load_stall_ok = 14_400 > beat;
         match refused_field(&text) {
             None => {
-                prop_assert!(attempts_ok && ttl_ok && beat_ok && batch_ok && stall_ok,
+                prop_assert!(attempts_ok && ttl_ok && beat_ok && batch_ok && stall_ok && load_stall_ok,
                     "accepted attempts={attempts} ttl={ttl} beat={beat} batch={batch} stall={stall}");
             }
             Some(field) => {
@@ -106,6 +108,7 @@ proptest! {
                     "scheduling.heartbeat_interval_secs" => !beat_ok,
                     "extraction.batch_size" => !batch_ok,
                     "scheduling.stall_timeout_secs" => !stall_ok,
+                    "scheduling.load_stall_timeout_secs" => !load_stall_ok,
                     _ => false,
                 };
                 prop_assert!(named_bad, "refused for `{field}`, which is in range: attempts={attempts} ttl={ttl} beat={beat} batch={batch} stall={stall}");

@@ -114,7 +114,10 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         grid.scheduling.lease_ttl,
     )
     .with_devices(&grid.scheduling.devices)
-    .with_stall_timeout(grid.scheduling.stall_timeout);
+    .with_stall_timeouts(
+        grid.scheduling.stall_timeout,
+        grid.scheduling.load_stall_timeout,
+    );
     let resumed = persist::resume(&store, &grid.sweep, &mut sched)
         .await
         .with_context(|| {

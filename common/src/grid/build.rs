@@ -261,6 +261,14 @@ fn scheduling(loc: &Located<'_>, sch: &SchedulingSection) -> Result<Scheduling, 
             format!("must be between 60 and {MAX_LEASE_TTL_SECS} seconds and longer than heartbeat_interval_secs"),
         ));
     }
+    let load_stall = *sch.load_stall_timeout_secs.get_ref();
+    if !(60..=MAX_LEASE_TTL_SECS).contains(&load_stall) || load_stall <= beat {
+        return Err(loc.err(
+            &sch.load_stall_timeout_secs,
+            "scheduling.load_stall_timeout_secs",
+            format!("must be between 60 and {MAX_LEASE_TTL_SECS} seconds and longer than heartbeat_interval_secs"),
+        ));
+    }
     let devices = sch.devices.get_ref();
     if devices.is_empty() {
         return Err(loc.err(
@@ -274,6 +282,7 @@ fn scheduling(loc: &Located<'_>, sch: &SchedulingSection) -> Result<Scheduling, 
         lease_ttl: Duration::from_secs(ttl),
         heartbeat_interval: Duration::from_secs(beat),
         stall_timeout: Duration::from_secs(stall),
+        load_stall_timeout: Duration::from_secs(load_stall),
         devices: devices.clone(),
     })
 }

@@ -87,6 +87,11 @@ pub struct SchedulingSection {
     /// `stall_timeout_secs = 1800`. Default: 3600.
     #[serde(default = "default_stall")]
     pub stall_timeout_secs: Spanned<u64>,
+    /// The same watchdog while the model loads (`load_model`: downloads and
+    /// weight transfers report no counts), 60 ..= 86400. Example:
+    /// `load_stall_timeout_secs = 7200`. Default: 14400.
+    #[serde(default = "default_load_stall")]
+    pub load_stall_timeout_secs: Spanned<u64>,
     /// Device kinds that may run this sweep's cells (`cpu`, `cuda`); a worker
     /// gets only cells whose precision is verified on its kind
     /// (`cd_common::verified`). Example: `devices = ["cuda"]`. Default: both.
@@ -101,6 +106,7 @@ impl Default for SchedulingSection {
             lease_ttl_secs: default_lease_ttl(),
             heartbeat_interval_secs: default_heartbeat(),
             stall_timeout_secs: default_stall(),
+            load_stall_timeout_secs: default_load_stall(),
             devices: default_devices(),
         }
     }
@@ -190,6 +196,9 @@ fn default_heartbeat() -> Spanned<u64> {
 }
 fn default_stall() -> Spanned<u64> {
     Spanned::new(0..0, 3600)
+}
+fn default_load_stall() -> Spanned<u64> {
+    Spanned::new(0..0, 14400)
 }
 fn default_devices() -> Spanned<Vec<DeviceKind>> {
     Spanned::new(0..0, DeviceKind::ALL.to_vec())

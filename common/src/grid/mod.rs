@@ -73,6 +73,8 @@ pub struct Scheduling {
     pub heartbeat_interval: Duration,
     /// A lease whose progress has not moved for this long is expired.
     pub stall_timeout: Duration,
+    /// The same while the model loads (phase `load_model`).
+    pub load_stall_timeout: Duration,
     /// Device kinds that may run the sweep's cells.
     pub devices: Vec<DeviceKind>,
 }

@@ -234,6 +234,8 @@ pub struct Limits {
     pub lease_ttl: Duration,
     /// A lease whose progress has not moved for this long is expired.
     pub stall_timeout: Duration,
+    /// The same while the model loads, which reports no counts.
+    pub load_stall_timeout: Duration,
 }
 
 /// The whole scheduling state of one sweep.
@@ -314,6 +316,7 @@ impl Scheduler {
                 max_attempts,
                 lease_ttl,
                 stall_timeout: Duration::from_secs(3600),
+                load_stall_timeout: Duration::from_secs(14400),
             },
             next_lease: 1,
             epoch: rand::random(),
@@ -329,9 +332,11 @@ impl Scheduler {
         self
     }
 
-    /// Expire leases whose progress has not moved for this long.
-    pub fn with_stall_timeout(mut self, stall: Duration) -> Scheduler {
+    /// Expire leases whose progress has not moved for `stall` (for
+    /// `load` while the model loads, which reports no counts).
+    pub fn with_stall_timeouts(mut self, stall: Duration, load: Duration) -> Scheduler {
         self.limits.stall_timeout = stall;
+        self.limits.load_stall_timeout = load;
         self
     }
 
@@ -748,16 +753,23 @@ impl Scheduler {
             let outcome = self.lapse(t, now, at_unix_ms);
             out.push((self.tasks[t].id.clone(), outcome));
         }
-        let stall = self.limits.stall_timeout;
+        // A watchdog per phase: progress must move within the phase's limit.
+        let limits = self.limits;
+        let limit_of = move |phase: &str| {
+            if phase == "load_model" {
+                limits.load_stall_timeout
+            } else {
+                limits.stall_timeout
+            }
+        };
         let stalled: Vec<usize> = self
             .leases
             .values()
             .copied()
             .filter(|&t| {
-                self.tasks[t]
-                    .lease
-                    .as_ref()
-                    .is_some_and(|l| now.saturating_duration_since(l.moved_at) >= stall)
+                self.tasks[t].lease.as_ref().is_some_and(|l| {
+                    now.saturating_duration_since(l.moved_at) >= limit_of(&l.phase)
+                })
             })
             .collect();
         for t in stalled {
@@ -765,6 +777,7 @@ impl Scheduler {
                 let l = self.tasks[t].lease.as_ref().expect("filtered");
                 (l.worker.clone(), l.phase.clone())
             };
+            let stall = limit_of(&phase);
             let error = format!(
                 "no progress for {} s in phase `{}`",
                 stall.as_secs(),

@@ -25,7 +25,7 @@ fn gpu() -> WorkerInfo {
 fn sched(n: usize) -> (Scheduler, Instant) {
     let t0 = Instant::now();
     let mut s = Scheduler::new(&specs(n, Precision::F32), 2, Duration::from_secs(10))
-        .with_stall_timeout(Duration::from_secs(100));
+        .with_stall_timeouts(Duration::from_secs(100), Duration::from_secs(400));
     s.register("a", cpu(), t0);
     s.register("b", cpu(), t0);
     (s, t0)
@@ -229,6 +229,42 @@ fn a_cell_that_brings_down_every_worker_fails() {
         1,
         "max_attempts (2) distinct workers lapsed"
     );
+}
+
+#[test]
+fn each_phase_has_its_own_watchdog() {
+    let (mut s, t0) = sched(1);
+    let g = lease(&mut s, "a", t0);
+    fn loading(lease: &str) -> Heartbeat<'_> {
+        Heartbeat {
+            phase: "load_model",
+            done: 0,
+            ..beat("a", lease, 0)
+        }
+    }
+    // Loading a model reports no counts: 300 s of it is not a stall (its
+    // limit is 400 s), where 100 s without progress in any other phase is.
+    for sec in (5..=300).step_by(5) {
+        let now = t0 + Duration::from_secs(sec);
+        assert!(
+            s.heartbeat(loading(&g.lease_id), now).is_some(),
+            "loading expired at {sec} s"
+        );
+        assert!(s.reap(now, 0).is_empty(), "loading reaped at {sec} s");
+    }
+    // Loading that never ends is stopped at its own limit.
+    for sec in (305..600).step_by(5) {
+        let now = t0 + Duration::from_secs(sec);
+        if s.heartbeat(loading(&g.lease_id), now).is_none() {
+            assert!(sec > 400, "expired early at {sec} s");
+            assert!(s.failures(&g.task_id)[0]
+                .error
+                .contains("no progress for 400 s in phase `load_model`"));
+            return;
+        }
+        s.reap(now, 0);
+    }
+    panic!("a model load that never ends was never stopped");
 }
 
 #[test]
