@@ -75,7 +75,7 @@ fn validate(path: &Path) -> anyhow::Result<()> {
 
 async fn report_cmd(args: ReportArgs) -> anyhow::Result<()> {
     let store = Store::open(&args.store)?;
-    let summary = report::write(&store, &args.sweep, args.out.as_deref()).await?;
+    let summary = report::write(&store, &args.sweep, args.out.as_deref(), &[]).await?;
     println!(
         "report of sweep {}: {} cells, {} files",
         args.sweep,

@@ -230,7 +230,19 @@ async fn write_failures(
 
 /// Rewrite the report and hand its figures to the dashboard.
 pub async fn refresh_report(shared: &Shared, store: &Store, sweep: &str) {
-    match report::write(store, sweep, None).await {
+    // Cells no registered worker can run are a live fact the stored results
+    // cannot show: the report says so at its top.
+    let warnings: Vec<String> = shared
+        .sched
+        .lock()
+        .expect("scheduler lock")
+        .unplaceable(std::time::Instant::now())
+        .into_iter()
+        .map(|(model, precision, pending)| {
+            format!("{pending} cells of {model} at precision {precision} wait: no registered worker can run them (devices, memory or verified precisions)")
+        })
+        .collect();
+    match report::write(store, sweep, None, &warnings).await {
         Ok(summary) => {
             tracing::info!(cells = summary.cells, "report refreshed");
             *shared.figures.write().expect("figures lock") =

@@ -92,11 +92,24 @@ pub async fn read_cells(
 /// Cells of the grid last served (`<sweep>/state/grid.json`, or every cell
 /// when none was recorded) make the tables and figures; other cells of the
 /// sweep are listed apart (`other_cells.csv`), never mixed in.
-pub async fn write(store: &Store, sweep: &str, out: Option<&Path>) -> Result<Summary, ReportError> {
+///
+/// `warnings` are shown at the top of `index.html`: what the live sweep
+/// knows and the stored results cannot say (cells no worker can run).
+pub async fn write(
+    store: &Store,
+    sweep: &str,
+    out: Option<&Path>,
+    warnings: &[String],
+) -> Result<Summary, ReportError> {
     let (all, unreadable) = read_cells(store, sweep).await?;
     let grid = store.get_grid_ids(sweep).await?;
     let (cells, others) = split_by_grid(all, grid.as_ref());
-    let files = render(sweep, &cells, &others, &unreadable);
+    let mut files = render(sweep, &cells, &others, &unreadable);
+    if !warnings.is_empty() {
+        if let Some((_, html)) = files.iter_mut().find(|(n, _)| n == "index.html") {
+            *html = with_warnings(html, warnings);
+        }
+    }
     let figures_json = figures_json(&cells);
     for (name, body) in &files {
         store
@@ -549,6 +562,18 @@ pub fn render(
     files
 }
 
+/// `index.html` with a warning box under its header.
+fn with_warnings(html: &str, warnings: &[String]) -> String {
+    let mut b = String::from(
+        "<div class=\"warn\" style=\"background:#fff4e5;border:1px solid #f0b46a;padding:10px 16px;margin:14px 0\"><strong>Attention</strong><ul>",
+    );
+    for w in warnings {
+        let _ = write!(b, "<li>{}</li>", svg::esc(w));
+    }
+    b.push_str("</ul></div>\n");
+    html.replacen("<main>\n", &format!("<main>\n{b}"), 1)
+}
+
 /// A figure as the index shows it.
 struct Shown {
     svg: String,
@@ -631,6 +656,19 @@ figure img{{max-width:560px;display:block}} figcaption{{font-size:13px;margin-to
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_warnings_appear_escaped_at_the_top_of_the_index() {
+        let html = index_html("s", 0, 0, &[], &[], &[]);
+        let warned = with_warnings(&html, &["2 cells of <70B> wait".to_string()]);
+        let at = warned
+            .find("&lt;70B&gt;")
+            .expect("the warning is shown, escaped");
+        assert!(
+            at < warned.find("id=\"tables\"").unwrap(),
+            "above the tables"
+        );
+    }
 
     #[test]
     fn index_html_escapes_everything_it_interpolates() {
