@@ -3,6 +3,7 @@
 
 use crate::{grid_task_ids, shared_datasets, Cluster};
 use cd_common::metrics::CellMetrics;
+use cd_proto::v1::SweepStatusResponse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -163,4 +164,20 @@ pub fn copy_dir(from: &Path, to: &Path) {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
+}
+
+/// Wait for the sweep's end and check that every cell completed and none
+/// failed; returns the final status.
+pub fn assert_sweep_completes(
+    cluster: &Cluster,
+    timeout: std::time::Duration,
+) -> SweepStatusResponse {
+    let status = cluster.wait_for_sweep_done(timeout).unwrap();
+    assert_eq!(
+        (status.completed, status.failed),
+        (status.total, 0),
+        "the sweep did not complete every cell\n{}",
+        cluster.logs()
+    );
+    status
 }

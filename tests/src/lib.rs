@@ -739,6 +739,47 @@ impl Cluster {
         Ok(serde_json::from_str(&body)?)
     }
 
+    /// Register `worker` as a hand-driven client of the coordinator.
+    pub fn register_client(&self, worker: &str) -> Result<()> {
+        let req = cd_proto::v1::RegisterRequest {
+            worker_id: worker.into(),
+            host: "test-client".into(),
+            devices: vec![],
+            version: "0".into(),
+        };
+        self.with_client(|mut c| async move {
+            c.register(req).await?;
+            Ok(())
+        })
+    }
+
+    /// `LeaseTask` as `worker`: the lease, if a task was leased.
+    pub fn lease_as(&self, worker: &str) -> Result<Option<cd_proto::v1::Lease>> {
+        let req = cd_proto::v1::LeaseRequest {
+            worker_id: worker.into(),
+            loaded_model: String::new(),
+        };
+        self.with_client(|mut c| async move { Ok(c.lease_task(req).await?.into_inner().lease) })
+    }
+
+    /// `CompleteTask` as `worker` for `task_id` under `lease_id`: whether
+    /// the coordinator accepted it (a refused call counts as not accepted).
+    pub fn complete_as(&self, worker: &str, lease_id: &str, task_id: &str) -> Result<bool> {
+        let req = cd_proto::v1::CompleteRequest {
+            worker_id: worker.into(),
+            lease_id: lease_id.into(),
+            task_id: task_id.into(),
+            metrics_key: format!("{}/tasks/{task_id}/metrics.json", fixtures::SWEEP),
+            elapsed_ms: 1,
+        };
+        self.with_client(|mut c| async move {
+            Ok(c.complete_task(req)
+                .await
+                .map(|r| r.into_inner().accepted)
+                .unwrap_or(false))
+        })
+    }
+
     /// Run a closure with a connected, authenticated coordinator client.
     pub fn with_client<T, F, Fut>(&self, f: F) -> Result<T>
     where

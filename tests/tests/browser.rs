@@ -165,10 +165,7 @@ fn the_dashboard_shows_a_live_sweep_and_the_report_draws_every_figure() {
 
     // Finish the sweep; the coordinator writes the report into the store.
     cluster.start_worker("w1", &[]).unwrap();
-    let done = cluster
-        .wait_for_sweep_done(Duration::from_secs(240))
-        .unwrap();
-    assert_eq!((done.completed, done.failed), (done.total, 0));
+    let done = assert_sweep_completes(&cluster, Duration::from_secs(240));
     let index = cluster.results_dir.join(SWEEP).join("report/index.html");
     wait_for("the final report", Duration::from_secs(60), || {
         let html = std::fs::read_to_string(&index).ok()?;

@@ -8,7 +8,6 @@
 //! parseable, and nothing finished recomputed.
 
 use cd_common::metrics::CellMetrics;
-use cd_proto::v1::{CompleteRequest, LeaseRequest, RegisterRequest};
 use cd_tests::fixtures::*;
 use cd_tests::*;
 use std::collections::BTreeSet;
@@ -85,13 +84,7 @@ fn killed_worker_task_is_leased_again_and_completed_once() {
         "the killed worker's lease should still be held: {before:?}"
     );
     cluster.start_worker("w1", &[]).unwrap();
-    let status = cluster.wait_for_sweep_done(DONE_TIMEOUT).unwrap();
-    assert_eq!(
-        (status.completed, status.failed),
-        (status.total, 0),
-        "{}",
-        cluster.logs()
-    );
+    assert_sweep_completes(&cluster, DONE_TIMEOUT);
     assert_every_cell_once(&cluster);
 }
 
@@ -249,13 +242,7 @@ fn storage_outage_is_retried_and_nothing_is_half_written() {
         .wait_for_log(&log, "storage call failed", DONE_TIMEOUT)
         .unwrap();
     cluster.s3.as_mut().unwrap().restart().unwrap();
-    let status = cluster.wait_for_sweep_done(DONE_TIMEOUT).unwrap();
-    assert_eq!(
-        (status.completed, status.failed),
-        (status.total, 0),
-        "{}",
-        cluster.logs()
-    );
+    assert_sweep_completes(&cluster, DONE_TIMEOUT);
     let files = assert_every_cell_once(&cluster);
     for (id, bytes) in cluster.task_files(SWEEP, "features.safetensors") {
         assert!(files.contains_key(&id));
@@ -269,41 +256,10 @@ fn duplicate_and_unbacked_completions_change_nothing() {
     let grid = tiny_grid(&models, &["llama_gqa_rope3"], 40, &["none"], &[0, 1]);
     let mut cluster = ClusterBuilder::new(grid).start().unwrap();
     // A client that leases a task and claims it complete without writing a result.
-    let lease = cluster
-        .with_client(|mut c| async move {
-            c.register(RegisterRequest {
-                worker_id: "liar".into(),
-                host: "test".into(),
-                devices: vec![],
-                version: "0".into(),
-            })
-            .await?;
-            let resp = c
-                .lease_task(LeaseRequest {
-                    worker_id: "liar".into(),
-                    loaded_model: String::new(),
-                })
-                .await?;
-            Ok::<_, anyhow::Error>(resp.into_inner().lease.expect("a task to lease"))
-        })
-        .unwrap();
-    let complete = |lease_id: String, task_id: String| CompleteRequest {
-        worker_id: "liar".into(),
-        lease_id,
-        task_id: task_id.clone(),
-        metrics_key: format!("{SWEEP}/tasks/{task_id}/metrics.json"),
-        elapsed_ms: 1,
-    };
-    let unbacked = complete(lease.lease_id.clone(), lease.task_id.clone());
+    cluster.register_client("liar").unwrap();
+    let lease = cluster.lease_as("liar").unwrap().expect("a task to lease");
     let accepted = cluster
-        .with_client(|mut c| async move {
-            Ok::<_, anyhow::Error>(
-                c.complete_task(unbacked)
-                    .await
-                    .map(|r| r.into_inner().accepted)
-                    .unwrap_or(false),
-            )
-        })
+        .complete_as("liar", &lease.lease_id, &lease.task_id)
         .unwrap();
     assert!(
         !accepted,
@@ -312,26 +268,12 @@ fn duplicate_and_unbacked_completions_change_nothing() {
     assert_eq!(cluster.status().unwrap().completed, 0);
 
     cluster.start_worker("w0", &[]).unwrap();
-    let done = cluster.wait_for_sweep_done(DONE_TIMEOUT).unwrap();
-    assert_eq!(
-        (done.completed, done.failed),
-        (done.total, 0),
-        "{}",
-        cluster.logs()
-    );
+    let done = assert_sweep_completes(&cluster, DONE_TIMEOUT);
     let files = assert_every_cell_once(&cluster);
     // Now the same completion again, late and duplicated.
     for _ in 0..2 {
-        let dup = complete(lease.lease_id.clone(), lease.task_id.clone());
         let accepted = cluster
-            .with_client(|mut c| async move {
-                Ok::<_, anyhow::Error>(
-                    c.complete_task(dup)
-                        .await
-                        .map(|r| r.into_inner().accepted)
-                        .unwrap_or(false),
-                )
-            })
+            .complete_as("liar", &lease.lease_id, &lease.task_id)
             .unwrap();
         assert!(!accepted, "a duplicate completion was recorded");
     }

@@ -8,7 +8,6 @@
 //! must be refused check the exit code and the message. `docs/reliability.md`
 //! lists the matrix and its results.
 
-use cd_proto::v1::{CompleteRequest, LeaseRequest, RegisterRequest};
 use cd_tests::fixtures::*;
 use cd_tests::*;
 use std::collections::BTreeMap;
@@ -18,69 +17,17 @@ use std::time::{Duration, Instant};
 
 const DONE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Register `worker` as a (hand-driven) client of the cluster.
-fn register(cluster: &Cluster, worker: &str) {
-    let worker = worker.to_string();
-    cluster
-        .with_client(|mut c| async move {
-            c.register(RegisterRequest {
-                worker_id: worker,
-                host: "fault-matrix".into(),
-                devices: vec![],
-                version: "0".into(),
-            })
-            .await?;
-            Ok(())
-        })
-        .unwrap();
-}
-
 /// `LeaseTask` as `worker`: the lease id and task id, if a task was leased.
 fn lease(cluster: &Cluster, worker: &str) -> Option<(String, String)> {
-    let worker = worker.to_string();
     cluster
-        .with_client(|mut c| async move {
-            let resp = c
-                .lease_task(LeaseRequest {
-                    worker_id: worker,
-                    loaded_model: String::new(),
-                })
-                .await?
-                .into_inner();
-            Ok(resp.lease.map(|l| (l.lease_id, l.task_id)))
-        })
+        .lease_as(worker)
         .unwrap()
+        .map(|l| (l.lease_id, l.task_id))
 }
 
-/// `CompleteTask` as `worker` for `task_id` under `lease_id`: whether the
-/// coordinator accepted it (a refused RPC counts as not accepted).
+/// `CompleteTask` as `worker`: whether the coordinator accepted it.
 fn complete(cluster: &Cluster, worker: &str, lease_id: &str, task_id: &str) -> bool {
-    let req = CompleteRequest {
-        worker_id: worker.into(),
-        lease_id: lease_id.into(),
-        task_id: task_id.into(),
-        metrics_key: format!("{SWEEP}/tasks/{task_id}/metrics.json"),
-        elapsed_ms: 1,
-    };
-    cluster
-        .with_client(|mut c| async move {
-            Ok(c.complete_task(req)
-                .await
-                .map(|r| r.into_inner().accepted)
-                .unwrap_or(false))
-        })
-        .unwrap()
-}
-
-/// The sweep finished with every cell complete and none failed.
-fn assert_sweep_completes(cluster: &Cluster) {
-    let status = cluster.wait_for_sweep_done(DONE_TIMEOUT).unwrap();
-    assert_eq!(
-        (status.completed, status.failed),
-        (status.total, 0),
-        "the sweep did not complete every cell\n{}",
-        cluster.logs()
-    );
+    cluster.complete_as(worker, lease_id, task_id).unwrap()
 }
 
 /// No attempt objects or staging files are left beside finished cells
@@ -194,7 +141,7 @@ fn a_worker_with_a_wrong_data_root_is_quarantined_and_the_sweep_completes() {
     );
     cluster.start_worker("good-1", &[]).unwrap();
     cluster.start_worker("good-2", &[]).unwrap();
-    assert_sweep_completes(&cluster);
+    assert_sweep_completes(&cluster, DONE_TIMEOUT);
     assert_every_cell_once(&cluster);
     let st = cluster
         .wait_worker_exit("bad", Duration::from_secs(60))
@@ -231,7 +178,7 @@ fn a_worker_killed_mid_upload_leaves_one_complete_cell() {
     let before = cluster.status().unwrap();
     assert_eq!(before.completed, 0, "the killed upload counted as complete");
     cluster.start_worker("w1", &[]).unwrap();
-    assert_sweep_completes(&cluster);
+    assert_sweep_completes(&cluster, DONE_TIMEOUT);
     let files = assert_every_cell_once(&cluster);
     for (id, bytes) in cluster.task_files(SWEEP, "features.safetensors") {
         assert!(files.contains_key(&id));
@@ -267,7 +214,7 @@ fn a_coordinator_restart_keeps_the_lease_in_flight() {
         after.leased + after.completed >= 1,
         "the restarted coordinator forgot the lease in flight: {after:?}"
     );
-    assert_sweep_completes(&cluster);
+    assert_sweep_completes(&cluster, DONE_TIMEOUT);
     assert_every_cell_once(&cluster);
     let leases = leases_per_task(&cluster);
     assert_eq!(leases.len() as u64, after.total, "leases seen: {leases:?}");
@@ -303,7 +250,7 @@ fn storage_down_for_thirty_seconds_loses_nothing() {
     assert_eq!(during.failed, 0, "the outage failed cells: {during:?}");
     cluster.s3.as_mut().unwrap().restart().unwrap();
     assert!(down.elapsed() >= Duration::from_secs(30));
-    assert_sweep_completes(&cluster);
+    assert_sweep_completes(&cluster, DONE_TIMEOUT);
     let after = assert_every_cell_once(&cluster);
     for (id, bytes) in &finished {
         assert_eq!(&after[id], bytes, "cell {id} was recomputed");
@@ -316,7 +263,7 @@ fn a_client_flooding_lease_task_holds_one_lease_and_costs_no_attempt() {
     let Some(models) = tiny_models() else { return };
     let grid = tiny_grid(&models, &["llama_gqa_rope3"], 40, &["none"], &[0, 1, 2]);
     let mut cluster = ClusterBuilder::new(grid).start().unwrap();
-    register(&cluster, "flood");
+    cluster.register_client("flood").unwrap();
     let first = lease(&cluster, "flood").expect("a task to lease");
     for _ in 0..200 {
         assert_eq!(
@@ -329,7 +276,7 @@ fn a_client_flooding_lease_task_holds_one_lease_and_costs_no_attempt() {
     assert_eq!((s.leased, s.pending), (1, 2), "{s:?}");
     // The flooding client vanishes with its lease; a real worker does the work.
     cluster.start_worker("w0", &[]).unwrap();
-    assert_sweep_completes(&cluster);
+    assert_sweep_completes(&cluster, DONE_TIMEOUT);
     assert_every_cell_once(&cluster);
     let state = cluster.dashboard_state().unwrap();
     let flood = state["workers"]
@@ -364,7 +311,7 @@ fn forged_completions_from_another_worker_are_refused() {
             .map(str::to_string)
     })
     .unwrap();
-    register(&cluster, "forger");
+    cluster.register_client("forger").unwrap();
     let (own_lease, own_task) = lease(&cluster, "forger").expect("the other task");
     assert_ne!(own_task, victim);
     // Its own lease, someone else's task; the victim's name, a made-up lease.
@@ -375,7 +322,7 @@ fn forged_completions_from_another_worker_are_refused() {
     assert!(!complete(&cluster, "forger", &own_lease, &own_task));
     let s = cluster.status().unwrap();
     assert_eq!((s.completed, s.failed), (0, 0), "{s:?}");
-    assert_sweep_completes(&cluster);
+    assert_sweep_completes(&cluster, DONE_TIMEOUT);
     assert_every_cell_once(&cluster);
 }
 
@@ -484,6 +431,6 @@ fn a_second_coordinator_on_the_same_sweep_is_fenced() {
         out.contains("coordinator") && out.contains("lock"),
         "the refusal should say which lock holds the sweep:\n{out}"
     );
-    assert_sweep_completes(&cluster);
+    assert_sweep_completes(&cluster, DONE_TIMEOUT);
     assert_every_cell_once(&cluster);
 }

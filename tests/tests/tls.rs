@@ -93,15 +93,7 @@ fn a_sweep_over_tls_completes_and_untrusting_or_plaintext_workers_get_nothing() 
     );
 
     cluster.start_worker("w0", &[]).unwrap();
-    let done = cluster
-        .wait_for_sweep_done(Duration::from_secs(240))
-        .unwrap();
-    assert_eq!(
-        (done.completed, done.failed),
-        (done.total, 0),
-        "{}",
-        cluster.logs()
-    );
+    assert_sweep_completes(&cluster, Duration::from_secs(240));
     assert_every_cell_once(&cluster);
     let st = cluster
         .wait_worker_exit("w0", Duration::from_secs(60))
