@@ -70,6 +70,28 @@ fn headless(browser: &Path, url: &str, args: &[&str]) -> (String, String) {
     )
 }
 
+/// Save a screenshot of `url` as `name` among the artefacts; fails when the
+/// page rendered nothing (a blank page is under 10 kB).
+fn screenshot(browser: &Path, url: &str, name: &str) {
+    let shot = artefacts().join(name);
+    let _ = std::fs::remove_file(&shot);
+    headless(
+        browser,
+        url,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1300,1600",
+        ],
+    );
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 10_000)
+            .unwrap_or(false),
+        "no screenshot of {url} at {}",
+        shot.display()
+    );
+}
+
 /// Console lines that report a script error.
 fn script_errors(stderr: &str) -> Vec<&str> {
     stderr
@@ -145,23 +167,7 @@ fn the_dashboard_shows_a_live_sweep_and_the_report_draws_every_figure() {
         figures.contains("<svg") && (figures.contains("<polyline") || figures.contains("<path")),
         "the dashboard draws no figure after two cells:\n{figures}"
     );
-    let shot = artefacts().join("dashboard-mid-sweep.png");
-    let _ = std::fs::remove_file(&shot);
-    headless(
-        &browser,
-        &login,
-        &[
-            &format!("--screenshot={}", shot.display()),
-            "--window-size=1300,1600",
-        ],
-    );
-    assert!(
-        std::fs::metadata(&shot)
-            .map(|m| m.len() > 10_000)
-            .unwrap_or(false),
-        "no dashboard screenshot at {}",
-        shot.display()
-    );
+    screenshot(&browser, &login, "dashboard-mid-sweep.png");
 
     // Finish the sweep; the coordinator writes the report into the store.
     cluster.start_worker("w1", &[]).unwrap();
@@ -207,21 +213,5 @@ fn the_dashboard_shows_a_live_sweep_and_the_report_draws_every_figure() {
             "no figure shows `{needle}`"
         );
     }
-    let shot = artefacts().join("report.png");
-    let _ = std::fs::remove_file(&shot);
-    headless(
-        &browser,
-        &url,
-        &[
-            &format!("--screenshot={}", shot.display()),
-            "--window-size=1300,1600",
-        ],
-    );
-    assert!(
-        std::fs::metadata(&shot)
-            .map(|m| m.len() > 10_000)
-            .unwrap_or(false),
-        "no report screenshot at {}",
-        shot.display()
-    );
+    screenshot(&browser, &url, "report.png");
 }
