@@ -395,6 +395,57 @@ pub fn depth_matrices(cells: &[CellMetrics]) -> Vec<Matrix> {
     out
 }
 
+/// A curve of a figure: labelled and ordered by [`label_and_order`].
+trait Curve {
+    fn model(&self) -> &str;
+    fn axes(&self) -> &Axes;
+    fn set_label(&mut self, label: String);
+}
+
+impl Curve for Series {
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn axes(&self) -> &Axes {
+        &self.axes
+    }
+    fn set_label(&mut self, label: String) {
+        self.label = label;
+    }
+}
+
+impl Curve for McSeries {
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn axes(&self) -> &Axes {
+        &self.axes
+    }
+    fn set_label(&mut self, label: String) {
+        self.label = label;
+    }
+}
+
+/// Label each curve of a figure by its model plus whichever axes vary among
+/// the curves, and order them by model size, then by axes.
+fn label_and_order<S: Curve>(series: &mut [S], models: &[(String, f64)]) {
+    let varying = varying_axes(series.iter().map(|s| s.axes()));
+    for s in series.iter_mut() {
+        let extra = s.axes().label(&varying);
+        let label = if extra.is_empty() {
+            s.model().to_string()
+        } else {
+            format!("{} {extra}", s.model())
+        };
+        s.set_label(label);
+    }
+    series.sort_by(|a, b| {
+        position(models, a.model())
+            .cmp(&position(models, b.model()))
+            .then_with(|| a.axes().cmp(b.axes()))
+    });
+}
+
 /// Per-dataset accuracy curves against relative depth: one set per
 /// (dataset, precision, noise), one series per cell in it.
 pub fn curves(cells: &[CellMetrics]) -> Vec<CurveSet> {
@@ -449,20 +500,7 @@ pub fn curves(cells: &[CellMetrics]) -> Vec<CurveSet> {
         });
     }
     for set in sets.iter_mut() {
-        let varying = varying_axes(set.series.iter().map(|s| &s.axes));
-        for s in set.series.iter_mut() {
-            let extra = s.axes.label(&varying);
-            s.label = if extra.is_empty() {
-                s.model.clone()
-            } else {
-                format!("{} {extra}", s.model)
-            };
-        }
-        set.series.sort_by(|a, b| {
-            position(&models, &a.model)
-                .cmp(&position(&models, &b.model))
-                .then_with(|| a.axes.cmp(&b.axes))
-        });
+        label_and_order(&mut set.series, &models);
     }
     sets
 }
@@ -678,20 +716,7 @@ pub fn mc_curves(cells: &[CellMetrics]) -> Vec<McCurveSet> {
         }
     }
     for set in sets.iter_mut() {
-        let varying = varying_axes(set.series.iter().map(|s| &s.axes));
-        for s in set.series.iter_mut() {
-            let extra = s.axes.label(&varying);
-            s.label = if extra.is_empty() {
-                s.model.clone()
-            } else {
-                format!("{} {extra}", s.model)
-            };
-        }
-        set.series.sort_by(|a, b| {
-            position(&models, &a.model)
-                .cmp(&position(&models, &b.model))
-                .then_with(|| a.axes.cmp(&b.axes))
-        });
+        label_and_order(&mut set.series, &models);
     }
     sets
 }
