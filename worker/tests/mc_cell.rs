@@ -6,10 +6,9 @@
 
 mod engine_support;
 
-use cd_common::content;
 use cd_common::probe::mc::{McConfig, ScoreDtype};
-use cd_common::spec::{example_spec, DatasetRef, ModelIdentity, ModelSource, Site, TaskKind};
-use engine_support::{in_ci, python, shared_datasets, smollm2_path};
+use cd_common::spec::{Site, TaskKind};
+use engine_support::{in_ci, python, run_cell, shared_datasets, smollm2_cell_spec, smollm2_path};
 use std::process::Command;
 
 #[test]
@@ -23,22 +22,8 @@ fn exported_scores_recompute_the_reported_mc_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     std::env::set_var("CD_HASH_CACHE", tmp.path().join("hashes"));
     for dtype in [ScoreDtype::F32, ScoreDtype::Bf16] {
-        let mut spec = example_spec();
-        spec.sweep = "mc".into();
+        let mut spec = smollm2_cell_spec(&gguf, "mc", "truthfulqa_mc", &data);
         spec.kind = TaskKind::MultipleChoice;
-        spec.model.name = "SmolLM2-135M".into();
-        spec.model.source = ModelSource::Gguf {
-            path: gguf.display().to_string(),
-        };
-        spec.model.identity = ModelIdentity::Content {
-            sha256: content::model_sha256(&gguf).unwrap(),
-        };
-        spec.dataset = DatasetRef {
-            name: "truthfulqa_mc".into(),
-            identity: content::dataset_identity("truthfulqa_mc", data.to_str().unwrap(), None)
-                .unwrap(),
-        };
-        spec.data_root = data.display().to_string();
         spec.site = Site::Residual;
         spec.probe = None;
         spec.depth = None;
@@ -46,18 +31,7 @@ fn exported_scores_recompute_the_reported_mc_metrics() {
             score_dtype: dtype,
             max_items: Some(3),
         });
-        let spec_path = tmp.path().join("spec.json");
-        std::fs::write(&spec_path, spec.canonical_json()).unwrap();
-        let results = tmp.path().join("results");
-        let o = Command::new(env!("CARGO_BIN_EXE_cd-worker"))
-            .args(["cell", "--spec"])
-            .arg(&spec_path)
-            .arg("--store")
-            .arg(format!("file://{}", results.display()))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let cell = results.join(format!("mc/tasks/{}", spec.id()));
+        let cell = run_cell(&spec, tmp.path());
         let o = Command::new(python())
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),

@@ -7,11 +7,10 @@
 
 mod engine_support;
 
-use cd_common::content;
 use cd_common::depth::DepthConfig;
 use cd_common::probe::{ProbeConfig, SplitConfig};
-use cd_common::spec::{example_spec, DatasetRef, ModelIdentity, ModelSource, Site};
-use engine_support::{in_ci, python, shared_datasets, smollm2_path};
+use cd_common::spec::Site;
+use engine_support::{in_ci, python, run_cell, shared_datasets, smollm2_cell_spec, smollm2_path};
 use std::process::Command;
 
 #[test]
@@ -24,20 +23,7 @@ fn scikit_learn_on_our_features_and_split_gives_our_numbers() {
     }
     let tmp = tempfile::tempdir().unwrap();
     std::env::set_var("CD_HASH_CACHE", tmp.path().join("hashes"));
-    let mut spec = example_spec();
-    spec.sweep = "refit".into();
-    spec.model.name = "SmolLM2-135M".into();
-    spec.model.source = ModelSource::Gguf {
-        path: gguf.display().to_string(),
-    };
-    spec.model.identity = ModelIdentity::Content {
-        sha256: content::model_sha256(&gguf).unwrap(),
-    };
-    spec.dataset = DatasetRef {
-        name: "cities".into(),
-        identity: content::dataset_identity("cities", data.to_str().unwrap(), None).unwrap(),
-    };
-    spec.data_root = data.display().to_string();
+    let mut spec = smollm2_cell_spec(&gguf, "refit", "cities", &data);
     spec.site = Site::PostAttentionNorm;
     spec.batch_size = 16;
     spec.upload_features = true;
@@ -52,22 +38,7 @@ fn scikit_learn_on_our_features_and_split_gives_our_numbers() {
         bootstrap: 200,
         ..DepthConfig::default()
     });
-    let spec_path = tmp.path().join("spec.json");
-    std::fs::write(&spec_path, spec.canonical_json()).unwrap();
-    let results = tmp.path().join("results");
-    let o = Command::new(env!("CARGO_BIN_EXE_cd-worker"))
-        .args(["cell", "--spec"])
-        .arg(&spec_path)
-        .arg("--store")
-        .arg(format!("file://{}", results.display()))
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "cd-worker cell: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let cell = results.join(format!("refit/tasks/{}", spec.id()));
+    let cell = run_cell(&spec, tmp.path());
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(cell.join("metrics.json")).unwrap()).unwrap();
     println!("cell timings (s): {}", metrics["timings"]);

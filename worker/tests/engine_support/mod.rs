@@ -95,3 +95,51 @@ pub fn shared_datasets() -> PathBuf {
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"),
     }
 }
+
+/// A task spec for SmolLM2 (the GGUF at `gguf`) on `dataset` under `data`,
+/// with model and data named by content as a grid names them; everything
+/// else as `example_spec` has it.
+pub fn smollm2_cell_spec(
+    gguf: &Path,
+    sweep: &str,
+    dataset: &str,
+    data: &Path,
+) -> cd_common::spec::TaskSpec {
+    use cd_common::{content, spec};
+    let mut s = spec::example_spec();
+    s.sweep = sweep.into();
+    s.model.name = "SmolLM2-135M".into();
+    s.model.source = spec::ModelSource::Gguf {
+        path: gguf.display().to_string(),
+    };
+    s.model.identity = spec::ModelIdentity::Content {
+        sha256: content::model_sha256(gguf).unwrap(),
+    };
+    s.dataset = spec::DatasetRef {
+        name: dataset.into(),
+        identity: content::dataset_identity(dataset, data.to_str().unwrap(), None).unwrap(),
+    };
+    s.data_root = data.display().to_string();
+    s
+}
+
+/// Run `cd-worker cell` on `spec` with a `file://` store under `dir`;
+/// returns the directory of the cell's results.
+pub fn run_cell(spec: &cd_common::spec::TaskSpec, dir: &Path) -> PathBuf {
+    let spec_path = dir.join("spec.json");
+    std::fs::write(&spec_path, spec.canonical_json()).unwrap();
+    let results = dir.join("results");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_cd-worker"))
+        .args(["cell", "--spec"])
+        .arg(&spec_path)
+        .arg("--store")
+        .arg(format!("file://{}", results.display()))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "cd-worker cell: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    results.join(format!("{}/tasks/{}", spec.sweep, spec.id()))
+}
