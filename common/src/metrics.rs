@@ -362,32 +362,14 @@ impl CellMetrics {
         }
         let n_layers = first.items.first().map_or(0, |it| it.sums.len());
         Ok(CellMetrics {
-            schema_version: SCHEMA_VERSION,
-            task_id: spec.id().0,
-            spec: spec.clone(),
             n_examples: first.items.len(),
             n_layers,
             includes_embedding,
-            precision_scheme: spec.precision.scheme().to_string(),
-            dataset: None,
-            class_counts: None,
-            class_names: None,
-            positive_class: None,
-            probe: None,
-            seeds: Seeds {
-                task: spec.seed,
-                split: spec.seed,
-            },
-            split: None,
-            folds: Vec::new(),
-            layers: Vec::new(),
-            fold_layers: Vec::new(),
             mc_layers,
             mc_chance: Some(mc::chance(&first.items)),
-            depth: None,
-            bootstrap: None,
             versions,
             timings,
+            ..CellMetrics::empty(spec)
         })
     }
 
@@ -395,6 +377,12 @@ impl CellMetrics {
     /// scheduler and the store that need a cell to count as complete.
     #[cfg(any(test, feature = "test-support"))]
     pub fn placeholder(spec: &TaskSpec) -> CellMetrics {
+        CellMetrics::empty(spec)
+    }
+
+    /// The result of `spec` before anything is measured: identity, seeds and
+    /// scheme filled in, every measurement empty.
+    fn empty(spec: &TaskSpec) -> CellMetrics {
         CellMetrics {
             schema_version: SCHEMA_VERSION,
             task_id: spec.id().0,
