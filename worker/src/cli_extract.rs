@@ -325,11 +325,12 @@ fn run_inner(args: &ExtractArgs) -> Result<(), Failure> {
     write_features(&args.out, &file).map_err(|e| fail(EXIT_OTHER)(anyhow::Error::new(e)))?;
     let (n, l, d) = feats.data.dim();
     eprintln!(
-        "wrote {} ([{n}, {l}, {d}] {}), {n} texts, {tokens} tokens in {secs:.2}s ({:.1} texts/s, {:.0} tokens/s)",
+        "wrote {} ([{n}, {l}, {d}] {}), {n} texts, {tokens} tokens in {secs:.2}s ({:.1} texts/s, {:.0} tokens/s; CPU kernels {})",
         args.out.display(),
         args.dtype.as_str(),
         n as f64 / secs.max(1e-9),
-        tokens as f64 / secs.max(1e-9)
+        tokens as f64 / secs.max(1e-9),
+        crate::engine::cpu_isa::active()
     );
     Ok(())
 }

@@ -65,6 +65,15 @@ fn main() -> Result<()> {
     keep_freed_memory();
     cd_worker::logging::init();
     let cli = Cli::parse();
+    // A `CD_CPU_ISA` this CPU cannot honour stops every command before any
+    // work: a run labelled with an instruction set must have used it.
+    match cd_worker::engine::cpu_isa::check_env() {
+        Ok(isa) => tracing::debug!("CPU kernels: {isa}"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(cd_proto::exit::worker::CONFIG)
+        }
+    }
     let code = match cli.command {
         Some(Command::Extract(args)) => cd_worker::cli_extract::run(args)?,
         Some(Command::Probe(args)) => cd_worker::cli_probe::run(args)?,

@@ -3,6 +3,7 @@
 
 mod engine_support;
 
+use cd_worker::engine::cpu_isa::Isa;
 use engine_support::{in_ci, python, tiny_model};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -371,7 +372,8 @@ fn read_features(path: &Path) -> Vec<f32> {
 /// padding, the last block computing only the pooled tokens, the engine's
 /// attention and norms) against candle's generic operations on right-padded
 /// batches (`CD_CPU_KERNELS=0`), for every tiny architecture (GQA, biases,
-/// `1 + w` norms, q/k norms, sliding windows): equal within f32 rounding.
+/// `1 + w` norms, q/k norms, sliding windows) and every instruction set this
+/// CPU runs (`CD_CPU_ISA`): equal within f32 rounding.
 #[test]
 fn cpu_kernels_match_candles_generic_padded_path() {
     let tmp = tempfile::tempdir().unwrap();
@@ -403,9 +405,17 @@ fn cpu_kernels_match_candles_generic_padded_path() {
         };
         let model = model.to_str().unwrap();
         for (site, pooling) in [("residual", "last"), ("post_attention_norm", "mean")] {
+            // candle's generic operations first (the reference), then the
+            // engine's kernels for every instruction set this CPU runs.
+            let mut settings = vec![vec![("CD_CPU_KERNELS", "0")]];
+            for isa in [Isa::Generic, Isa::Avx2, Isa::Avx512] {
+                if isa <= Isa::detected() {
+                    settings.push(vec![("CD_CPU_KERNELS", "1"), ("CD_CPU_ISA", isa.name())]);
+                }
+            }
             let mut runs = Vec::new();
-            for kernels in ["1", "0"] {
-                let out = tmp.path().join(format!("features-{kernels}.safetensors"));
+            for (i, env) in settings.iter().enumerate() {
+                let out = tmp.path().join(format!("features-{i}.safetensors"));
                 let o = extract(
                     &[
                         "--model",
@@ -421,22 +431,66 @@ fn cpu_kernels_match_candles_generic_padded_path() {
                         "--out",
                         out.to_str().unwrap(),
                     ],
-                    &[("CD_CPU_KERNELS", kernels)],
+                    env,
                 );
-                assert!(o.status.success(), "{name}: {}", stderr(&o));
+                assert!(o.status.success(), "{name} {env:?}: {}", stderr(&o));
                 runs.push(read_features(&out));
             }
-            let (ours, generic) = (&runs[0], &runs[1]);
-            assert_eq!(ours.len(), generic.len());
+            let generic = &runs[0];
             let scale = generic.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let worst = ours
-                .iter()
-                .zip(generic)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                worst <= 1e-5 * scale,
-                "{name} {site} {pooling}: worst difference {worst:e} against max {scale:e}"
-            );
+            for (ours, env) in runs.iter().zip(&settings).skip(1) {
+                assert_eq!(ours.len(), generic.len());
+                let worst = ours
+                    .iter()
+                    .zip(generic)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    worst <= 1e-5 * scale,
+                    "{name} {site} {pooling} {env:?}: worst difference {worst:e} against max {scale:e}"
+                );
+            }
         }
     }
+}
+
+/// `CD_CPU_ISA` naming an unknown set, or one this CPU lacks, stops the
+/// worker with a configuration error (exit 2) that names the variable,
+/// before it reads anything; a set it has runs.
+#[test]
+fn an_instruction_set_the_cpu_cannot_run_is_a_configuration_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("never.safetensors");
+    let args = [
+        "extract",
+        "--model",
+        "/nonexistent/model",
+        "--input",
+        "/nonexistent/texts.jsonl",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let run = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cd-worker"))
+            .args(args)
+            .env("CD_CPU_ISA", value)
+            .output()
+            .unwrap()
+    };
+    let o = run("sse9");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("CD_CPU_ISA=\"sse9\" is not one of auto, avx512, avx2, generic"),
+        "{}",
+        stderr(&o)
+    );
+    if Isa::detected() < Isa::Avx512 {
+        let o = run("avx512");
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("it supports at most"), "{}", stderr(&o));
+    }
+    // A set the CPU has gets past the check to the next error: the input.
+    let o = run("generic");
+    assert!(stderr(&o).contains("cannot read input"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("CD_CPU_ISA"), "{}", stderr(&o));
+    assert!(!out.exists());
 }

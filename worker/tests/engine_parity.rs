@@ -345,3 +345,34 @@ fn gemma3_270m_gguf_matches_transformers() {
     check_tokenizer_fixture("gemma3", &model, "gemma3_270m_tokenizer.json");
     check_model("gemma3_270m", &model, &fx);
 }
+
+/// Every instruction set's kernels this CPU can run (`CD_CPU_ISA`), each
+/// through all the parity tests above: the test binary runs itself again
+/// with the variable set (the choice is made once per process), and each
+/// run must pass every `matches_transformers` test, none skipped.
+#[test]
+fn every_instruction_set_matches_transformers() {
+    use cd_worker::engine::cpu_isa::Isa;
+    let exe = std::env::current_exe().unwrap();
+    for isa in [Isa::Generic, Isa::Avx2, Isa::Avx512] {
+        if isa > Isa::detected() {
+            eprintln!("{isa}: not on this CPU, its kernels are tested where it is");
+            continue;
+        }
+        let out = std::process::Command::new(&exe)
+            .args(["matches_transformers", "--skip", "every_instruction_set", "--nocapture", "--test-threads", "1"])
+            .env("CD_CPU_ISA", isa.name())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "CD_CPU_ISA={isa}:\n{text}");
+        // 6 tiny architectures, SmolLM2 and Gemma-3 (skipped outside CI
+        // when their files are absent: then fewer, but never none).
+        let passed: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("test result: ok. ")?.split(' ').next()?.parse().ok())
+            .unwrap_or(0);
+        assert!(passed >= 6, "CD_CPU_ISA={isa}: only {passed} parity tests ran:\n{text}");
+        eprintln!("CD_CPU_ISA={isa}: {passed} parity tests passed");
+    }
+}

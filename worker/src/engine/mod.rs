@@ -13,6 +13,7 @@
 
 pub(crate) mod arch;
 mod config;
+pub mod cpu_isa;
 mod error;
 pub mod extract;
 mod gguf;

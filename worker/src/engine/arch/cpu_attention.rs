@@ -19,6 +19,7 @@
 //! `−∞` (their `exp` would add exactly zero).
 
 use super::dot;
+use crate::engine::cpu_isa::{self, Isa};
 use crate::engine::packed_gemm::{for_each_unit, SharedOut};
 
 /// Where one text's rows sit in a pass's flattened rows: rows
@@ -143,14 +144,16 @@ pub(crate) fn attention(
         };
         // SAFETY: one task per (segment, key head); it writes the query
         // heads of its group in its segment's rows, which no other task
-        // touches. The AVX2 variant runs only where the CPU has AVX2/FMA.
+        // touches. Each variant runs only where the CPU has its instructions
+        // (`cpu_isa::active` never exceeds the detected set).
         unsafe {
-            #[cfg(target_arch = "x86_64")]
-            if super::super::packed_gemm::PackedMatrix::supported() {
-                head_group_avx2(q, k, v, &unit, buf);
-                return;
+            match cpu_isa::active() {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => head_group_avx512(q, k, v, &unit, buf),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => head_group_avx2(q, k, v, &unit, buf),
+                _ => head_group(q, k, v, &unit, buf),
             }
-            head_group(q, k, v, &unit, buf);
         }
     });
     out
@@ -178,6 +181,17 @@ struct Unit<'a> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn head_group_avx2(q: &[f32], k: &[f32], v: &[f32], unit: &Unit<'_>, buf: &mut Buffers) {
+    // SAFETY: forwarded from the caller.
+    unsafe { head_group(q, k, v, unit, buf) }
+}
+
+/// [`head_group`] compiled for AVX-512F, so its loops use 16-wide vectors.
+///
+/// # Safety
+/// As [`head_group`]; and the CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn head_group_avx512(q: &[f32], k: &[f32], v: &[f32], unit: &Unit<'_>, buf: &mut Buffers) {
     // SAFETY: forwarded from the caller.
     unsafe { head_group(q, k, v, unit, buf) }
 }

@@ -10,6 +10,7 @@
 //! a residual add is fused in front of the norm where a block has one.
 
 use super::{cpu_f32, dot};
+use crate::engine::cpu_isa::{self, Isa};
 use crate::engine::packed_gemm::SharedOut;
 use candle_core::Tensor;
 
@@ -57,26 +58,27 @@ pub(crate) fn add_rms_norm(
             candle_core::bail!("norm weight of {} for rows of {d}", ad.len())
         }
         let (sum_out, norm_out) = (SharedOut(sum.as_mut_ptr()), SharedOut(normed.as_mut_ptr()));
+        let isa = cpu_isa::active();
         candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
             for r in range {
                 let src = &xd[r * d..(r + 1) * d];
                 // SAFETY: row `r` of each output belongs to this task alone.
                 let dst = unsafe { std::slice::from_raw_parts_mut(norm_out.at(r * d), d) };
-                let row: &[f32] = match yd {
-                    Some(yd) => {
-                        // SAFETY: as above; `sum` has `rows · d` elements when `y` is given.
-                        let a = unsafe { std::slice::from_raw_parts_mut(sum_out.at(r * d), d) };
-                        for ((a, x), y) in a.iter_mut().zip(src).zip(&yd[r * d..(r + 1) * d]) {
-                            *a = x + y;
-                        }
-                        a
+                let residual = yd.map(|yd| {
+                    // SAFETY: as above; `sum` has `rows · d` elements when `y` is given.
+                    let a = unsafe { std::slice::from_raw_parts_mut(sum_out.at(r * d), d) };
+                    (&yd[r * d..(r + 1) * d], a)
+                });
+                // SAFETY: each variant runs only where the CPU has its
+                // instructions (`active` never exceeds the detected set).
+                unsafe {
+                    match isa {
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx512 => norm_row_avx512(src, residual, ad, dst, eps),
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx2 => norm_row_avx2(src, residual, ad, dst, eps),
+                        _ => norm_row(src, residual, ad, dst, eps),
                     }
-                    None => src,
-                };
-                let sum2 = dot(row, row);
-                let m = (sum2 / d as f32 + eps).sqrt();
-                for ((o, v), w) in dst.iter_mut().zip(row).zip(ad) {
-                    *o = *v / m * *w;
                 }
             }
         });
@@ -87,6 +89,64 @@ pub(crate) fn add_rms_norm(
     };
     let n = Tensor::from_vec(normed, xc.dims(), xc.device())?;
     Ok((a, n))
+}
+
+/// One row: `a = x + y` into the residual's buffer when there is one, then
+/// `dst = a / sqrt(mean(a²) + eps) · alpha`.
+#[inline(always)]
+fn norm_row(
+    x: &[f32],
+    residual: Option<(&[f32], &mut [f32])>,
+    alpha: &[f32],
+    dst: &mut [f32],
+    eps: f32,
+) {
+    let row: &[f32] = match residual {
+        Some((y, a)) => {
+            for ((a, x), y) in a.iter_mut().zip(x).zip(y) {
+                *a = x + y;
+            }
+            a
+        }
+        None => x,
+    };
+    let sum2 = dot(row, row);
+    let m = (sum2 / row.len() as f32 + eps).sqrt();
+    for ((o, v), w) in dst.iter_mut().zip(row).zip(alpha) {
+        *o = *v / m * *w;
+    }
+}
+
+/// [`norm_row`] compiled for AVX2/FMA.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn norm_row_avx2(
+    x: &[f32],
+    residual: Option<(&[f32], &mut [f32])>,
+    alpha: &[f32],
+    dst: &mut [f32],
+    eps: f32,
+) {
+    norm_row(x, residual, alpha, dst, eps)
+}
+
+/// [`norm_row`] compiled for AVX-512F.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn norm_row_avx512(
+    x: &[f32],
+    residual: Option<(&[f32], &mut [f32])>,
+    alpha: &[f32],
+    dst: &mut [f32],
+    eps: f32,
+) {
+    norm_row(x, residual, alpha, dst, eps)
 }
 
 /// `x + y`, same shapes.

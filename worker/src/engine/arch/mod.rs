@@ -52,13 +52,14 @@ fn use_packed(w: &Tensor) -> bool {
     runs_cpu_kernels(w) && PackedMatrix::supported()
 }
 
-/// `Σ a[i]·b[i]` with eight independent partial sums, so the compiler can
-/// keep them in one vector register instead of one long dependency chain
+/// `Σ a[i]·b[i]` with sixteen independent partial sums, so the compiler can
+/// keep them in one AVX-512 register or two AVX2 ones (in the callers'
+/// instruction-set variants) instead of one long dependency chain
 /// (the CPU attention's scores, the CPU RMSNorm's sum of squares).
 #[inline(always)]
 pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut acc = [0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ac
         .remainder()
         .iter()
@@ -66,7 +67,7 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| x * y)
         .sum();
     for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
+        for i in 0..16 {
             acc[i] += x[i] * y[i];
         }
     }

@@ -1,0 +1,151 @@
+//! Which vector instruction set the engine's CPU kernels use, chosen once per
+//! process at run time.
+//!
+//! Why at run time: one binary runs on every x86-64 node of a cluster, from
+//! AVX2-only machines to AVX-512 ones, whose 16-lane registers double the
+//! multiply-add rate; compiling for the best one would crash on the others,
+//! compiling for the oldest would leave half of the newer ones idle.
+//!
+//! The choice is the best set the CPU has, unless `CD_CPU_ISA` asks for a
+//! lower one (to test or benchmark every path on one machine):
+//!
+//! | `CD_CPU_ISA` | kernels |
+//! |---|---|
+//! | unset or `auto` | the best below that the CPU has |
+//! | `avx512` | AVX-512F: 12 × 32 register tiles, 16-lane epilogues |
+//! | `avx2` | AVX2 + FMA: 6 × 16 register tiles, 8-lane epilogues |
+//! | `generic` | none of the packed kernels: candle's portable matmul, the engine's row operations compiled for the baseline target |
+//!
+//! Asking for a set this CPU lacks, or for an unknown name, is a
+//! configuration error ([`check_env`]) rather than a silent downgrade: a
+//! benchmark labelled `avx512` must have run AVX-512.
+
+use std::sync::OnceLock;
+
+/// The environment variable that overrides the detected instruction set.
+pub(crate) const ENV: &str = "CD_CPU_ISA";
+
+/// A vector instruction set the CPU kernels are compiled for, best last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// No packed kernels: portable code only.
+    Generic,
+    /// x86-64 AVX2 with FMA (8 f32 lanes).
+    Avx2,
+    /// x86-64 AVX-512 Foundation (16 f32 lanes, 32 registers).
+    Avx512,
+}
+
+/// `CD_CPU_ISA` names a set this process cannot use.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IsaError {
+    /// Not one of the names the variable takes.
+    #[error("{ENV}={0:?} is not one of auto, avx512, avx2, generic")]
+    Unknown(String),
+    /// A known set this CPU does not have.
+    #[error("{ENV}={asked} asks for kernels this CPU lacks: it supports at most {best}")]
+    Unsupported {
+        /// What the variable asked for.
+        asked: Isa,
+        /// The best set the CPU has.
+        best: Isa,
+    },
+}
+
+impl Isa {
+    /// The name `CD_CPU_ISA` takes for this set, and the one reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Generic => "generic",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// The best set this CPU supports.
+    pub fn detected() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") {
+                return Isa::Avx512;
+            }
+            if has!("avx2") && has!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Generic
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The set named by `value` (the content of `CD_CPU_ISA`, `None` if unset),
+/// on a CPU whose best set is `best`.
+pub fn resolve(value: Option<&str>, best: Isa) -> Result<Isa, IsaError> {
+    let asked = match value.map(str::trim) {
+        None | Some("") | Some("auto") => return Ok(best),
+        Some("avx512") => Isa::Avx512,
+        Some("avx2") => Isa::Avx2,
+        Some("generic") => Isa::Generic,
+        Some(other) => return Err(IsaError::Unknown(other.to_string())),
+    };
+    if asked > best {
+        return Err(IsaError::Unsupported { asked, best });
+    }
+    Ok(asked)
+}
+
+/// Checks `CD_CPU_ISA` against this CPU; binaries call it at start-up so a
+/// bad value stops them with a configuration error before any work.
+pub fn check_env() -> Result<Isa, IsaError> {
+    resolve(std::env::var(ENV).ok().as_deref(), Isa::detected())
+}
+
+/// The set the kernels use in this process (read once). A bad `CD_CPU_ISA`
+/// that [`check_env`] did not stop falls back to the detected set, loudly.
+pub fn active() -> Isa {
+    static ACTIVE: OnceLock<Isa> = OnceLock::new();
+    *ACTIVE.get_or_init(|| match check_env() {
+        Ok(isa) => isa,
+        Err(e) => {
+            let best = Isa::detected();
+            tracing::error!("{e}; using {best}");
+            best
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve_to_sets_no_better_than_the_cpu() {
+        assert_eq!(resolve(None, Isa::Avx512), Ok(Isa::Avx512));
+        assert_eq!(resolve(Some("auto"), Isa::Avx2), Ok(Isa::Avx2));
+        assert_eq!(resolve(Some(" avx2 "), Isa::Avx512), Ok(Isa::Avx2));
+        assert_eq!(resolve(Some("generic"), Isa::Avx2), Ok(Isa::Generic));
+        assert_eq!(
+            resolve(Some("avx512"), Isa::Avx2),
+            Err(IsaError::Unsupported {
+                asked: Isa::Avx512,
+                best: Isa::Avx2
+            })
+        );
+        let err = resolve(Some("AVX512"), Isa::Avx512).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CD_CPU_ISA=\"AVX512\" is not one of auto, avx512, avx2, generic"
+        );
+        let err = resolve(Some("avx2"), Isa::Generic).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CD_CPU_ISA=avx2 asks for kernels this CPU lacks: it supports at most generic"
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! The AVX2 + FMA micro-kernel (8 f32 lanes, 16 ymm registers): 6 × 16
+//! register tiles over one panel, and the 8-lane exponential for the gated
+//! MLP's SiLU and the log-softmax normaliser.
+
+use super::NR;
+use std::arch::x86_64::*;
+
+/// Rows of `y` per tile.
+const MR: usize = 6;
+
+/// One tile of up to 6 rows × 16 columns, dispatched to the kernel for its
+/// row count.
+///
+/// # Safety
+/// `a` holds `rows` rows of `k`; `b` holds `k` rows of 16 (64-byte aligned);
+/// `c` points at a `rows × cols` block with row stride `ldc`, `cols ≤ 16`;
+/// the CPU has AVX2 and FMA.
+pub(super) unsafe fn tile(
+    rows: usize,
+    a: *const f32,
+    k: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    debug_assert!(rows <= MR && cols <= NR);
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match rows {
+            6 => kernel::<6>(a, k, b, c, ldc, cols),
+            5 => kernel::<5>(a, k, b, c, ldc, cols),
+            4 => kernel::<4>(a, k, b, c, ldc, cols),
+            3 => kernel::<3>(a, k, b, c, ldc, cols),
+            2 => kernel::<2>(a, k, b, c, ldc, cols),
+            1 => kernel::<1>(a, k, b, c, ldc, cols),
+            _ => unreachable!("AVX2 tiles have 1..=6 rows"),
+        }
+    }
+}
+
+/// `R × 16` tile: `c[r][j] = Σ_kk a[r·k + kk] · b[kk·16 + j]` for `j < cols`.
+///
+/// # Safety
+/// See [`tile`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel<const R: usize>(
+    a: *const f32,
+    k: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    // SAFETY: all reads stay within `a` (R rows of k) and `b` (k rows of 16),
+    // all writes within the caller's `R × cols` block of `c`.
+    unsafe {
+        // Panel rows are 64-byte aligned, so aligned loads apply (and, in
+        // builds with debug assertions, compile to plain loads rather than
+        // the byte copies `loadu` goes through there).
+        let step = |acc: &mut [[__m256; 2]; R], kk: usize| {
+            let b0 = _mm256_load_ps(b.add(kk * NR));
+            let b1 = _mm256_load_ps(b.add(kk * NR + 8));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*a.add(r * k + kk));
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+        };
+        // Four steps per iteration, as in the AVX-512 kernel: the row
+        // addresses are computed once for four broadcasts each.
+        let mut kk = 0;
+        while kk + 4 <= k {
+            step(&mut acc, kk);
+            step(&mut acc, kk + 1);
+            step(&mut acc, kk + 2);
+            step(&mut acc, kk + 3);
+            kk += 4;
+        }
+        while kk < k {
+            step(&mut acc, kk);
+            kk += 1;
+        }
+        if cols == NR {
+            for (r, row) in acc.iter().enumerate() {
+                _mm256_storeu_ps(c.add(r * ldc), row[0]);
+                _mm256_storeu_ps(c.add(r * ldc + 8), row[1]);
+            }
+        } else {
+            let mut buf = [0f32; NR];
+            for (r, row) in acc.iter().enumerate() {
+                _mm256_storeu_ps(buf.as_mut_ptr(), row[0]);
+                _mm256_storeu_ps(buf.as_mut_ptr().add(8), row[1]);
+                std::ptr::copy_nonoverlapping(buf.as_ptr(), c.add(r * ldc), cols);
+            }
+        }
+    }
+}
+
+/// `dst[j] = silu(g[j]) · u[j]` for `j < cols` of one tile row,
+/// `silu(x) = x / (1 + e⁻ˣ)` with the exponential from [`exp8`] and an IEEE
+/// division, 8 lanes at a time.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `g` and `u` hold 16 floats; `dst` must be
+/// valid for `cols ≤ 16` writes.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn silu_times(g: *const f32, u: *const f32, dst: *mut f32, cols: usize) {
+    let mut y = [_mm256_setzero_ps(); 2];
+    for (h, v) in y.iter_mut().enumerate() {
+        // SAFETY: `g` and `u` hold 16 floats (the caller's contract).
+        unsafe {
+            let x = _mm256_loadu_ps(g.add(8 * h));
+            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+            let s = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e));
+            *v = _mm256_mul_ps(s, _mm256_loadu_ps(u.add(8 * h)));
+        }
+    }
+    // SAFETY: `dst` is valid for `cols` writes (the caller's contract).
+    unsafe {
+        if cols == NR {
+            _mm256_storeu_ps(dst, y[0]);
+            _mm256_storeu_ps(dst.add(8), y[1]);
+        } else {
+            let mut buf = [0f32; NR];
+            _mm256_storeu_ps(buf.as_mut_ptr(), y[0]);
+            _mm256_storeu_ps(buf.as_mut_ptr().add(8), y[1]);
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), dst, cols);
+        }
+    }
+}
+
+/// `eˣ` in 8 lanes, within a few units in the last place of f32 over
+/// `[-87, 88]` (inputs are clamped to that range, where the result stays a
+/// normal float): `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, a degree-7 Taylor-like
+/// polynomial for `eʳ` (Cephes `expf` coefficients), and `2ⁿ` built in the
+/// exponent bits.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn exp8(x: __m256) -> __m256 {
+    let c = _mm256_set1_ps;
+    let x = _mm256_min_ps(_mm256_max_ps(x, c(-87.0)), c(88.0));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        c(std::f32::consts::LOG2_E),
+    ));
+    // ln 2 split in two so that n · LN2_HI is exact.
+    let r = _mm256_fnmadd_ps(n, c(super::LN2_HI), x);
+    let r = _mm256_fnmadd_ps(n, c(super::LN2_LO), r);
+    let mut p = c(super::EXP_POLY[0]);
+    for &coef in &super::EXP_POLY[1..] {
+        p = _mm256_fmadd_ps(p, r, c(coef));
+    }
+    let p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, c(1.0)));
+    let two_n = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    ));
+    _mm256_mul_ps(p, _mm256_castsi256_ps(two_n))
+}
+
+/// `Σ_j e^(row[j] − max)`, 8 lanes at a time.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn sum_exp_shifted(row: &[f32], max: f32) -> f32 {
+    let m = _mm256_set1_ps(max);
+    let mut acc = _mm256_setzero_ps();
+    let chunks = row.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|v| (v - max).exp()).sum();
+    for c in chunks {
+        // SAFETY: `c` holds 8 floats.
+        acc = _mm256_add_ps(acc, unsafe {
+            exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m))
+        });
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: 8 floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+    lanes.iter().sum::<f32>() + tail
+}

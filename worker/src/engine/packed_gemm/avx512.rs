@@ -1,0 +1,194 @@
+//! The AVX-512F micro-kernel (16 f32 lanes, 32 zmm registers): 12 × 32
+//! register tiles over two adjacent panels, and the 16-lane exponential for
+//! the gated MLP's SiLU and the log-softmax normaliser.
+//!
+//! Why 12 × 32: per step along `k` the kernel loads one row of each panel
+//! (two registers) and multiplies it with 12 broadcast values of `x` into 24
+//! accumulators; 26 of the 32 registers hold the tile, and two loads feed 24
+//! multiply-adds, so the two FMA ports, not the load ports, set the pace. The
+//! broadcasts fold into the multiply-adds (`{1to16}` memory operands).
+
+use super::NR;
+use std::arch::x86_64::*;
+
+/// Rows of `y` per tile.
+const MR: usize = 12;
+
+/// Lanes `0..cols` of a 16-lane vector (`cols ≤ 16`).
+fn lanes(cols: usize) -> __mmask16 {
+    debug_assert!(cols <= NR);
+    ((1u32 << cols) - 1) as __mmask16
+}
+
+/// One tile of up to 12 rows × 32 columns, dispatched to the kernel for its
+/// row count and panel count.
+///
+/// # Safety
+/// `a` holds `rows` rows of `k`; `b` holds `ceil(cols / 16)` consecutive
+/// panels of `k` rows of 16 (64-byte aligned); `c` points at a `rows × cols`
+/// block with row stride `ldc`, `cols ≤ 32`; the CPU has AVX-512F.
+pub(super) unsafe fn tile(
+    rows: usize,
+    a: *const f32,
+    k: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    debug_assert!(rows <= MR && cols <= 2 * NR);
+    macro_rules! by_rows {
+        ($np:literal) => {
+            match rows {
+                12 => kernel::<12, $np>(a, k, b, c, ldc, cols),
+                11 => kernel::<11, $np>(a, k, b, c, ldc, cols),
+                10 => kernel::<10, $np>(a, k, b, c, ldc, cols),
+                9 => kernel::<9, $np>(a, k, b, c, ldc, cols),
+                8 => kernel::<8, $np>(a, k, b, c, ldc, cols),
+                7 => kernel::<7, $np>(a, k, b, c, ldc, cols),
+                6 => kernel::<6, $np>(a, k, b, c, ldc, cols),
+                5 => kernel::<5, $np>(a, k, b, c, ldc, cols),
+                4 => kernel::<4, $np>(a, k, b, c, ldc, cols),
+                3 => kernel::<3, $np>(a, k, b, c, ldc, cols),
+                2 => kernel::<2, $np>(a, k, b, c, ldc, cols),
+                1 => kernel::<1, $np>(a, k, b, c, ldc, cols),
+                _ => unreachable!("AVX-512 tiles have 1..=12 rows"),
+            }
+        };
+    }
+    // SAFETY: forwarded from the caller; a tile of ≤ 16 columns reads one panel.
+    unsafe {
+        if cols > NR {
+            by_rows!(2)
+        } else {
+            by_rows!(1)
+        }
+    }
+}
+
+/// `R × 16·P` tile: `c[r][16p + j] = Σ_kk a[r·k + kk] · b[p·16k + kk·16 + j]`
+/// for `16p + j < cols`.
+///
+/// # Safety
+/// See [`tile`]; `b` holds `P` panels.
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel<const R: usize, const P: usize>(
+    a: *const f32,
+    k: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); P]; R];
+    let panel = k * NR;
+    // SAFETY: all reads stay within `a` (R rows of k) and `b` (P panels of k
+    // rows of 16, aligned), all writes within the caller's `R × cols` block.
+    unsafe {
+        // One step along k: row `kk` of each panel times column `kk` of
+        // the tile's rows of `a`.
+        let step = |acc: &mut [[__m512; P]; R], kk: usize| {
+            let mut bv = [_mm512_setzero_ps(); P];
+            for (p, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_load_ps(b.add(p * panel + kk * NR));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(r * k + kk));
+                for (acc, b) in row.iter_mut().zip(&bv) {
+                    *acc = _mm512_fmadd_ps(av, *b, *acc);
+                }
+            }
+        };
+        // Four steps per iteration: the twelve row addresses are computed
+        // once for four broadcasts each (constant offsets), which keeps the
+        // integer work that shares ports with the FMA units small.
+        let mut kk = 0;
+        while kk + 4 <= k {
+            step(&mut acc, kk);
+            step(&mut acc, kk + 1);
+            step(&mut acc, kk + 2);
+            step(&mut acc, kk + 3);
+            kk += 4;
+        }
+        while kk < k {
+            step(&mut acc, kk);
+            kk += 1;
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (p, v) in row.iter().enumerate() {
+                let at = c.add(r * ldc + p * NR);
+                let n = cols.saturating_sub(p * NR).min(NR);
+                if n == NR {
+                    _mm512_storeu_ps(at, *v);
+                } else {
+                    _mm512_mask_storeu_ps(at, lanes(n), *v);
+                }
+            }
+        }
+    }
+}
+
+/// `dst[j] = silu(g[j]) · u[j]` for `j < cols` of one tile row,
+/// `silu(x) = x / (1 + e⁻ˣ)` with the exponential from [`exp16`] and an IEEE
+/// division, 16 lanes at once (the same arithmetic as the AVX2 version, lane
+/// for lane).
+///
+/// # Safety
+/// The CPU must have AVX-512F; `g` and `u` hold 16 floats; `dst` must be
+/// valid for `cols ≤ 16` writes.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn silu_times(g: *const f32, u: *const f32, dst: *mut f32, cols: usize) {
+    // SAFETY: 16 floats in `g` and `u`, `cols` writes to `dst` (masked).
+    unsafe {
+        let x = _mm512_loadu_ps(g);
+        let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        let s = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e));
+        let y = _mm512_mul_ps(s, _mm512_loadu_ps(u));
+        _mm512_mask_storeu_ps(dst, lanes(cols), y);
+    }
+}
+
+/// `eˣ` in 16 lanes: the algorithm and constants of the AVX2 `exp8`, so
+/// both give the same bits.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn exp16(x: __m512) -> __m512 {
+    let c = _mm512_set1_ps;
+    let x = _mm512_min_ps(_mm512_max_ps(x, c(-87.0)), c(88.0));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, c(std::f32::consts::LOG2_E)),
+    );
+    let r = _mm512_fnmadd_ps(n, c(super::LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, c(super::LN2_LO), r);
+    let mut p = c(super::EXP_POLY[0]);
+    for &coef in &super::EXP_POLY[1..] {
+        p = _mm512_fmadd_ps(p, r, c(coef));
+    }
+    let p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, c(1.0)));
+    let two_n = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_cvtps_epi32(n),
+        _mm512_set1_epi32(127),
+    ));
+    _mm512_mul_ps(p, _mm512_castsi512_ps(two_n))
+}
+
+/// `Σ_j e^(row[j] − max)`, 16 lanes at a time.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn sum_exp_shifted(row: &[f32], max: f32) -> f32 {
+    let m = _mm512_set1_ps(max);
+    let mut acc = _mm512_setzero_ps();
+    let chunks = row.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().map(|v| (v - max).exp()).sum();
+    for c in chunks {
+        // SAFETY: `c` holds 16 floats.
+        acc = _mm512_add_ps(acc, unsafe {
+            exp16(_mm512_sub_ps(_mm512_loadu_ps(c.as_ptr()), m))
+        });
+    }
+    _mm512_reduce_add_ps(acc) + tail
+}

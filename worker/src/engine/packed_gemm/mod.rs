@@ -1,0 +1,433 @@
+//! `y = x·Wᵀ` in f32 on x86-64 CPUs, with `W` packed once at load time and
+//! the register tile chosen by the instruction set in use
+//! ([`cpu_isa`](super::cpu_isa): AVX-512F or AVX2 + FMA).
+//!
+//! Why this exists: on the CPU nearly all of extraction is the seven
+//! projections of every block, and candle's general matmul re-packs `W` on
+//! every call and, on the 2-core benchmark machine, ran those shapes at about
+//! half the rate of PyTorch's kernels (`docs/bench-extract.md` has the
+//! per-shape figures and the command). A model's weights never change, so
+//! they are laid out once in the order the inner loop reads them.
+//!
+//! Layout (the same for every instruction set, so packing does not depend on
+//! the CPU): `W` (`[n, k]`, row-major, one row per output feature) becomes
+//! `ceil(n / 16)` panels; panel `p` holds columns `16p..16p+16` of `Wᵀ` as
+//! `k` consecutive rows of 16 floats (zero-padded past `n`), 64-byte aligned.
+//!
+//! Micro-kernels ([`avx2`], [`avx512`]): per step along `k` a kernel loads
+//! one row of each panel of its tile and broadcasts one value from each row
+//! of `x`, accumulating the whole tile in registers:
+//! - AVX2: 6 rows × 1 panel (16 columns) in 12 of the 16 ymm registers;
+//! - AVX-512: 12 rows × 2 adjacent panels (32 columns) in 24 of the 32 zmm
+//!   registers, two panel loads per 24 multiply-adds.
+//!
+//! Blocking: a panel, once loaded, serves every row of `x` in the block,
+//! and blocks are large (4 MiB of `x`), so a batch of short texts reads each
+//! weight from memory once per call: with L2-sized blocks the weights, which
+//! do not fit in cache, were streamed again for every block, and that cost
+//! more than keeping `x` in L2 saved. Threads take units of one tile's
+//! panels × 48 rows from a shared counter ([`for_each_unit`]), each output
+//! tile written by exactly one unit. The threads are
+//! candle's own CPU pool, the one its elementwise operations run on: a second
+//! pool (rayon's) would leave its threads spinning for cores that candle's
+//! are spinning on, between every two operations.
+
+use super::arch::Act;
+use super::cpu_isa::{self, Isa};
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(test)]
+mod tests;
+
+/// Columns of one panel.
+const NR: usize = 16;
+/// Bytes of `x` one row block may occupy (see the module's note on blocking).
+const ROW_BLOCK_BYTES: usize = 4 << 20;
+/// Rows of `x` per unit of work handed to a thread (a multiple of every
+/// kernel's tile rows).
+const UNIT_ROWS: usize = 48;
+/// `ln 2` split in two so that `n · LN2_HI` is exact (the vector
+/// exponentials' range reduction).
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// The polynomial for `eʳ − 1 − r` over `r²`, highest degree first (Cephes
+/// `expf` coefficients), shared by every vector exponential so all
+/// instruction sets give the same bits.
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
+/// Floats in the largest register tile (AVX-512's 12 × 32).
+const MAX_TILE: usize = 12 * 2 * NR;
+
+/// The register tile of an instruction set's micro-kernel.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    /// Rows of `y` per tile.
+    rows: usize,
+    /// Adjacent panels per tile (16 columns each).
+    panels: usize,
+}
+
+impl Geometry {
+    fn of(isa: Isa) -> Geometry {
+        match isa {
+            Isa::Avx512 => Geometry {
+                rows: 12,
+                panels: 2,
+            },
+            _ => Geometry { rows: 6, panels: 1 },
+        }
+    }
+}
+
+/// Runs `f(state, unit)` for every unit in `0..n` on candle's CPU pool,
+/// threads taking one unit at a time from a shared counter, each with its
+/// own `state` from `init`. Fine-grained units keep both cores busy to the
+/// end of an operation: with the pool's own chunking (a sixteenth of the
+/// work per grab on two threads) one core waited for the other for about a
+/// thirty-second of every operation. Must not be called from inside the pool.
+pub(crate) fn for_each_unit<S>(
+    n: usize,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize) + Sync,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if n == 0 {
+        return;
+    }
+    let next = AtomicUsize::new(0);
+    candle_core::utils::barrier_pool().execute(|_| {
+        let mut state = init();
+        loop {
+            let unit = next.fetch_add(1, Ordering::Relaxed);
+            if unit >= n {
+                break;
+            }
+            f(&mut state, unit);
+        }
+    });
+}
+
+/// Calls `f(state, panel, row, tile_rows, cols)` exactly once for every
+/// tile of an `[m, n]` output with inner dimension `k`: a tile is rows
+/// `row..row + tile_rows` (at most `geo.rows`) by columns `16·panel..16·panel +
+/// cols` (`cols ≤ 16 · geo.panels`). Row blocks run one after another (see
+/// the module's note on blocking); within a block, units of one tile's
+/// panels × [`UNIT_ROWS`] rows go to the pool's threads ([`for_each_unit`]),
+/// unit `u` being column group `u / groups`, so a thread's next unit mostly
+/// reuses the panels in cache.
+fn for_each_tile<S>(
+    m: usize,
+    n: usize,
+    k: usize,
+    geo: Geometry,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize, usize, usize, usize) + Sync,
+) {
+    let cols_per_tile = NR * geo.panels;
+    let n_col_groups = n.div_ceil(cols_per_tile);
+    let rows_per_block = (ROW_BLOCK_BYTES / (k.max(1) * 4) / UNIT_ROWS * UNIT_ROWS).max(UNIT_ROWS);
+    for row0 in (0..m).step_by(rows_per_block) {
+        let rows = rows_per_block.min(m - row0);
+        let groups = rows.div_ceil(UNIT_ROWS);
+        for_each_unit(n_col_groups * groups, &init, |state, u| {
+            let (c, g) = (u / groups, u % groups);
+            let cols = cols_per_tile.min(n - c * cols_per_tile);
+            let end = rows.min((g + 1) * UNIT_ROWS);
+            let mut r = g * UNIT_ROWS;
+            while r < end {
+                let tile_rows = geo.rows.min(end - r);
+                f(state, c * geo.panels, row0 + r, tile_rows, cols);
+                r += tile_rows;
+            }
+        });
+    }
+}
+
+/// A weight matrix `W` (`[n, k]`) laid out for [`PackedMatrix::matmul_t`].
+pub(crate) struct PackedMatrix {
+    n: usize,
+    k: usize,
+    /// Panels, starting at `data[offset]` (64-byte aligned).
+    data: Vec<f32>,
+    offset: usize,
+}
+
+/// Panics unless `isa` has a packed kernel and this CPU can run it.
+fn assert_runs(isa: Isa) {
+    assert!(
+        isa >= Isa::Avx2 && isa <= Isa::detected(),
+        "the packed kernel for {isa} cannot run on this CPU (best: {})",
+        Isa::detected()
+    );
+}
+
+impl PackedMatrix {
+    /// Whether the packed kernels run in this process: the active
+    /// instruction set ([`cpu_isa::active`]) is AVX2 or better.
+    pub(crate) fn supported() -> bool {
+        cpu_isa::active() >= Isa::Avx2
+    }
+
+    /// Pack `w`, a row-major `[n, k]` matrix. Panics if `w.len() != n * k`.
+    pub(crate) fn pack(w: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "packing a [{n}, {k}] matrix");
+        let panels = n.div_ceil(NR);
+        let len = panels * k * NR;
+        // 16 spare floats let the panels start on a 64-byte boundary.
+        let mut data = vec![0f32; len + 16];
+        let offset = data.as_ptr().align_offset(64);
+        assert!(
+            offset < 16,
+            "an f32 buffer reaches 64-byte alignment within 16 floats"
+        );
+        if k == 0 {
+            return PackedMatrix { n, k, data, offset };
+        }
+        let dst = &mut data[offset..offset + len];
+        for (p, panel) in dst.chunks_exact_mut(k * NR).enumerate() {
+            let cols = NR.min(n - p * NR);
+            for j in 0..cols {
+                let row = &w[(p * NR + j) * k..(p * NR + j + 1) * k];
+                for (kk, &v) in row.iter().enumerate() {
+                    panel[kk * NR + j] = v;
+                }
+            }
+        }
+        PackedMatrix { n, k, data, offset }
+    }
+
+    /// Output features (`n`).
+    pub(crate) fn out_features(&self) -> usize {
+        self.n
+    }
+
+    /// Input features (`k`).
+    pub(crate) fn in_features(&self) -> usize {
+        self.k
+    }
+
+    /// The panels a tile of `cols` columns starting at panel `p` reads.
+    fn tile_panels(&self, p: usize, cols: usize) -> &[f32] {
+        let (k, from) = (self.k, self.offset + p * self.k * NR);
+        &self.data[from..from + cols.div_ceil(NR) * k * NR]
+    }
+
+    /// `x·Wᵀ` for `x` a row-major `[m, k]` matrix; returns row-major `[m, n]`.
+    /// Panics if `x.len() != m * k` or if the packed kernels do not run here
+    /// (check [`PackedMatrix::supported`] first).
+    pub(crate) fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_t_on(cpu_isa::active(), x, m)
+    }
+
+    /// [`PackedMatrix::matmul_t`] through `isa`'s kernel.
+    fn matmul_t_on(&self, isa: Isa, x: &[f32], m: usize) -> Vec<f32> {
+        let (n, k) = (self.n, self.k);
+        assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
+        assert_runs(isa);
+        if m == 0 || n == 0 || k == 0 {
+            return vec![0f32; m * n];
+        }
+        // Not zeroed: the tiles below write every element (see the end).
+        let mut y: Vec<f32> = Vec::with_capacity(m * n);
+        let out = SharedOut(y.as_mut_ptr());
+        let geo = Geometry::of(isa);
+        for_each_tile(
+            m,
+            n,
+            k,
+            geo,
+            || (),
+            |_, p, r, tile_rows, cols| {
+                let b = self.tile_panels(p, cols);
+                let a = &x[r * k..(r + tile_rows) * k];
+                // SAFETY: each tile of `y` is handed out once (`for_each_tile`),
+                // `a` holds `tile_rows` full rows and `b` the tile's panels, and
+                // the CPU runs `isa` (asserted above).
+                unsafe { tile(isa, tile_rows, a, k, b, out.at(r * n + p * NR), n, cols) };
+            },
+        );
+        // SAFETY: `for_each_tile` covers every (row, column); all were written.
+        unsafe { y.set_len(m * n) };
+        y
+    }
+}
+
+/// `gate(x·Gᵀ) ⊙ (x·Uᵀ)` for a gated MLP's two input projections, in one
+/// pass: each register tile of both products is computed and combined
+/// before it is stored, so neither `[m, n]` product is ever written out.
+/// `g` and `u` must have the same shape.
+pub(crate) fn matmul_gated(
+    g: &PackedMatrix,
+    u: &PackedMatrix,
+    gate: Act,
+    x: &[f32],
+    m: usize,
+) -> Vec<f32> {
+    matmul_gated_on(cpu_isa::active(), g, u, gate, x, m)
+}
+
+/// [`matmul_gated`] through `isa`'s kernels.
+fn matmul_gated_on(
+    isa: Isa,
+    g: &PackedMatrix,
+    u: &PackedMatrix,
+    gate: Act,
+    x: &[f32],
+    m: usize,
+) -> Vec<f32> {
+    let (n, k) = (g.n, g.k);
+    assert_eq!(
+        (u.n, u.k),
+        (n, k),
+        "gate and up projections differ in shape"
+    );
+    assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
+    assert_runs(isa);
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0f32; m * n];
+    }
+    // Not zeroed: every element is written below (see the end).
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    let out = SharedOut(y.as_mut_ptr());
+    let geo = Geometry::of(isa);
+    let ld = NR * geo.panels;
+    let tiles = || ([0f32; MAX_TILE], [0f32; MAX_TILE]);
+    for_each_tile(m, n, k, geo, tiles, |(tg, tu), p, r, tile_rows, cols| {
+        let a = &x[r * k..(r + tile_rows) * k];
+        // SAFETY: the tiles go to this thread's buffers (rows of `ld`,
+        // `MAX_TILE` floats); `a` holds `tile_rows` rows of k and the slices
+        // the tile's panels; the CPU runs `isa` (asserted above).
+        unsafe {
+            let (bg, bu) = (g.tile_panels(p, cols), u.tile_panels(p, cols));
+            tile(isa, tile_rows, a, k, bg, tg.as_mut_ptr(), ld, cols);
+            tile(isa, tile_rows, a, k, bu, tu.as_mut_ptr(), ld, cols);
+        }
+        for rr in 0..tile_rows {
+            // Row `r + rr`, columns `16p..16p + cols` of `y`: this tile's
+            // alone (`for_each_tile` hands each tile out once).
+            let dst = out.at((r + rr) * n + p * NR);
+            let (tg, tu) = (&tg[rr * ld..][..ld], &tu[rr * ld..][..ld]);
+            if let Act::Silu = gate {
+                for c0 in (0..cols).step_by(NR) {
+                    let (g16, u16) = (&tg[c0..c0 + NR], &tu[c0..c0 + NR]);
+                    // SAFETY: the CPU runs `isa`; `dst` has `cols` elements
+                    // of this tile's, `c0 + min(16, cols − c0)` of them here.
+                    unsafe { silu_times(isa, g16, u16, dst.add(c0), NR.min(cols - c0)) };
+                }
+                continue;
+            }
+            for j in 0..cols {
+                // SAFETY: as above.
+                unsafe { dst.add(j).write(gate.apply(tg[j]) * tu[j]) };
+            }
+        }
+    });
+    // SAFETY: `for_each_tile` covers every (row, column); all were written.
+    unsafe { y.set_len(m * n) };
+    y
+}
+
+/// One tile of `y` through `isa`'s micro-kernel.
+///
+/// # Safety
+/// `a` holds `rows` rows of `k`; `b` holds the `ceil(cols / 16)` panels of
+/// the tile (`k` rows of 16 each, 64-byte aligned); `c` points at a
+/// `rows × cols` block with row stride `ldc`; `rows` and `cols` fit `isa`'s
+/// tile; the CPU runs `isa`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    isa: Isa,
+    rows: usize,
+    a: &[f32],
+    k: usize,
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+) {
+    debug_assert!(a.len() >= rows * k && b.len() >= cols.div_ceil(NR) * k * NR);
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::tile(rows, a.as_ptr(), k, b.as_ptr(), c, ldc, cols),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::tile(rows, a.as_ptr(), k, b.as_ptr(), c, ldc, cols),
+            _ => unreachable!("no packed kernel for {isa} (asserted by the callers)"),
+        }
+    }
+}
+
+/// `dst[j] = silu(g[j]) · u[j]` for `j < cols ≤ 16` of one tile row, with
+/// `isa`'s vector exponential.
+///
+/// # Safety
+/// The CPU runs `isa`; `g` and `u` hold 16 floats; `dst` is valid for `cols`
+/// writes.
+unsafe fn silu_times(isa: Isa, g: &[f32], u: &[f32], dst: *mut f32, cols: usize) {
+    assert!(g.len() >= NR && u.len() >= NR && cols <= NR);
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::silu_times(g.as_ptr(), u.as_ptr(), dst, cols),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::silu_times(g.as_ptr(), u.as_ptr(), dst, cols),
+            _ => unreachable!("no packed kernel for {isa} (asserted by the callers)"),
+        }
+    }
+}
+
+/// `Σ_j e^(row[j] − max)` in f32: the normaliser of a log-softmax, in
+/// vectors of the active instruction set (scalar on the generic path).
+pub(crate) fn sum_exp_shifted(row: &[f32], max: f32) -> f32 {
+    sum_exp_shifted_on(cpu_isa::active(), row, max)
+}
+
+fn sum_exp_shifted_on(isa: Isa, row: &[f32], max: f32) -> f32 {
+    assert!(isa <= Isa::detected(), "{isa} does not run on this CPU");
+    // SAFETY: the CPU runs `isa` (asserted above); loads stay inside `row`.
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512::sum_exp_shifted(row, max) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::sum_exp_shifted(row, max) },
+        _ => {
+            // Sixteen running sums, as the vector versions keep: one long
+            // chain of f32 adds over a vocabulary loses about 1e-5.
+            let mut lanes = [0f32; 16];
+            for chunk in row.chunks(16) {
+                for (s, v) in lanes.iter_mut().zip(chunk) {
+                    *s += (v - max).exp();
+                }
+            }
+            lanes.iter().sum()
+        }
+    }
+}
+
+/// An output buffer's pointer, shared by parallel tasks that each write a
+/// disjoint part of it (tiles here, heads in the CPU attention).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(pub(crate) *mut f32);
+// SAFETY: users write disjoint elements only (see `matmul_t`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The address of element `i` (a method, so closures capture the whole
+    /// wrapper and not its raw-pointer field).
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: callers stay inside the output buffer.
+        unsafe { self.0.add(i) }
+    }
+}
