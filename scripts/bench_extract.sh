@@ -1,24 +1,44 @@
 #!/usr/bin/env bash
 # Extraction throughput: cd-worker (release) against HF transformers, same run,
-# same texts, same f32 weights, same thread count.
+# same texts, same weights, same thread count.
 #
 #   scripts/bench_extract.sh [N_TEXTS]      (default 256)
 #
 # Needs: CD_SMOLLM2_GGUF (else fetched by scripts/fetch-models.sh), a Python
 # with torch + transformers + gguf in BENCH_PYTHON (default python3), GNU time
-# at /usr/bin/time. Texts: the first N lines of the SST-2 training split
-# (../shared/datasets/cd/stsa.binary.train, or $CD_SHARED_DATASETS/cd/...).
+# at /usr/bin/time, a C compiler (cc) for the FMA-peak probe. Texts: the first
+# N lines of the SST-2 training split (../shared/datasets/cd/stsa.binary.train,
+# or $CD_SHARED_DATASETS/cd/...).
 # Both sides time tokenisation + forward passes (model load excluded) and
 # take the last token of every layer (residual stream, L+1 vectors).
-# Peak RSS per run comes from /usr/bin/time -v. Prints a Markdown table:
-# per engine and batch size, the best and median tokens/s over the rounds,
-# and the ratios of cd-worker's best configuration to HF's best.
+# Peak RSS per run comes from /usr/bin/time -v. Prints the machine (CPU model,
+# threads, the instruction set each side uses, the measured FMA peak per
+# instruction set) and a Markdown table: per engine and batch size, the best
+# and median tokens/s over the rounds, the achieved GFLOP/s as a share of the
+# peak of the instruction set that engine ran, and the ratios of each
+# cd-worker configuration's best to HF's best.
+#
+# Knobs: BENCH_BATCHES (batch sizes), BENCH_REPEAT (rounds, default 3),
+# BENCH_ISAS (cd-worker's CPU kernels, each run as its own engine: e.g.
+# "avx512 avx2"; default "auto", the best the CPU has), BENCH_HF_ISAS (HF's,
+# "auto" and/or "avx2": torch, oneDNN and MKL held to AVX2, the peer of an
+# AVX2-only machine), BENCH_PRECISION (32, or
+# 16 for bf16 on both sides), BENCH_THREADS (default 2), BENCH_SEED=0 to skip
+# HF's one-text-at-a-time run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-256}
 THREADS=${BENCH_THREADS:-2}
 PY=${BENCH_PYTHON:-python3}
 BATCHES=${BENCH_BATCHES:-"1 2 4 8 16 32"}
+ISAS=${BENCH_ISAS:-auto}
+HF_ISAS=${BENCH_HF_ISAS:-auto}
+PRECISION=${BENCH_PRECISION:-32}
+case $PRECISION in
+  32) HF_DTYPE=f32 ;;
+  16) HF_DTYPE=bf16 ;;
+  *) echo "BENCH_PRECISION must be 32 or 16, not $PRECISION" >&2; exit 2 ;;
+esac
 DATA=${CD_SHARED_DATASETS:-../shared/datasets}/cd/stsa.binary.train
 CD_CACHE=${CD_CACHE:-$HOME/.cache/concept-depth}
 WORK=${BENCH_WORK:-$CD_CACHE/bench-extract}
@@ -50,26 +70,43 @@ if [[ ! -f "$HFDIR/model.safetensors" ]]; then
 fi
 
 export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+
+# The machine: CPU model, the FMA peak per instruction set on $THREADS threads,
+# and the instruction set torch dispatches to.
+cc -O2 -pthread -o "$WORK/fma_peak" scripts/bench/fma_peak.c
+"$WORK/fma_peak" "$THREADS" > "$WORK/peak.json"
+"$PY" -c 'import torch; print(torch.backends.cpu.get_cpu_capability())' > "$WORK/torch_isa.txt"
+MACHINE=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
 rss() { grep 'Maximum resident set size' "$1" | awk '{printf "%.0f", $NF/1024}'; }
 
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
-run_hf() { # mode batch
-  /usr/bin/time -v "$PY" scripts/bench_extract_hf.py "$1" --model "$HFDIR" --input "$WORK/texts.jsonl" \
-    --batch-size "$2" --threads "$THREADS" > "$WORK/hf.json" 2> "$WORK/hf.time"
-  "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("\t".join(str(r[k]) for k in ("mode", "batch_size", "texts", "tokens", "seconds", "tokens_per_s")) + "\t" + sys.argv[2])' \
-    "$WORK/hf.json" "$(rss "$WORK/hf.time")" >> "$RESULTS"
+run_hf() { # mode batch [isa]
+  # isa "avx2": torch, oneDNN and MKL limited to AVX2, as on an AVX2-only
+  # machine (the peer for cd-worker's AVX2 kernels).
+  local env=() label_isa=""
+  if [[ ${3:-auto} == avx2 ]]; then
+    env=(ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2)
+    label_isa=avx2
+  fi
+  env "${env[@]}" /usr/bin/time -v "$PY" scripts/bench_extract_hf.py "$1" --model "$HFDIR" --input "$WORK/texts.jsonl" \
+    --batch-size "$2" --threads "$THREADS" --dtype "$HF_DTYPE" > "$WORK/hf.json" 2> "$WORK/hf.time"
+  "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); mode=" ".join(x for x in (r["mode"], sys.argv[3]) if x); print("\t".join([mode] + [str(r[k]) for k in ("batch_size", "texts", "tokens", "seconds", "tokens_per_s")]) + "\t" + sys.argv[2])' \
+    "$WORK/hf.json" "$(rss "$WORK/hf.time")" "$label_isa" >> "$RESULTS"
 }
-run_ours() { # batch [label]
-  /usr/bin/time -v "$BIN" extract --model "$HFDIR" --input "$WORK/texts.jsonl" --site residual \
-    --pooling last --precision 32 --batch-size "$1" --out "$WORK/ours.safetensors" 2> "$WORK/ours.time"
+run_ours() { # batch isa
+  CD_CPU_ISA=$2 /usr/bin/time -v "$BIN" extract --model "$HFDIR" --input "$WORK/texts.jsonl" --site residual \
+    --pooling last --precision "$PRECISION" --batch-size "$1" --out "$WORK/ours.safetensors" 2> "$WORK/ours.time"
   line=$(grep '^wrote ' "$WORK/ours.time")
-  # "wrote F ([n, l, d] f32), N texts, T tokens in Xs (a texts/s, b tokens/s)"
+  # "wrote F ([n, l, d] f32), N texts, T tokens in Xs (a texts/s, b tokens/s; CPU kernels I)"
   texts=$(sed -E 's/.*\), ([0-9]+) texts.*/\1/' <<<"$line")
   tokens=$(sed -E 's/.* ([0-9]+) tokens in.*/\1/' <<<"$line")
   secs=$(sed -E 's/.* tokens in ([0-9.]+)s.*/\1/' <<<"$line")
   tps=$(sed -E 's/.*, ([0-9.]+) tokens\/s.*/\1/' <<<"$line")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${2:-cd-worker}" "$1" "$texts" "$tokens" "$secs" "$tps" \
+  isa=$(sed -E 's/.*CPU kernels ([a-z0-9]+)\).*/\1/' <<<"$line")
+  label="cd-worker $isa"
+  [[ ${CD_CPU_KERNELS:-1} == 0 ]] && label="cd-worker (candle ops)"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$1" "$texts" "$tokens" "$secs" "$tps" \
     "$(rss "$WORK/ours.time")" >> "$RESULTS"
 }
 # BENCH_REPEAT rounds (default 3), each running every configuration once in
@@ -78,13 +115,18 @@ for round in $(seq "${BENCH_REPEAT:-3}"); do
   echo "round $round" >&2
   [[ ${BENCH_SEED:-1} == 1 ]] && run_hf seed 1
   for b in $BATCHES; do
-    run_ours "$b"
+    for isa in $ISAS; do
+      run_ours "$b" "$isa"
+    done
     # BENCH_CANDLE_MATMUL=1: also cd-worker with candle's generic CPU operations
     # instead of the engine's kernels (the same binary, CD_CPU_KERNELS=0), for an A/B.
     if [[ ${BENCH_CANDLE_MATMUL:-0} == 1 ]]; then
-      CD_CPU_KERNELS=0 run_ours "$b" "cd-worker (candle ops)"
+      CD_CPU_KERNELS=0 run_ours "$b" auto
     fi
-    run_hf batched "$b"
+    for isa in $HF_ISAS; do
+      run_hf batched "$b" "$isa"
+    done
   done
 done
-"$PY" scripts/bench_extract_summary.py "$RESULTS"
+"$PY" scripts/bench_extract_summary.py "$RESULTS" --model "$HFDIR" --peak "$WORK/peak.json" \
+  --torch-isa "$(cat "$WORK/torch_isa.txt")" --machine "$MACHINE" --threads "$THREADS" --precision "$PRECISION"

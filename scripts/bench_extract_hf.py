@@ -37,6 +37,7 @@ def main():
     ap.add_argument("--input")
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     args = ap.parse_args()
 
     import torch
@@ -61,7 +62,8 @@ def main():
 
     texts = load_texts(args.input)
     tok = transformers.AutoTokenizer.from_pretrained(args.model)
-    causal = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    causal = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).eval()
     n_tokens = 0
     start = time.perf_counter()
     with torch.inference_mode():
@@ -89,7 +91,7 @@ def main():
     print(
         json.dumps(
             {
-                "mode": f"hf-{args.mode}",
+                "mode": f"hf-{args.mode}" + ("" if args.dtype == "f32" else f" {args.dtype}"),
                 "batch_size": 1 if args.mode == "seed" else args.batch_size,
                 "texts": len(texts),
                 "tokens": n_tokens,
