@@ -124,3 +124,29 @@ fn reduced_precisions_stay_close_to_f32_on_tiny_gemma3() {
         ],
     );
 }
+
+/// On a CPU with AMX tiles, precision `16` runs its projections there; the
+/// same floors must hold on the path every other CPU takes (candle's bf16
+/// operations), so this binary runs its SmolLM2 test again with the tiles
+/// turned off (`CD_CPU_ISA=avx512`; the choice is made once per process).
+#[test]
+fn bf16_without_amx_tiles_stays_close_to_f32_too() {
+    use cd_worker::engine::cpu_isa::Isa;
+    if Isa::detected() != Isa::Amx || smollm2_path().is_none() {
+        eprintln!("skipped: the test above already ran the only bf16 path this machine has");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "reduced_precisions_stay_close_to_f32_on_smollm2",
+            "--exact",
+            "--nocapture",
+        ])
+        .env("CD_CPU_ISA", "avx512")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("test result: ok. 1 passed"), "{text}");
+}

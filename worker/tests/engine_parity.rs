@@ -360,19 +360,36 @@ fn every_instruction_set_matches_transformers() {
             continue;
         }
         let out = std::process::Command::new(&exe)
-            .args(["matches_transformers", "--skip", "every_instruction_set", "--nocapture", "--test-threads", "1"])
+            .args([
+                "matches_transformers",
+                "--skip",
+                "every_instruction_set",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env("CD_CPU_ISA", isa.name())
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "CD_CPU_ISA={isa}:\n{text}");
         // 6 tiny architectures, SmolLM2 and Gemma-3 (skipped outside CI
         // when their files are absent: then fewer, but never none).
         let passed: usize = text
             .lines()
-            .find_map(|l| l.strip_prefix("test result: ok. ")?.split(' ').next()?.parse().ok())
+            .find_map(|l| {
+                l.strip_prefix("test result: ok. ")?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
             .unwrap_or(0);
-        assert!(passed >= 6, "CD_CPU_ISA={isa}: only {passed} parity tests ran:\n{text}");
+        assert!(
+            passed >= 6,
+            "CD_CPU_ISA={isa}: only {passed} parity tests ran:\n{text}"
+        );
         eprintln!("CD_CPU_ISA={isa}: {passed} parity tests passed");
     }
 }

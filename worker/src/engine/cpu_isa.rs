@@ -12,6 +12,7 @@
 //! | `CD_CPU_ISA` | kernels |
 //! |---|---|
 //! | unset or `auto` | the best below that the CPU has |
+//! | `amx` | `avx512`, and bf16 projections (precision `16`) on AMX tiles |
 //! | `avx512` | AVX-512F: 12 × 32 register tiles, 16-lane epilogues |
 //! | `avx2` | AVX2 + FMA: 6 × 16 register tiles, 8-lane epilogues |
 //! | `generic` | none of the packed kernels: candle's portable matmul, the engine's row operations compiled for the baseline target |
@@ -34,13 +35,16 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512 Foundation (16 f32 lanes, 32 registers).
     Avx512,
+    /// AVX-512F plus AMX-BF16 tiles granted to this process: f32 work as
+    /// [`Isa::Avx512`], bf16 projections on the tiles.
+    Amx,
 }
 
 /// `CD_CPU_ISA` names a set this process cannot use.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IsaError {
     /// Not one of the names the variable takes.
-    #[error("{ENV}={0:?} is not one of auto, avx512, avx2, generic")]
+    #[error("{ENV}={0:?} is not one of auto, amx, avx512, avx2, generic")]
     Unknown(String),
     /// A known set this CPU does not have.
     #[error("{ENV}={asked} asks for kernels this CPU lacks: it supports at most {best}")]
@@ -59,6 +63,7 @@ impl Isa {
             Isa::Generic => "generic",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Amx => "amx",
         }
     }
 
@@ -68,7 +73,11 @@ impl Isa {
         {
             use std::arch::is_x86_feature_detected as has;
             if has!("avx512f") {
-                return Isa::Avx512;
+                return if amx_bf16_granted() {
+                    Isa::Amx
+                } else {
+                    Isa::Avx512
+                };
             }
             if has!("avx2") && has!("fma") {
                 return Isa::Avx2;
@@ -84,11 +93,53 @@ impl std::fmt::Display for Isa {
     }
 }
 
+/// Whether the CPU has AMX tiles with bf16 (CPUID leaf 7: AMX-TILE and
+/// AMX-BF16) and Linux grants this process their state
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, Linux ≥ 5.16; a
+/// permission request, asked once per process).
+#[cfg(target_arch = "x86_64")]
+fn amx_bf16_granted() -> bool {
+    static GRANTED: OnceLock<bool> = OnceLock::new();
+    *GRANTED.get_or_init(|| {
+        // CPUID leaf 7 exists on every CPU with AVX-512 (the only caller's
+        // condition).
+        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+        let (bf16, tile) = (leaf7.edx & (1 << 22) != 0, leaf7.edx & (1 << 24) != 0);
+        if !(bf16 && tile) {
+            return false;
+        }
+        const SYS_ARCH_PRCTL: i64 = 158;
+        const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+        const XFEATURE_XTILEDATA: i64 = 18;
+        let ret: i64;
+        // SAFETY: the arch_prctl system call with a request that only
+        // changes which register state this process may use.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") SYS_ARCH_PRCTL => ret,
+                in("rdi") ARCH_REQ_XCOMP_PERM,
+                in("rsi") XFEATURE_XTILEDATA,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        if ret != 0 {
+            tracing::info!(
+                "Linux did not grant AMX tile state (arch_prctl: {ret}); bf16 runs without AMX"
+            );
+        }
+        ret == 0
+    })
+}
+
 /// The set named by `value` (the content of `CD_CPU_ISA`, `None` if unset),
 /// on a CPU whose best set is `best`.
 pub fn resolve(value: Option<&str>, best: Isa) -> Result<Isa, IsaError> {
     let asked = match value.map(str::trim) {
         None | Some("") | Some("auto") => return Ok(best),
+        Some("amx") => Isa::Amx,
         Some("avx512") => Isa::Avx512,
         Some("avx2") => Isa::Avx2,
         Some("generic") => Isa::Generic,
@@ -127,6 +178,8 @@ mod tests {
     #[test]
     fn names_resolve_to_sets_no_better_than_the_cpu() {
         assert_eq!(resolve(None, Isa::Avx512), Ok(Isa::Avx512));
+        assert_eq!(resolve(Some("avx512"), Isa::Amx), Ok(Isa::Avx512));
+        assert!(resolve(Some("amx"), Isa::Avx512).is_err());
         assert_eq!(resolve(Some("auto"), Isa::Avx2), Ok(Isa::Avx2));
         assert_eq!(resolve(Some(" avx2 "), Isa::Avx512), Ok(Isa::Avx2));
         assert_eq!(resolve(Some("generic"), Isa::Avx2), Ok(Isa::Generic));
@@ -140,7 +193,7 @@ mod tests {
         let err = resolve(Some("AVX512"), Isa::Avx512).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "CD_CPU_ISA=\"AVX512\" is not one of auto, avx512, avx2, generic"
+            "CD_CPU_ISA=\"AVX512\" is not one of auto, amx, avx512, avx2, generic"
         );
         let err = resolve(Some("avx2"), Isa::Generic).unwrap_err();
         assert_eq!(

@@ -127,13 +127,15 @@ impl Model {
             cd_common::verified::DeviceKind::Cpu
         };
         cd_common::verified::check(precision, kind).map_err(EngineError::DeviceMap)?;
-        let num = Numerics::of(precision);
-        let weight_dtype = if num.quantize_linear {
-            DType::F32
-        } else {
-            num.act_dtype
-        };
-        let vb = vb.set_dtype(weight_dtype);
+        let all_cpu = std::iter::once(&devices.embed)
+            .chain(devices.layers.iter())
+            .chain(std::iter::once(&devices.head))
+            .all(Device::is_cpu);
+        let num = Numerics::of(precision).on_cpu_tiles(precision, all_cpu);
+        let vb = vb.set_dtype(num.weight_dtype());
+        // Read in the weights' dtype, then held in the activations' (the AMX
+        // path's embeddings: bf16 values in f32).
+        let as_act = |t: Tensor| t.to_dtype(num.act_dtype);
         let root = ["model", "model.language_model", "language_model.model"]
             .into_iter()
             .find(|p| vb.contains_tensor(&format!("{p}.embed_tokens.weight")))
@@ -148,7 +150,8 @@ impl Model {
             .clone()
             .set_device(devices.embed.clone())
             .pp("embed_tokens")
-            .get_with_hints_dtype((v, d), "weight", Default::default(), num.act_dtype)
+            .get_with_hints_dtype((v, d), "weight", Default::default(), num.weight_dtype())
+            .and_then(as_act)
             .map_err(EngineError::weight(&embed_name))?;
         let mut blocks = Vec::with_capacity(cfg.num_layers);
         for (i, dev) in devices.layers.iter().enumerate() {
@@ -179,7 +182,13 @@ impl Model {
         } else {
             vb.clone()
                 .set_device(devices.head.clone())
-                .get_with_hints_dtype((v, d), "lm_head.weight", Default::default(), num.act_dtype)
+                .get_with_hints_dtype(
+                    (v, d),
+                    "lm_head.weight",
+                    Default::default(),
+                    num.weight_dtype(),
+                )
+                .and_then(as_act)
                 .map_err(EngineError::weight("lm_head.weight"))?
         };
         let mut tokenizer = tokenizer;

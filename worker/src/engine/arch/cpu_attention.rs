@@ -149,7 +149,7 @@ pub(crate) fn attention(
         unsafe {
             match cpu_isa::active() {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => head_group_avx512(q, k, v, &unit, buf),
+                Isa::Avx512 | Isa::Amx => head_group_avx512(q, k, v, &unit, buf),
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx2 => head_group_avx2(q, k, v, &unit, buf),
                 _ => head_group(q, k, v, &unit, buf),

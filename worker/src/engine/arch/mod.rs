@@ -16,6 +16,8 @@ pub(crate) mod qwen2;
 
 use super::config::{LayerKind, ModelConfig, Rope, RopeScaling};
 use super::int8::Int8Weight;
+#[cfg(target_arch = "x86_64")]
+use super::packed_gemm::{amx::Bf16Panels, matmul_gated_bf16};
 use super::packed_gemm::{matmul_gated, PackedMatrix};
 use super::quant::Numerics;
 use super::EngineError;
@@ -37,6 +39,9 @@ enum Weight {
     Int8(Int8Weight),
     /// f32 on a CPU with AVX2/FMA: laid out once for the packed kernel.
     Packed(PackedMatrix),
+    /// bf16 on a CPU with AMX tiles (precision `16`, `Numerics::bf16_tiles`).
+    #[cfg(target_arch = "x86_64")]
+    PackedBf16(Bf16Panels),
 }
 
 /// Whether the engine's own CPU kernels (packed projections, fused gated
@@ -105,6 +110,21 @@ pub(crate) fn pack(w: &Tensor) -> candle_core::Result<PackedMatrix> {
     Ok(PackedMatrix::pack(cpu_f32(&storage, layout)?, n, k))
 }
 
+/// Pack a CPU `[out, inp]` weight in bf16 for the AMX tiles (rounded to
+/// bf16 if it is not already).
+#[cfg(target_arch = "x86_64")]
+fn pack_bf16(w: &Tensor) -> candle_core::Result<Bf16Panels> {
+    let (n, k) = w.dims2()?;
+    let bits: Vec<u16> = w
+        .to_dtype(DType::BF16)?
+        .flatten_all()?
+        .to_vec1::<half::bf16>()?
+        .into_iter()
+        .map(half::bf16::to_bits)
+        .collect();
+    Ok(Bf16Panels::pack(&bits, n, k))
+}
+
 /// `act(x·Gᵀ) ⊙ (x·Uᵀ)` through the packed kernel, for `x` `[..., k]` f32
 /// on the CPU; the result has `x`'s leading dimensions.
 fn packed_gated(
@@ -159,6 +179,8 @@ impl Linear {
             Weight::Int8(Int8Weight::quantize(&w).map_err(EngineError::weight(&wname))?)
         } else if num.quantize_linear {
             Weight::Quant(super::quant::q8_0(&w).map_err(EngineError::weight(&wname))?)
+        } else if num.bf16_tiles {
+            Weight::PackedBf16(pack_bf16(&w).map_err(EngineError::weight(&wname))?)
         } else if use_packed(&w) {
             Weight::Packed(pack(&w).map_err(EngineError::weight(&wname))?)
         } else {
@@ -189,6 +211,18 @@ impl Linear {
             Weight::Quant(q) => q.forward(&x2)?,
             Weight::Packed(p) if x2.dtype() == DType::F32 => packed_matmul(&x2, p)?,
             Weight::Packed(_) => candle_core::bail!("f32 weights met {:?} activations", x2.dtype()),
+            #[cfg(target_arch = "x86_64")]
+            Weight::PackedBf16(p) => {
+                let (m, k) = x2.dims2()?;
+                if k != p.k() {
+                    candle_core::bail!("[{m}, {k}] input to a projection of {} features", p.k())
+                }
+                let y = {
+                    let (storage, layout) = x2.storage_and_layout();
+                    p.matmul_t(cpu_f32(&storage, layout)?, m)
+                };
+                Tensor::from_vec(y, (m, p.n()), x2.device())?
+            }
         };
         let y = match &self.b {
             Some(b) => y.broadcast_add(b)?,
@@ -317,6 +351,19 @@ impl GatedMlp {
             x.dtype(),
         ) {
             return self.down.forward(&packed_gated(x, g, u, self.act)?);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let (Weight::PackedBf16(g), Weight::PackedBf16(u), None, None) =
+            (&self.gate.w, &self.up.w, &self.gate.b, &self.up.b)
+        {
+            let (x2, dims) = as_rows(x)?;
+            let m = x2.dim(0)?;
+            let y = {
+                let (storage, layout) = x2.storage_and_layout();
+                matmul_gated_bf16(g, u, self.act, cpu_f32(&storage, layout)?, m)
+            };
+            let y = from_rows(Tensor::from_vec(y, (m, g.n()), x.device())?, dims)?;
+            return self.down.forward(&y);
         }
         let g = self.gate.forward(x)?;
         let g = match self.act {

@@ -36,6 +36,8 @@ use super::arch::Act;
 use super::cpu_isa::{self, Isa};
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -79,7 +81,7 @@ struct Geometry {
 impl Geometry {
     fn of(isa: Isa) -> Geometry {
         match isa {
-            Isa::Avx512 => Geometry {
+            Isa::Avx512 | Isa::Amx => Geometry {
                 rows: 12,
                 panels: 2,
             },
@@ -336,6 +338,56 @@ fn matmul_gated_on(
     y
 }
 
+/// [`matmul_gated`] for bf16 weights on AMX tiles ([`amx`]): both products
+/// of each 32 × 32 block in f32, combined before they are stored.
+///
+/// Panics unless the AMX tiles run in this process ([`amx::available`]).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn matmul_gated_bf16(
+    g: &amx::Bf16Panels,
+    u: &amx::Bf16Panels,
+    gate: Act,
+    x: &[f32],
+    m: usize,
+) -> Vec<f32> {
+    use amx::BLOCK;
+    let n = g.n();
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    let out = SharedOut(y.as_mut_ptr());
+    g.for_each_block(x, m, &[g, u], |row, col, rows, cols, blocks| {
+        for r in 0..rows {
+            let (gr, ur) = (
+                &blocks[0][r * BLOCK..][..BLOCK],
+                &blocks[1][r * BLOCK..][..BLOCK],
+            );
+            // Row `row + r`, columns `col..col + cols`: this block's alone.
+            let dst = out.at((row + r) * n + col);
+            if let Act::Silu = gate {
+                for c0 in (0..cols).step_by(NR) {
+                    // SAFETY: AMX implies AVX-512F; 16 floats from `c0` in
+                    // each block row; `dst` has `cols` elements of this block's.
+                    unsafe {
+                        avx512::silu_times(
+                            gr[c0..].as_ptr(),
+                            ur[c0..].as_ptr(),
+                            dst.add(c0),
+                            NR.min(cols - c0),
+                        )
+                    };
+                }
+                continue;
+            }
+            for j in 0..cols {
+                // SAFETY: as above.
+                unsafe { dst.add(j).write(gate.apply(gr[j]) * ur[j]) };
+            }
+        }
+    });
+    // SAFETY: the blocks cover every (row, column); all were written.
+    unsafe { y.set_len(m * n) };
+    y
+}
+
 /// One tile of `y` through `isa`'s micro-kernel.
 ///
 /// # Safety
@@ -359,7 +411,7 @@ unsafe fn tile(
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => avx512::tile(rows, a.as_ptr(), k, b.as_ptr(), c, ldc, cols),
+            Isa::Avx512 | Isa::Amx => avx512::tile(rows, a.as_ptr(), k, b.as_ptr(), c, ldc, cols),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => avx2::tile(rows, a.as_ptr(), k, b.as_ptr(), c, ldc, cols),
             _ => unreachable!("no packed kernel for {isa} (asserted by the callers)"),
@@ -379,7 +431,7 @@ unsafe fn silu_times(isa: Isa, g: &[f32], u: &[f32], dst: *mut f32, cols: usize)
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => avx512::silu_times(g.as_ptr(), u.as_ptr(), dst, cols),
+            Isa::Avx512 | Isa::Amx => avx512::silu_times(g.as_ptr(), u.as_ptr(), dst, cols),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => avx2::silu_times(g.as_ptr(), u.as_ptr(), dst, cols),
             _ => unreachable!("no packed kernel for {isa} (asserted by the callers)"),
@@ -398,7 +450,7 @@ fn sum_exp_shifted_on(isa: Isa, row: &[f32], max: f32) -> f32 {
     // SAFETY: the CPU runs `isa` (asserted above); loads stay inside `row`.
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { avx512::sum_exp_shifted(row, max) },
+        Isa::Avx512 | Isa::Amx => unsafe { avx512::sum_exp_shifted(row, max) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { avx2::sum_exp_shifted(row, max) },
         _ => {

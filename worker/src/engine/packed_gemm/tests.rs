@@ -223,3 +223,85 @@ fn empty_inputs_give_empty_or_zero_outputs() {
 fn the_generic_path_has_no_packed_kernel() {
     PackedMatrix::pack(&matrix(3, 4, 1), 3, 4).matmul_t_on(Isa::Generic, &matrix(1, 4, 2), 1);
 }
+
+/// bf16 bits of `v`, rounded by the `half` crate (the reference rounding).
+fn bf16_bits(v: &[f32]) -> Vec<u16> {
+    v.iter()
+        .map(|&x| half::bf16::from_f32(x).to_bits())
+        .collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn bf16_rounding_matches_the_half_crate() {
+    let mut xs: Vec<f32> = matrix(1, 100_000, 5).iter().map(|v| v * 1e3).collect();
+    // Ties in both directions, the largest finite values, infinities, zeros.
+    xs.extend([
+        f32::from_bits(0x3f80_8000),
+        f32::from_bits(0x3f81_8000),
+        f32::MAX,
+        f32::MIN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        f32::MIN_POSITIVE,
+    ]);
+    for x in xs {
+        assert_eq!(amx::to_bf16(x), half::bf16::from_f32(x).to_bits(), "{x:e}");
+    }
+    assert!(half::bf16::from_bits(amx::to_bf16(f32::NAN)).is_nan());
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_tiles_match_the_triple_loop_on_bf16_inputs() {
+    if !amx::available() {
+        eprintln!("skipped: no AMX tiles in this process (CD_CPU_ISA or the CPU)");
+        return;
+    }
+    // Rows and columns around the 16-row tile and the 32 × 32 block, k
+    // around the 32-value k-block.
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (5, 17, 3),
+        (16, 16, 32),
+        (33, 47, 70),
+        (64, 96, 576),
+        (100, 40, 1536),
+    ] {
+        let round = |v: Vec<f32>| -> Vec<f32> {
+            v.iter()
+                .map(|&x| half::bf16::from_f32(x).to_f32())
+                .collect()
+        };
+        let x = matrix(m, k, 21 + m as u64);
+        let w = round(matrix(n, k, 22 + n as u64));
+        let packed = amx::Bf16Panels::pack(&bf16_bits(&w), n, k);
+        let y = packed.matmul_t(&x, m);
+        let want = reference(&round(x.clone()), &w, m, n, k);
+        let scale = want.iter().fold(0f64, |s, v| s.max(v.abs())).max(1e-12);
+        let worst = y
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0f64, f64::max);
+        assert!(
+            worst <= 1e-5 * scale,
+            "[{m}, {n}, {k}]: worst {worst:e} against {scale:e}"
+        );
+
+        let u = round(matrix(n, k, 23));
+        let up = amx::Bf16Panels::pack(&bf16_bits(&u), n, k);
+        let want_u = reference(&round(x.clone()), &u, m, n, k);
+        let gated = matmul_gated_bf16(&packed, &up, Act::Silu, &x, m);
+        for (i, v) in gated.iter().enumerate() {
+            let a = want[i];
+            let want = a / (1.0 + (-a).exp()) * want_u[i];
+            assert!(
+                (*v as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "gated [{m}, {n}, {k}] element {i}: {v} against {want}"
+            );
+        }
+    }
+}
