@@ -149,20 +149,30 @@ impl Bf16Panels {
         let n = self.n;
         let mut y: Vec<f32> = Vec::with_capacity(m * n);
         let out = SharedOut(y.as_mut_ptr());
-        self.for_each_block(x, m, &[self], |row, col, rows, cols, blocks| {
+        self.for_each_unit_of(x, m, 1, |buf, xblock, rb, g| {
+            let (row, col) = (rb * BLOCK, g * BLOCK);
+            let (rows, cols) = (BLOCK.min(m - row), BLOCK.min(n - col));
+            // SAFETY (both branches): AMX runs here (`for_each_unit_of`);
+            // rows `row..row + rows`, columns `col..col + cols` of `y`
+            // belong to this unit alone.
+            if (rows, cols) == (BLOCK, BLOCK) {
+                // A whole block goes straight into `y`.
+                unsafe { block(xblock, self.kp, self.group(g), out.at(row * n + col), n) };
+                return;
+            }
+            let buf = &mut buf[0];
+            unsafe { block(xblock, self.kp, self.group(g), buf.as_mut_ptr(), BLOCK) };
             for r in 0..rows {
-                // SAFETY: rows `row..row + rows`, columns `col..col + cols`
-                // of `y` belong to this block alone.
                 unsafe {
                     std::ptr::copy_nonoverlapping(
-                        blocks[0][r * BLOCK..].as_ptr(),
+                        buf[r * BLOCK..].as_ptr(),
                         out.at((row + r) * n + col),
                         cols,
                     )
                 };
             }
         });
-        // SAFETY: the blocks cover every (row, column) and all were written.
+        // SAFETY: the units cover every (row, column) and all were written.
         unsafe { y.set_len(m * n) };
         y
     }
@@ -178,12 +188,37 @@ impl Bf16Panels {
         mats: &[&Bf16Panels],
         f: impl Fn(usize, usize, usize, usize, &[[f32; BLOCK * BLOCK]]) + Sync,
     ) {
-        let (n, k, kp) = (self.n, self.k, self.kp);
-        assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
+        let n = self.n;
         assert!(
-            mats.iter().all(|w| (w.n, w.k) == (n, k)),
+            mats.iter().all(|w| (w.n, w.k) == (n, self.k)),
             "matrices differ in shape"
         );
+        self.for_each_unit_of(x, m, mats.len(), |bufs, xblock, rb, g| {
+            for (w, buf) in mats.iter().zip(bufs.iter_mut()) {
+                // SAFETY: AMX runs here (`for_each_unit_of`); `buf` is 32 × 32.
+                unsafe { block(xblock, self.kp, w.group(g), buf.as_mut_ptr(), BLOCK) };
+            }
+            let (row, col) = (rb * BLOCK, g * BLOCK);
+            f(row, col, BLOCK.min(m - row), BLOCK.min(n - col), bufs);
+        });
+    }
+
+    /// Calls `f(buffers, x_block, row_block, column_group)` once for every
+    /// 32 × 32 block of the `[m, n]` output, on the pool's threads, each
+    /// thread with `buffers` 32 × 32 f32 scratch blocks and its tiles
+    /// configured. `x_block` is row block `row_block` of `x` in bf16 (32
+    /// rows of `kp`), converted by the first unit that needs it, so the
+    /// conversion is shared by the threads too.
+    fn for_each_unit_of(
+        &self,
+        x: &[f32],
+        m: usize,
+        buffers: usize,
+        f: impl Fn(&mut [[f32; BLOCK * BLOCK]], &[u16], usize, usize) + Sync,
+    ) {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        let (n, k, kp) = (self.n, self.k, self.kp);
+        assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
         assert!(
             available(),
             "AMX-BF16 tiles are not available to this process"
@@ -191,60 +226,83 @@ impl Bf16Panels {
         if m == 0 || n == 0 {
             return;
         }
-        let xb = to_bf16_rows(x, m, k, kp);
         let (row_blocks, col_groups) = (m.div_ceil(BLOCK), n.div_ceil(BLOCK));
+        // Zeroed: padding columns and rows must be 0.
+        let mut xb = vec![0u16; row_blocks * BLOCK * kp];
+        let xb_ptr = SharedOut(xb.as_mut_ptr().cast());
+        // Per row block: 0 not converted, 1 being converted, 2 ready.
+        let ready: Vec<AtomicU8> = (0..row_blocks).map(|_| AtomicU8::new(0)).collect();
         for_each_unit(
             row_blocks * col_groups,
-            || vec![[0f32; BLOCK * BLOCK]; mats.len()],
+            || vec![[0f32; BLOCK * BLOCK]; buffers],
             |bufs, u| {
                 // Column-major order: consecutive units reuse one group's weights.
                 let (g, rb) = (u / row_blocks, u % row_blocks);
-                for (w, buf) in mats.iter().zip(bufs.iter_mut()) {
-                    // SAFETY: AMX was checked above; `xb` holds row block `rb`
-                    // (rows padded to 32, `kp` values each), `w.group(g)` two
-                    // panels of `kp / 2` rows of 64 bytes; `buf` 32 × 32 f32.
-                    unsafe {
-                        configure_thread();
-                        block(&xb[rb * BLOCK * kp..][..BLOCK * kp], kp, w.group(g), buf);
+                let (lo, hi) = (rb * BLOCK, m.min((rb + 1) * BLOCK));
+                let base = xb_ptr.at(0).cast::<u16>();
+                match ready[rb].compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire) {
+                    Ok(_) => {
+                        for r in lo..hi {
+                            // SAFETY: row `r` of `xb` is written by this unit
+                            // alone (it won the exchange), read by others only
+                            // after the release below; AMX-BF16 CPUs have
+                            // AVX512-BF16 (`cpu_isa` checks both).
+                            unsafe {
+                                let dst = std::slice::from_raw_parts_mut(base.add(r * kp), k);
+                                round_row(&x[r * k..(r + 1) * k], dst);
+                            }
+                        }
+                        ready[rb].store(2, Ordering::Release);
+                    }
+                    Err(_) => {
+                        while ready[rb].load(Ordering::Acquire) != 2 {
+                            std::hint::spin_loop();
+                        }
                     }
                 }
-                let (row, col) = (rb * BLOCK, g * BLOCK);
-                f(row, col, BLOCK.min(m - row), BLOCK.min(n - col), bufs);
+                // SAFETY: row block `rb` is converted (above) and no longer written.
+                let xblock = unsafe { std::slice::from_raw_parts(base.add(lo * kp), BLOCK * kp) };
+                // SAFETY: AMX was checked above.
+                unsafe { configure_thread() };
+                f(bufs, xblock, rb, g);
             },
         );
     }
 }
 
-/// `x` as bf16 rows of `kp` (zero-padded), rows padded to a multiple of 32.
-fn to_bf16_rows(x: &[f32], m: usize, k: usize, kp: usize) -> Vec<u16> {
-    let rows = m.div_ceil(BLOCK) * BLOCK;
-    let mut xb = vec![0u16; rows * kp];
-    let dst = SharedOut(xb.as_mut_ptr().cast());
-    for_each_unit(
-        m.div_ceil(BLOCK),
-        || (),
-        |_, rb| {
-            for r in rb * BLOCK..m.min((rb + 1) * BLOCK) {
-                // SAFETY: row `r` of `xb` (kp values, u16) belongs to this unit.
-                let row = unsafe {
-                    std::slice::from_raw_parts_mut(dst.at(0).cast::<u16>().add(r * kp), k)
-                };
-                for (d, &v) in row.iter_mut().zip(&x[r * k..(r + 1) * k]) {
-                    *d = to_bf16(v);
-                }
-            }
-        },
-    );
-    xb
+/// `dst[i] = to_bf16(src[i])`, 16 at a time with `vcvtneps2bf16` (the same
+/// rounding: nearest, ties to even; NaN to a quiet NaN).
+///
+/// # Safety
+/// The CPU must have AVX-512F and AVX512-BF16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn round_row(src: &[f32], dst: &mut [u16]) {
+    use std::arch::x86_64::*;
+    let (s16, d16) = (src.chunks_exact(16), dst.chunks_exact_mut(16));
+    let (s_tail, d_tail) = (s16.remainder(), d16.into_remainder());
+    for (d, &v) in d_tail.iter_mut().zip(s_tail) {
+        *d = to_bf16(v);
+    }
+    for (s, d) in src.chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
+        // SAFETY: 16 floats in, 16 bf16 (32 bytes) out.
+        unsafe {
+            let h = _mm512_cvtneps_pbh(_mm512_loadu_ps(s.as_ptr()));
+            _mm256_storeu_si256(
+                d.as_mut_ptr().cast(),
+                std::mem::transmute::<__m256bh, __m256i>(h),
+            );
+        }
+    }
 }
 
-/// One 32 × 32 block: `out = x_block · W_groupᵀ` over all of `kp`.
+/// One 32 × 32 block: `out = x_block · W_groupᵀ` over all of `kp`, stored
+/// as 32 rows of 32 f32 `ld` floats apart.
 ///
 /// # Safety
 /// AMX is available and this thread configured ([`configure_thread`]);
 /// `x` holds 32 rows of `kp` bf16; `w` two panels of `kp / 2` rows of 32
-/// bf16, 64-byte aligned.
-unsafe fn block(x: &[u16], kp: usize, w: &[u16], out: &mut [f32; BLOCK * BLOCK]) {
+/// bf16, 64-byte aligned; `out` is valid for those writes.
+unsafe fn block(x: &[u16], kp: usize, w: &[u16], out: *mut f32, ld: usize) {
     debug_assert!(x.len() >= BLOCK * kp && w.len() >= 2 * kp * T);
     let (xs, ws) = (kp * 2, 64usize); // row strides in bytes
     let (x0, x1) = (x.as_ptr(), x[T * kp..].as_ptr());
@@ -278,8 +336,8 @@ unsafe fn block(x: &[u16], kp: usize, w: &[u16], out: &mut [f32; BLOCK * BLOCK])
                 options(nostack, readonly)
             );
         }
-        let o = out.as_mut_ptr();
-        let os = BLOCK * 4; // bytes per output row
+        let o = out;
+        let os = ld * 4; // bytes per output row
         asm!(
             "tilestored [{c00} + {os}*1], tmm0",
             "tilestored [{c01} + {os}*1], tmm1",
@@ -287,8 +345,8 @@ unsafe fn block(x: &[u16], kp: usize, w: &[u16], out: &mut [f32; BLOCK * BLOCK])
             "tilestored [{c11} + {os}*1], tmm3",
             c00 = in(reg) o,
             c01 = in(reg) o.add(T),
-            c10 = in(reg) o.add(T * BLOCK),
-            c11 = in(reg) o.add(T * BLOCK + T),
+            c10 = in(reg) o.add(T * ld),
+            c11 = in(reg) o.add(T * ld + T),
             os = in(reg) os,
             options(nostack)
         );
