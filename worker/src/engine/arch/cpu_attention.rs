@@ -20,7 +20,7 @@
 
 use super::dot;
 use crate::engine::cpu_isa::{self, Isa};
-use crate::engine::packed_gemm::{for_each_unit, SharedOut};
+use crate::engine::packed_gemm::{exp_shifted_in_place, for_each_unit, SharedOut};
 
 /// Where one text's rows sit in a pass's flattened rows: rows
 /// `start..start + len` hold positions `prefix..prefix + len`.
@@ -265,11 +265,7 @@ unsafe fn head_group(q: &[f32], k: &[f32], v: &[f32], unit: &Unit<'_>, buf: &mut
                 max = max.max(x);
                 *score = x;
             }
-            let mut sum = 0f32;
-            for score in scores.iter_mut() {
-                *score = (*score - max).exp();
-                sum += *score;
-            }
+            let sum = exp_shifted_in_place(scores, max);
             // SAFETY: row `row`, head `hi` belongs to this unit alone (see above).
             let out =
                 unsafe { std::slice::from_raw_parts_mut(dst.at(row * q_stride + hi * hd), hd) };

@@ -183,3 +183,40 @@ pub(super) unsafe fn sum_exp_shifted(row: &[f32], max: f32) -> f32 {
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
     lanes.iter().sum::<f32>() + tail
 }
+
+/// `row[j] = e^(row[j] − max)`, returning their sum; 8 lanes at a time.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn exp_shifted_in_place(row: &mut [f32], max: f32) -> f32 {
+    let m = _mm256_set1_ps(max);
+    let mut acc = _mm256_setzero_ps();
+    let mut chunks = row.chunks_exact_mut(8);
+    for c in &mut chunks {
+        // SAFETY: `c` holds 8 floats.
+        unsafe {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m));
+            _mm256_storeu_ps(c.as_mut_ptr(), e);
+            acc = _mm256_add_ps(acc, e);
+        }
+    }
+    let rest = chunks.into_remainder();
+    let mut tail = 0f32;
+    if !rest.is_empty() {
+        // The last 1..7 values through the same vector exponential.
+        let mut buf = [max; 8];
+        buf[..rest.len()].copy_from_slice(rest);
+        // SAFETY: 8 floats in and out of `buf`.
+        unsafe {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(buf.as_ptr()), m));
+            _mm256_storeu_ps(buf.as_mut_ptr(), e);
+        }
+        rest.copy_from_slice(&buf[..rest.len()]);
+        tail = rest.iter().sum();
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: 8 floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+    lanes.iter().sum::<f32>() + tail
+}

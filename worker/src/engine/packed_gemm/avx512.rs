@@ -192,3 +192,36 @@ pub(super) unsafe fn sum_exp_shifted(row: &[f32], max: f32) -> f32 {
     }
     _mm512_reduce_add_ps(acc) + tail
 }
+
+/// `row[j] = e^(row[j] − max)`, returning their sum; 16 lanes at a time.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn exp_shifted_in_place(row: &mut [f32], max: f32) -> f32 {
+    let m = _mm512_set1_ps(max);
+    let mut acc = _mm512_setzero_ps();
+    let mut chunks = row.chunks_exact_mut(16);
+    for c in &mut chunks {
+        // SAFETY: `c` holds 16 floats.
+        unsafe {
+            let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(c.as_ptr()), m));
+            _mm512_storeu_ps(c.as_mut_ptr(), e);
+            acc = _mm512_add_ps(acc, e);
+        }
+    }
+    let rest = chunks.into_remainder();
+    if rest.is_empty() {
+        return _mm512_reduce_add_ps(acc);
+    }
+    // The last 1..15 values through the same vector exponential, masked.
+    let mask = lanes(rest.len());
+    // SAFETY: masked loads and stores touch only `rest`'s elements.
+    unsafe {
+        let x = _mm512_mask_loadu_ps(m, mask, rest.as_ptr());
+        let e = exp16(_mm512_sub_ps(x, m));
+        _mm512_mask_storeu_ps(rest.as_mut_ptr(), mask, e);
+        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(mask, e));
+    }
+    _mm512_reduce_add_ps(acc)
+}

@@ -467,6 +467,27 @@ fn sum_exp_shifted_on(isa: Isa, row: &[f32], max: f32) -> f32 {
     }
 }
 
+/// `row[j] = e^(row[j] − max)` in place, returning their sum (a softmax's
+/// numerators and normaliser), with the active instruction set's vector
+/// exponential (libm's on the generic path).
+pub(crate) fn exp_shifted_in_place(row: &mut [f32], max: f32) -> f32 {
+    // SAFETY: `active` never exceeds what the CPU has.
+    match cpu_isa::active() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Amx => unsafe { avx512::exp_shifted_in_place(row, max) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::exp_shifted_in_place(row, max) },
+        _ => {
+            let mut sum = 0f32;
+            for v in row.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            sum
+        }
+    }
+}
+
 /// An output buffer's pointer, shared by parallel tasks that each write a
 /// disjoint part of it (tiles here, heads in the CPU attention).
 #[derive(Clone, Copy)]

@@ -305,3 +305,30 @@ fn amx_tiles_match_the_triple_loop_on_bf16_inputs() {
         }
     }
 }
+
+#[test]
+fn softmax_numerators_agree_with_libm_on_every_length() {
+    // Lengths around both vector widths, values spanning the clamp range.
+    for len in [1, 7, 8, 9, 15, 16, 17, 31, 33, 100] {
+        let row: Vec<f32> = matrix(1, len, len as u64)
+            .iter()
+            .map(|v| v * 60.0)
+            .collect();
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut got = row.clone();
+        let sum = exp_shifted_in_place(&mut got, max);
+        let mut want_sum = 0f64;
+        for (g, x) in got.iter().zip(&row) {
+            let want = ((x - max) as f64).exp();
+            want_sum += want;
+            assert!(
+                (*g as f64 - want).abs() <= 4.0 * f32::EPSILON as f64 * want.max(1e-30),
+                "{len}: {g} vs {want}"
+            );
+        }
+        assert!(
+            (sum as f64 - want_sum).abs() <= 1e-6 * want_sum,
+            "{len}: {sum} vs {want_sum}"
+        );
+    }
+}
