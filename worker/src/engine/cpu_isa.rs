@@ -13,7 +13,7 @@
 //! |---|---|
 //! | unset or `auto` | the best below that the CPU has |
 //! | `amx` | `avx512`, and bf16 projections (precision `16`) on AMX tiles |
-//! | `avx512` | AVX-512F: 12 × 32 register tiles, 16-lane epilogues |
+//! | `avx512` | AVX-512F: 8 × 48 register tiles, 16-lane epilogues |
 //! | `avx2` | AVX2 + FMA: 6 × 16 register tiles, 8-lane epilogues |
 //! | `generic` | none of the packed kernels: candle's portable matmul, the engine's row operations compiled for the baseline target |
 //!
