@@ -4,7 +4,8 @@
 //! Fails on a JavaScript error in the console, a dashboard that never shows
 //! its workers or figures, a figure the report links that is missing or
 //! draws nothing. Screenshots of both pages are kept in
-//! `$CD_ARTEFACTS_DIR` (default `target/artefacts`) for people to look at.
+//! `$CD_ARTEFACTS_DIR` (default `target/artefacts`) for people to look at,
+//! with one of the report's PNG figures.
 //!
 //! `scripts/test.sh` installs chromium where it can and sets `CD_CHROMIUM`;
 //! without a browser on the machine these tests say so and do nothing.
@@ -204,7 +205,23 @@ fn the_dashboard_shows_a_live_sweep_and_the_report_draws_every_figure() {
         );
         let csv = dir.join(src.replace(".svg", ".csv"));
         assert!(csv.is_file(), "{src} has no CSV beside it");
+        // The PNG copy (default build): linked from its caption, a real PNG.
+        let png_name = src.replace(".svg", ".png");
+        assert!(
+            dom.contains(&format!("href=\"{png_name}\"")),
+            "{src}: no PNG link in the report"
+        );
+        let png = std::fs::read(dir.join(&png_name))
+            .unwrap_or_else(|e| panic!("the report links {png_name}, which is missing: {e}"));
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 2000,
+            "{png_name} is not a drawn PNG ({} bytes)",
+            png.len()
+        );
     }
+    // One PNG figure among the artefacts, for people to look at.
+    let first_png = srcs[0].replace(".svg", ".png");
+    std::fs::copy(dir.join(&first_png), artefacts().join("report-figure.png")).unwrap();
     for needle in ["majority baseline", "class=\"converging\""] {
         assert!(
             srcs.iter().any(|src| std::fs::read_to_string(dir.join(src))

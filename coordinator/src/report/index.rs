@@ -20,6 +20,8 @@ pub(super) fn with_warnings(html: &str, warnings: &[String]) -> String {
 pub(super) struct Shown {
     pub(super) svg: String,
     pub(super) csv: String,
+    /// The figure as PNG, when this build writes one.
+    pub(super) png: Option<String>,
     pub(super) title: String,
     pub(super) section: String,
 }
@@ -87,7 +89,11 @@ figure img{{max-width:560px;display:block}} figcaption{{font-size:13px;margin-to
         );
         for f in figures.iter().filter(|f| f.section == *sec) {
             let (svg_name, csv_name, title) = (esc(&f.svg), esc(&f.csv), esc(&f.title));
-            let _ = writeln!(s, "<figure><a href=\"{svg_name}\"><img src=\"{svg_name}\" alt=\"{title}\"></a><figcaption>{title}<a href=\"{csv_name}\">data (CSV)</a></figcaption></figure>");
+            let png = f
+                .png
+                .as_deref()
+                .map_or(String::new(), |p| format!("<a href=\"{}\">PNG</a>", esc(p)));
+            let _ = writeln!(s, "<figure><a href=\"{svg_name}\"><img src=\"{svg_name}\" alt=\"{title}\"></a><figcaption>{title}<a href=\"{csv_name}\">data (CSV)</a>{png}</figcaption></figure>");
         }
         s.push_str("</div></section>\n");
     }

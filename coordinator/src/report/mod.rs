@@ -9,6 +9,8 @@
 
 mod figures;
 mod index;
+#[cfg(feature = "png")]
+pub mod png;
 pub mod svg;
 
 use figures::{mc_figures, probe_figures, FigureKind};
@@ -54,6 +56,10 @@ pub enum ReportError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// A figure could not be rasterised.
+    #[cfg(feature = "png")]
+    #[error(transparent)]
+    Png(#[from] png::PngError),
 }
 
 /// Read every completed cell of a sweep.
@@ -114,12 +120,14 @@ pub async fn write(
         }
     }
     let figures_json = figures_json(&cells);
+    let mut files: Vec<(String, Vec<u8>)> = files
+        .into_iter()
+        .map(|(name, text)| (name, text.into_bytes()))
+        .collect();
+    files.extend(png_copies(&files)?);
     for (name, body) in &files {
         store
-            .put_bytes(
-                &format!("{sweep}/report/{name}"),
-                body.clone().into_bytes().into(),
-            )
+            .put_bytes(&format!("{sweep}/report/{name}"), body.clone().into())
             .await?;
         if let Some(dir) = out {
             let path = dir.join(name);
@@ -140,6 +148,27 @@ pub async fn write(
         files: files.into_iter().map(|(n, _)| n).collect(),
         figures_json,
     })
+}
+
+/// A PNG beside every figure's SVG (builds with the `png` feature, the
+/// default).
+#[cfg(feature = "png")]
+fn png_copies(files: &[(String, Vec<u8>)]) -> Result<Vec<(String, Vec<u8>)>, ReportError> {
+    let mut out = Vec::new();
+    for (name, body) in files {
+        if let Some(stem) = name.strip_suffix(".svg") {
+            let svg = String::from_utf8_lossy(body);
+            out.push((format!("{stem}.png"), png::render(name, &svg)?));
+        }
+    }
+    Ok(out)
+}
+
+/// No PNGs in builds without the `png` feature (`index.html` then links
+/// none).
+#[cfg(not(feature = "png"))]
+fn png_copies(_: &[(String, Vec<u8>)]) -> Result<Vec<(String, Vec<u8>)>, ReportError> {
+    Ok(Vec::new())
 }
 
 /// The figures' data as the dashboard reads it.
@@ -327,6 +356,7 @@ pub fn render(
         shown.push(Shown {
             svg: format!("{}.svg", f.name),
             csv: format!("{}.csv", f.name),
+            png: cfg!(feature = "png").then(|| format!("{}.png", f.name)),
             title: f.title().to_string(),
             section: f.section.clone(),
         });
@@ -370,6 +400,7 @@ mod tests {
             &[Shown {
                 svg: format!("figures/{evil}.svg"),
                 csv: format!("figures/{evil}.csv"),
+                png: Some(format!("figures/{evil}.png")),
                 title: evil.to_string(),
                 section: evil.to_string(),
             }],
