@@ -28,9 +28,13 @@ def flops_per_token(model_dir):
     return 2 * layers * (attn + mlp)
 
 
-def isa_of(engine, torch_isa):
-    """The instruction set whose peak an engine's throughput is compared to."""
+def isa_of(engine, torch_isa, precision):
+    """The instruction set whose peak an engine's throughput is compared to:
+    in bf16 the machine's bf16 peak (its AMX tiles, when it has them: both
+    sides' bf16 matmuls run there), in f32 the vector width the engine ran."""
     last = engine.split(" ")[-1]
+    if precision == "16":
+        return "amx"
     if last in ("avx512", "avx2"):
         return last
     if engine.startswith("cd-worker"):
@@ -74,7 +78,7 @@ def main():
     for (engine, batch), g in groups.items():
         best = max(g["tps"])
         eff = "n/a"
-        isa = isa_of(engine, args.torch_isa)
+        isa = isa_of(engine, args.torch_isa, args.precision)
         if fpt:
             gf = best * fpt / 1e9
             eff = f"{gf:.0f}"
