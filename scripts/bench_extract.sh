@@ -129,4 +129,4 @@ for round in $(seq "${BENCH_REPEAT:-3}"); do
   done
 done
 "$PY" scripts/bench_extract_summary.py "$RESULTS" --model "$HFDIR" --peak "$WORK/peak.json" \
-  --torch-isa "$(cat "$WORK/torch_isa.txt")" --machine "$MACHINE" --threads "$THREADS" --precision "$PRECISION"
+  --torch-isa "$(cat "$WORK/torch_isa.txt")" --machine "$MACHINE" --cores "$(nproc)" --threads "$THREADS" --precision "$PRECISION"

@@ -55,6 +55,7 @@ def main():
     ap.add_argument("--torch-isa", default="unknown")
     ap.add_argument("--machine", default="unknown")
     ap.add_argument("--threads", default="?")
+    ap.add_argument("--cores", default="?")
     ap.add_argument("--precision", default="32")
     args = ap.parse_args()
     peak = json.load(open(args.peak)) if args.peak else {}
@@ -68,7 +69,10 @@ def main():
         g["rss"].append(int(rss))
 
     peaks = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items() if k != "threads")
-    print(f"- machine: {args.machine}, {args.threads} threads; measured FMA peak: {peaks or 'n/a'}")
+    print(
+        f"- machine: {args.machine}, {args.cores} cores, {args.threads} threads per engine; "
+        f"measured peak on those threads: {peaks or 'n/a'}"
+    )
     print(f"- precision: {'f32' if args.precision == '32' else 'bf16'}; torch CPU capability: {args.torch_isa}")
     if fpt:
         print(f"- projections: {fpt / 1e6:.0f} MFLOP per token")
