@@ -5,6 +5,7 @@
 //! the object store. [`cli_extract`] and [`cli_datasets`] expose single steps.
 
 pub mod agent;
+pub(crate) mod backoff;
 pub mod bench_matmul;
 pub mod bench_random;
 pub mod cli_datasets;

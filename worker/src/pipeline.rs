@@ -11,7 +11,7 @@
 //! The model stays loaded between tasks of the same model and precision:
 //! loading a large model for every cell would dominate a sweep.
 
-use crate::agent::backoff::Backoff;
+use crate::backoff::Backoff;
 use crate::data_fetch::{resolve as resolve_data_root, FetchError, FetchOptions};
 use crate::devices::DeviceInfo;
 use crate::engine::extract::{ExtractOptions, ExtractProgress};

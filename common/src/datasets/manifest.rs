@@ -224,19 +224,7 @@ pub struct ClassesSpec {
     pub paper_counts: Option<[usize; 2]>,
 }
 
-/// How a binary model input is assembled.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PromptSpec {
-    /// The dataset's own prompt in the paper's code.
-    pub instruction: String,
-    /// Chain-of-thought suffix, where the paper's code has one.
-    #[serde(default)]
-    pub cot: Option<String>,
-    /// Where the pieces go: `{instruction}`, `{sample}` and `{cot}` placeholders
-    /// with the literal separators between them.
-    pub layout: String,
-}
+pub use super::prompt::PromptSpec;
 
 /// How multiple-choice prompts are assembled.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -300,7 +288,7 @@ impl DatasetManifest {
                     .prompt
                     .as_ref()
                     .ok_or("binary dataset needs [prompt]")?;
-                super::prompt::check_layout(&prompt.layout, prompt.cot.is_some())?;
+                prompt.check()?;
             }
             DatasetKind::MultipleChoice => {
                 if self.mc.is_none() {

@@ -1,6 +1,5 @@
 //! Prompt modes and the assembly of a binary dataset's model input.
 
-use super::manifest::PromptSpec;
 use super::DatasetError;
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +46,27 @@ impl PromptMode {
 impl std::fmt::Display for PromptMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How a binary model input is assembled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptSpec {
+    /// The dataset's own prompt in the paper's code.
+    pub instruction: String,
+    /// Chain-of-thought suffix, where the paper's code has one.
+    #[serde(default)]
+    pub cot: Option<String>,
+    /// Where the pieces go: `{instruction}`, `{sample}` and `{cot}` placeholders
+    /// with the literal separators between them.
+    pub layout: String,
+}
+
+impl PromptSpec {
+    /// Checks [`PromptSpec::layout`] against the pieces this prompt has.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        check_layout(&self.layout, self.cot.is_some())
     }
 }
 

@@ -15,6 +15,7 @@ pub mod layers;
 pub mod logistic;
 pub mod mc;
 pub mod npy;
+mod rows;
 pub mod split;
 mod woodbury;
 

@@ -17,7 +17,7 @@
 //! costs CG iterations, never accuracy.
 
 use super::dense;
-use super::logistic::Rows;
+use super::rows::Rows;
 
 /// The kernel `K = X̃ X̃ᵀ` (lower triangle) of the training rows.
 pub(crate) struct Kernel {
@@ -187,7 +187,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// f64 passes over f32 rows: the preconditioner's products cancel to a small
 /// remainder divided by `λ`, so they need more precision than the CG passes.
 mod passes {
-    use super::super::logistic::Rows;
+    use super::super::rows::Rows;
 
     #[inline(always)]
     fn dot_body(a: &[f32], b: &[f64]) -> f64 {

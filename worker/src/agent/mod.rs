@@ -10,7 +10,6 @@
 //! lifecycle, the retries, the exit codes (`cd_proto::exit::worker`) and shutdown.
 
 mod args;
-pub(crate) mod backoff;
 pub mod cell;
 mod client;
 mod executor;

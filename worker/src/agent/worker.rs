@@ -1,12 +1,12 @@
 //! The agent's main loop: register, lease, execute, report.
 
-use super::backoff::Backoff;
 use super::client::{self, classify, Client, Failure};
 use super::executor::{Done, Executor};
 use super::heartbeat::{self, LeaseState};
 use super::identity;
 use super::shutdown::Shutdown;
 use super::{AgentArgs, AgentError};
+use crate::backoff::Backoff;
 use crate::pipeline::{Pipeline, PipelineError, PipelineOptions, Progress};
 use cd_common::spec::TaskSpec;
 use cd_common::storage::Store;

@@ -159,6 +159,15 @@ pub fn check_env() -> Result<Isa, IsaError> {
     resolve(std::env::var(ENV).ok().as_deref(), Isa::detected())
 }
 
+/// Whether the engine's own CPU kernels (packed projections, fused gated
+/// MLP, one-pass attention, row operations) run f32 work on the CPU: yes,
+/// unless `CD_CPU_KERNELS=0` asks for candle's generic operations (kept
+/// selectable so the two can be compared in one benchmark run). Read once.
+pub fn kernels_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CD_CPU_KERNELS").map_or(true, |v| v != "0"))
+}
+
 /// The set the kernels use in this process (read once). A bad `CD_CPU_ISA`
 /// that [`check_env`] did not stop falls back to the detected set, loudly.
 pub fn active() -> Isa {

@@ -11,6 +11,7 @@
 //!   precision scheme. `docs/engine.md` documents capture sites, padding,
 //!   precision and each family's quirks.
 
+pub(crate) mod activation;
 pub(crate) mod arch;
 mod config;
 pub mod cpu_isa;
@@ -282,7 +283,7 @@ impl Model {
         let softcap = self.cfg.final_logit_softcapping.map(|c| c as f32);
         let w = self.lm_head_f32()?;
         if states.device().is_cpu()
-            && arch::cpu_kernels_enabled()
+            && cpu_isa::kernels_enabled()
             && packed_gemm::PackedMatrix::supported()
         {
             let slot = &self.lm_head_packed[usize::from(bf16)];
@@ -341,7 +342,7 @@ impl Model {
     pub(crate) fn packs_texts(&self) -> bool {
         self.num.act_dtype == DType::F32
             && self.devices.layers.iter().all(Device::is_cpu)
-            && arch::cpu_kernels_enabled()
+            && cpu_isa::kernels_enabled()
     }
 
     /// Run the network on token ids `[b, t]` (u32, any device), calling

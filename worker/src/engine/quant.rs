@@ -53,7 +53,7 @@ impl Numerics {
     pub(crate) fn on_cpu_tiles(self, precision: Precision, all_cpu: bool) -> Numerics {
         let tiles = precision == Precision::Bf16
             && all_cpu
-            && super::arch::cpu_kernels_enabled()
+            && super::cpu_isa::kernels_enabled()
             && super::cpu_isa::active() == super::cpu_isa::Isa::Amx;
         if !tiles {
             return self;

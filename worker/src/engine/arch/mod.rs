@@ -14,7 +14,9 @@ pub(crate) mod gemma3;
 pub(crate) mod llama;
 pub(crate) mod qwen2;
 
+pub(crate) use super::activation::Act;
 use super::config::{LayerKind, ModelConfig, Rope, RopeScaling};
+use super::cpu_isa;
 use super::int8::Int8Weight;
 #[cfg(target_arch = "x86_64")]
 use super::packed_gemm::{amx::Bf16Panels, matmul_gated_bf16};
@@ -42,14 +44,6 @@ enum Weight {
     /// bf16 on a CPU with AMX tiles (precision `16`, `Numerics::bf16_tiles`).
     #[cfg(target_arch = "x86_64")]
     PackedBf16(Bf16Panels),
-}
-
-/// Whether the engine's own CPU kernels (packed projections, fused gated
-/// MLP, one-pass attention) run f32 work on the CPU: yes, unless
-/// `CD_CPU_KERNELS=0` asks for candle's generic operations (kept selectable
-/// so the two can be compared in one benchmark run).
-pub(crate) fn cpu_kernels_enabled() -> bool {
-    std::env::var("CD_CPU_KERNELS").map_or(true, |v| v != "0")
 }
 
 /// Whether an f32 CPU projection uses the packed kernel (needs AVX2/FMA).
@@ -292,29 +286,6 @@ impl RmsNorm {
     /// The same norm with f32 weights, for f32 states whatever the model dtype.
     pub(crate) fn forward_f32(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::rms_norm(&x.contiguous()?, &self.alpha_f32, self.eps)
-    }
-}
-
-/// The MLP nonlinearity.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Act {
-    /// SwiGLU (LLaMA, Qwen2).
-    Silu,
-    /// GeGLU with the tanh approximation of GELU (Gemma).
-    GeluTanh,
-}
-
-impl Act {
-    /// The nonlinearity on one f32 value (the packed CPU path's epilogue);
-    /// the same formulas as candle's `silu` and (tanh) `gelu`.
-    pub(crate) fn apply(self, x: f32) -> f32 {
-        match self {
-            Act::Silu => x / (1.0 + (-x).exp()),
-            Act::GeluTanh => {
-                const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
-                0.5 * x * (1.0 + (SQRT_TWO_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
-            }
-        }
     }
 }
 
@@ -627,7 +598,7 @@ impl Attention {
 /// Whether attention on `x` runs the CPU kernel: f32 on the CPU, with the
 /// engine's CPU kernels enabled.
 pub(crate) fn runs_cpu_kernels(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32 && cpu_kernels_enabled()
+    x.device().is_cpu() && x.dtype() == DType::F32 && cpu_isa::kernels_enabled()
 }
 
 /// `x + y` (the residual stream's adds; on the CPU pool in f32).

@@ -32,7 +32,7 @@
 //! pool (rayon's) would leave its threads spinning for cores that candle's
 //! are spinning on, between every two operations.
 
-use super::arch::Act;
+use super::activation::Act;
 use super::cpu_isa::{self, Isa};
 
 #[cfg(target_arch = "x86_64")]
