@@ -19,7 +19,9 @@
 //! `−∞` (their `exp` would add exactly zero).
 
 use super::dot;
-use crate::engine::cpu_isa::{self, Isa};
+use crate::engine::cpu_isa;
+#[cfg(target_arch = "x86_64")]
+use crate::engine::cpu_isa::Isa;
 use crate::engine::packed_gemm::{exp_shifted_in_place, for_each_unit, SharedOut};
 
 /// Where one text's rows sit in a pass's flattened rows: rows

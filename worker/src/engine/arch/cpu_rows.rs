@@ -10,7 +10,9 @@
 //! a residual add is fused in front of the norm where a block has one.
 
 use super::{cpu_f32, dot};
-use crate::engine::cpu_isa::{self, Isa};
+use crate::engine::cpu_isa;
+#[cfg(target_arch = "x86_64")]
+use crate::engine::cpu_isa::Isa;
 use crate::engine::packed_gemm::SharedOut;
 use candle_core::Tensor;
 
@@ -24,6 +26,7 @@ fn rows_of(x: &Tensor) -> candle_core::Result<(Tensor, usize, usize)> {
 
 /// `a = x + y` (if `y`) and `rms_norm(a) · alpha`, row by row; returns
 /// `(a, normed)`, both shaped as `x`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_unsafe))]
 pub(crate) fn add_rms_norm(
     x: &Tensor,
     y: Option<&Tensor>,

@@ -119,6 +119,18 @@ fn pack_bf16(w: &Tensor) -> candle_core::Result<Bf16Panels> {
     Ok(Bf16Panels::pack(&bits, n, k))
 }
 
+/// A projection for the AMX tiles (`Numerics::bf16_tiles`).
+#[cfg(target_arch = "x86_64")]
+fn bf16_tiles_weight(w: &Tensor) -> candle_core::Result<Weight> {
+    Ok(Weight::PackedBf16(pack_bf16(w)?))
+}
+
+/// Never asked for: `bf16_tiles` needs the AMX instruction set, x86-64 only.
+#[cfg(not(target_arch = "x86_64"))]
+fn bf16_tiles_weight(_: &Tensor) -> candle_core::Result<Weight> {
+    candle_core::bail!("AMX tiles exist only on x86-64")
+}
+
 /// `act(x·Gᵀ) ⊙ (x·Uᵀ)` through the packed kernel, for `x` `[..., k]` f32
 /// on the CPU; the result has `x`'s leading dimensions.
 fn packed_gated(
@@ -174,7 +186,7 @@ impl Linear {
         } else if num.quantize_linear {
             Weight::Quant(super::quant::q8_0(&w).map_err(EngineError::weight(&wname))?)
         } else if num.bf16_tiles {
-            Weight::PackedBf16(pack_bf16(&w).map_err(EngineError::weight(&wname))?)
+            bf16_tiles_weight(&w).map_err(EngineError::weight(&wname))?
         } else if use_packed(&w) {
             Weight::Packed(pack(&w).map_err(EngineError::weight(&wname))?)
         } else {

@@ -53,11 +53,14 @@ const ROW_BLOCK_BYTES: usize = 4 << 20;
 const UNIT_ROWS: usize = 48;
 /// `ln 2` split in two so that `n · LN2_HI` is exact (the vector
 /// exponentials' range reduction).
+#[cfg(target_arch = "x86_64")]
 const LN2_HI: f32 = 0.693_359_4;
+#[cfg(target_arch = "x86_64")]
 const LN2_LO: f32 = -2.121_944_4e-4;
 /// The polynomial for `eʳ − 1 − r` over `r²`, highest degree first (Cephes
 /// `expf` coefficients), shared by every vector exponential so all
 /// instruction sets give the same bits.
+#[cfg(target_arch = "x86_64")]
 const EXP_POLY: [f32; 6] = [
     1.987_569_1e-4,
     1.398_199_9e-3,
@@ -393,6 +396,7 @@ pub(crate) fn matmul_gated_bf16(
 /// `rows × cols` block with row stride `ldc`; `rows` and `cols` fit `isa`'s
 /// tile; the CPU runs `isa`.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_unsafe, unused_variables))]
 unsafe fn tile(
     isa: Isa,
     rows: usize,
@@ -422,6 +426,7 @@ unsafe fn tile(
 /// # Safety
 /// The CPU runs `isa`; `g` and `u` hold 16 floats; `dst` is valid for `cols`
 /// writes.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_unsafe, unused_variables))]
 unsafe fn silu_times(isa: Isa, g: &[f32], u: &[f32], dst: *mut f32, cols: usize) {
     assert!(g.len() >= NR && u.len() >= NR && cols <= NR);
     // SAFETY: forwarded from the caller.

@@ -148,6 +148,7 @@ fn gated_product_matches_the_unfused_computation() {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn vector_exp_stays_within_a_few_ulps_of_f64() {
     if Isa::detected() < Isa::Avx2 {
@@ -225,6 +226,7 @@ fn the_generic_path_has_no_packed_kernel() {
 }
 
 /// bf16 bits of `v`, rounded by the `half` crate (the reference rounding).
+#[cfg(target_arch = "x86_64")]
 fn bf16_bits(v: &[f32]) -> Vec<u16> {
     v.iter()
         .map(|&x| half::bf16::from_f32(x).to_bits())
