@@ -14,7 +14,7 @@ use cd_worker::engine::ExtractOptions;
 use ndarray::Array3;
 
 mod engine_support;
-use engine_support::{smollm2_path, tiny_model};
+use engine_support::{rerun_with_isa, smollm2_path, tiny_model};
 
 fn texts() -> Vec<String> {
     [
@@ -136,17 +136,13 @@ fn bf16_without_amx_tiles_stays_close_to_f32_too() {
         eprintln!("skipped: the test above already ran the only bf16 path this machine has");
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
+    let (text, _) = rerun_with_isa(
+        "avx512",
+        &[
             "reduced_precisions_stay_close_to_f32_on_smollm2",
             "--exact",
             "--nocapture",
-        ])
-        .env("CD_CPU_ISA", "avx512")
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+        ],
+    );
     assert!(text.contains("test result: ok. 1 passed"), "{text}");
 }

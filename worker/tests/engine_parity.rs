@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 mod engine_support;
-use engine_support::{extract, fixtures, smollm2_path, tiny_models_dir};
+use engine_support::{extract, fixtures, rerun_with_isa, smollm2_path, tiny_models_dir};
 
 const REL_TOL: f32 = 1e-4;
 const MIN_COS: f64 = 0.99999;
@@ -353,39 +353,22 @@ fn gemma3_270m_gguf_matches_transformers() {
 #[test]
 fn every_instruction_set_matches_transformers() {
     use cd_worker::engine::cpu_isa::Isa;
-    let exe = std::env::current_exe().unwrap();
     for isa in [Isa::Generic, Isa::Avx2, Isa::Avx512] {
         if isa > Isa::detected() {
             eprintln!("{isa}: not on this CPU, its kernels are tested where it is");
             continue;
         }
-        let out = std::process::Command::new(&exe)
-            .args([
-                "matches_transformers",
-                "--skip",
-                "every_instruction_set",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env("CD_CPU_ISA", isa.name())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "CD_CPU_ISA={isa}:\n{text}");
+        let args = [
+            "matches_transformers",
+            "--skip",
+            "every_instruction_set",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ];
+        let (text, passed) = rerun_with_isa(isa.name(), &args);
         // 6 tiny architectures, SmolLM2 and Gemma-3 (skipped outside CI
         // when their files are absent: then fewer, but never none).
-        let passed: usize = text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("test result: ok. ")?
-                    .split(' ')
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0);
         assert!(
             passed >= 6,
             "CD_CPU_ISA={isa}: only {passed} parity tests ran:\n{text}"

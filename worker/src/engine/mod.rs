@@ -117,10 +117,12 @@ impl Model {
         }
         // candle's CUDA Q8_0 matmul gave wrong results (cosine 0.95, NaN at
         // hidden 576) when measured on an H100: refuse rather than publish them.
-        let on_cuda = std::iter::once(&devices.embed)
-            .chain(devices.layers.iter())
-            .chain(std::iter::once(&devices.head))
-            .any(|d| d.is_cuda());
+        let every_device = || {
+            std::iter::once(&devices.embed)
+                .chain(devices.layers.iter())
+                .chain(std::iter::once(&devices.head))
+        };
+        let on_cuda = every_device().any(|d| d.is_cuda());
         // Only pairs checked against a reference run (cd_common::verified).
         let kind = if on_cuda {
             cd_common::verified::DeviceKind::Cuda
@@ -128,10 +130,7 @@ impl Model {
             cd_common::verified::DeviceKind::Cpu
         };
         cd_common::verified::check(precision, kind).map_err(EngineError::DeviceMap)?;
-        let all_cpu = std::iter::once(&devices.embed)
-            .chain(devices.layers.iter())
-            .chain(std::iter::once(&devices.head))
-            .all(Device::is_cpu);
+        let all_cpu = every_device().all(Device::is_cpu);
         let num = Numerics::of(precision).on_cpu_tiles(precision, all_cpu);
         let vb = vb.set_dtype(num.weight_dtype());
         // Read in the weights' dtype, then held in the activations' (the AMX

@@ -143,3 +143,29 @@ pub fn run_cell(spec: &cd_common::spec::TaskSpec, dir: &Path) -> PathBuf {
     );
     results.join(format!("{}/tasks/{}", spec.sweep, spec.id()))
 }
+
+/// Runs this test binary again with `CD_CPU_ISA=isa` (the engine chooses its
+/// instruction set once per process, so another choice needs another
+/// process) and libtest's `args`; panics unless it succeeds. Returns its
+/// output, stdout then stderr, and how many tests it reports passed.
+pub fn rerun_with_isa(isa: &str, args: &[&str]) -> (String, usize) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .env("CD_CPU_ISA", isa)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "CD_CPU_ISA={isa}:\n{text}");
+    let passed = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("test result: ok. ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    (text, passed)
+}

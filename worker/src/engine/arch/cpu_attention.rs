@@ -124,6 +124,7 @@ pub(crate) fn attention(
     assert_eq!(v.len(), k.len(), "values and keys differ in shape");
     let mut out = vec![0f32; q_rows * heads * hd];
     let dst = SharedOut(out.as_mut_ptr());
+    let isa = cpu_isa::active();
     // Texts come longest first, so the largest units are taken first.
     for_each_unit(segments.len() * kv_heads, Buffers::default, |buf, unit| {
         let (si, kvh) = (unit / kv_heads, unit % kv_heads);
@@ -149,7 +150,7 @@ pub(crate) fn attention(
         // touches. Each variant runs only where the CPU has its instructions
         // (`cpu_isa::active` never exceeds the detected set).
         unsafe {
-            match cpu_isa::active() {
+            match isa {
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512 | Isa::Amx => head_group_avx512(q, k, v, &unit, buf),
                 #[cfg(target_arch = "x86_64")]

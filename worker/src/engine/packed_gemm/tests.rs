@@ -43,6 +43,18 @@ fn reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
     y
 }
 
+/// The largest absolute error of `y` against `want`, and the largest |want|
+/// (the scale the tolerances are relative to).
+fn worst_error(y: &[f32], want: &[f64]) -> (f64, f64) {
+    let scale = want.iter().fold(0f64, |s, v| s.max(v.abs())).max(1e-12);
+    let worst = y
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0f64, f64::max);
+    (worst, scale)
+}
+
 /// Row counts around both tiles' heights (6, 12) and the row block, column
 /// counts around the panel (16) and the two-panel tile (32), and a k large
 /// enough for several row blocks.
@@ -68,12 +80,7 @@ fn matches_the_triple_loop_on_edge_shapes() {
             assert_eq!((packed.out_features(), packed.in_features()), (n, k));
             let y = packed.matmul_t_on(isa, &x, m);
             let want = reference(&x, &w, m, n, k);
-            let scale = want.iter().fold(0f64, |s, v| s.max(v.abs())).max(1e-12);
-            let worst = y
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (*a as f64 - b).abs())
-                .fold(0f64, f64::max);
+            let (worst, scale) = worst_error(&y, &want);
             // f32 accumulation over k terms: a few ulps times sqrt(k).
             assert!(
                 worst <= 1e-5 * scale,
@@ -282,12 +289,7 @@ fn amx_tiles_match_the_triple_loop_on_bf16_inputs() {
         let packed = amx::Bf16Panels::pack(&bf16_bits(&w), n, k);
         let y = packed.matmul_t(&x, m);
         let want = reference(&round(x.clone()), &w, m, n, k);
-        let scale = want.iter().fold(0f64, |s, v| s.max(v.abs())).max(1e-12);
-        let worst = y
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (*a as f64 - b).abs())
-            .fold(0f64, f64::max);
+        let (worst, scale) = worst_error(&y, &want);
         assert!(
             worst <= 1e-5 * scale,
             "[{m}, {n}, {k}]: worst {worst:e} against {scale:e}"
