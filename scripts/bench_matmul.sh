@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # CPU projection kernels, shape by shape: candle's matmul and the engine's
-# packed f32 kernel (`cd-worker bench-matmul`) against PyTorch's `linear` on
+# packed f32 kernel (`cd-bench matmul`) against PyTorch's `linear` on
 # the same shapes, in the same run, with the same thread count.
 #
 #   scripts/bench_matmul.sh            (SmolLM2-135M's projections, 22/180/700 rows)
 #
 # Needs a Python with torch in BENCH_PYTHON (default python3). Uses the release
-# build of cd-worker (BENCH_BIN=path for another one). Prints Markdown tables.
+# build of cd-bench (BENCH_BIN=path for another one). Prints Markdown tables.
 # BENCH_THREADS (default 2) sets both sides' threads; BENCH_CPU_TIME=1 divides
 # by each process's CPU time instead of wall time (GFLOP per CPU-second: with
 # BENCH_THREADS=1, each kernel's per-core efficiency, robust to a busy machine).
@@ -17,15 +17,15 @@ PY=${BENCH_PYTHON:-python3}
 if [[ -n ${BENCH_BIN:-} ]]; then
   BIN=$BENCH_BIN
 else
-  cargo build --release -p cd-worker >&2
-  BIN=${CARGO_TARGET_DIR:-target}/release/cd-worker
+  cargo build --release -p cd-worker --bin cd-bench >&2
+  BIN=${CARGO_TARGET_DIR:-target}/release/cd-bench
 fi
 CPU_TIME=${BENCH_CPU_TIME:-0}
 CORES=$(nproc) # before OMP_NUM_THREADS is set: nproc honours it
 export RAYON_NUM_THREADS=$THREADS CANDLE_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 echo "machine: $CORES cores, $THREADS threads, $(uname -m), $([[ $CPU_TIME == 1 ]] && echo 'GFLOP per CPU-second' || echo 'GFLOP per wall-second')"
 echo
-"$BIN" bench-matmul ${BENCH_SHAPES:+--shapes "$BENCH_SHAPES"} $([[ $CPU_TIME == 1 ]] && echo --cpu-time)
+"$BIN" matmul ${BENCH_SHAPES:+--shapes "$BENCH_SHAPES"} $([[ $CPU_TIME == 1 ]] && echo --cpu-time)
 echo
 "$PY" - "$THREADS" "${BENCH_SHAPES:-}" "$CPU_TIME" <<'PYEOF'
 import sys, time

@@ -15,8 +15,9 @@
 #      defines every `cu*` driver entry point cudarc binds. The real libcuda
 #      belongs to the GPU driver and is found at run time; the stub only lets
 #      the link step resolve symbols and is never shipped.
-#   4. Builds `cd-worker --release --features cuda` with `CUDA_COMPUTE_CAP`
-#      (default 90, Hopper), strips it and copies it to `.cuda-bin/cd-worker`.
+#   4. Builds `cd-worker` and `cd-bench` (`--release --features cuda`) with
+#      `CUDA_COMPUTE_CAP` (default 90, Hopper), strips them and copies them to
+#      `.cuda-bin/`.
 #
 # Run time: the binary needs libcudart.so.13, libcublas.so.13,
 # libcublasLt.so.13, libcurand.so.10 (and nvrtc for a few kernels) plus the
@@ -133,8 +134,10 @@ cargo build --release --manifest-path "$repo/Cargo.toml" -p cd-worker --features
 
 out="$repo/.cuda-bin"
 mkdir -p "$out"
-cp "$target_dir/release/cd-worker" "$out/cd-worker"
-strip "$out/cd-worker"
+for b in cd-worker cd-bench; do
+    cp "$target_dir/release/$b" "$out/$b"
+    strip "$out/$b"
+done
 if ((bundle_libs)); then
     mkdir -p "$out/lib"
     for lib in cudart cublas cublasLt curand nvrtc; do

@@ -3,8 +3,8 @@
 #
 #   scripts/gpu/bench.sh [quick|full]
 #
-# Needs a CUDA build of the worker at .cuda-bin/cd-worker (scripts/build-cuda.sh
-# makes one; set CD_WORKER to use another) and one NVIDIA GPU. No model is
+# Needs a CUDA build of the engine's benchmark at .cuda-bin/cd-bench
+# (scripts/build-cuda.sh makes one; set CD_BENCH to use another) and one NVIDIA GPU. No model is
 # downloaded: every model is random weights of a named shape, except the tiny
 # HF checkpoints written by scripts/fixtures/make_tiny_models.py (needs numpy).
 #
@@ -25,10 +25,10 @@ set -euo pipefail
 
 mode="${1:-quick}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-bin="${CD_WORKER:-$repo/.cuda-bin/cd-worker}"
+bench="${CD_BENCH:-$repo/.cuda-bin/cd-bench}"
 results="${RESULTS:-gpu-bench.jsonl}"
-[[ -x "$bin" ]] || {
-    echo "bench.sh: no CUDA worker at $bin: run scripts/build-cuda.sh first" >&2
+[[ -x "$bench" ]] || {
+    echo "bench.sh: no CUDA cd-bench at $bench: run scripts/build-cuda.sh first" >&2
     exit 1
 }
 
@@ -36,7 +36,7 @@ results="${RESULTS:-gpu-bench.jsonl}"
 # the CUDA 13 libraries of a Python install (PyTorch cu13x wheels ship them in
 # site-packages/nvidia/cu13/lib), then the system's. libcuda.so.1 comes from
 # the driver.
-if [[ ! -d "$(dirname "$bin")/lib" ]]; then
+if [[ ! -d "$(dirname "$bench")/lib" ]]; then
     for py in python3 python; do
         command -v "$py" >/dev/null || continue
         dirs="$("$py" -c 'import site, sys; print(" ".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null || true)"
@@ -48,9 +48,9 @@ if [[ ! -d "$(dirname "$bin")/lib" ]]; then
         done
     done
 fi
-if ldd "$bin" | grep -q 'not found'; then
+if ldd "$bench" | grep -q 'not found'; then
     echo "bench.sh: the worker's libraries are not all found:" >&2
-    ldd "$bin" | grep 'not found' >&2
+    ldd "$bench" | grep 'not found' >&2
     exit 1
 fi
 
@@ -74,8 +74,8 @@ echo "== MFU against $PEAK_TFLOPS TFLOP/s dense bf16" >&2
 # A failed run is reported and counted, and the remaining runs still go.
 failures=0
 w() {
-    "$bin" bench-random --json "$results" --peak-tflops "$PEAK_TFLOPS" "$@" || {
-        echo "bench.sh: FAILED: bench-random $*" >&2
+    "$bench" random --json "$results" --peak-tflops "$PEAK_TFLOPS" "$@" || {
+        echo "bench.sh: FAILED: cd-bench random $*" >&2
         failures=$((failures + 1))
     }
 }

@@ -6,8 +6,6 @@
 
 pub mod agent;
 pub(crate) mod backoff;
-pub mod bench_matmul;
-pub mod bench_random;
 pub mod cli_datasets;
 pub mod cli_extract;
 pub mod cli_probe;

@@ -32,12 +32,6 @@ enum Command {
     Datasets(cd_worker::cli_datasets::DatasetsCommand),
     /// Run one task from a spec file without a coordinator, writing to a store.
     Cell(cd_worker::agent::cell::CellArgs),
-    /// Benchmark or check a device on random weights of a named shape (docs/gpu.md).
-    #[command(hide = true)]
-    BenchRandom(cd_worker::bench_random::BenchRandomArgs),
-    /// Time the CPU projection kernels (candle's matmul and the packed one) per shape.
-    #[command(hide = true)]
-    BenchMatmul(cd_worker::bench_matmul::BenchMatmulArgs),
 }
 
 /// Keep freed memory in the process for reuse (glibc).
@@ -91,8 +85,6 @@ fn main() -> Result<()> {
             Err(e) => return Err(e),
         },
         Some(Command::Cell(args)) => cd_worker::agent::cell::run(args)?,
-        Some(Command::BenchRandom(args)) => cd_worker::bench_random::run(args)?,
-        Some(Command::BenchMatmul(args)) => cd_worker::bench_matmul::run(args)?,
         None => cd_worker::agent::run(cli.agent)?,
     };
     std::process::exit(code)

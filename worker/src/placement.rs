@@ -36,9 +36,6 @@ use std::fmt;
 /// Errors planning a placement.
 #[derive(Debug, thiserror::Error)]
 pub enum PlacementError {
-    /// A field of the model config is missing or not a positive integer.
-    #[error("model config: field `{field}` {problem}")]
-    Config { field: String, problem: String },
     /// No devices were given.
     #[error("no devices to place the model on")]
     NoDevices,
@@ -74,57 +71,6 @@ pub struct ModelShape {
 }
 
 impl ModelShape {
-    /// Read the shape from an HF `config.json` value (a Gemma-3 style
-    /// `text_config` is looked into). Missing optional fields take HF's
-    /// defaults: `num_key_value_heads = num_attention_heads`,
-    /// `head_dim = hidden_size / num_attention_heads`, untied embeddings
-    /// (tied for Gemma), biases for Qwen2.
-    pub fn from_hf_config(config: &serde_json::Value) -> Result<Self, PlacementError> {
-        let config = config
-            .get("text_config")
-            .filter(|v| v.is_object())
-            .unwrap_or(config);
-        let get = |field: &str| -> Result<Option<usize>, PlacementError> {
-            match config.get(field) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(v) => match v.as_u64() {
-                    Some(n) if n > 0 => Ok(Some(n as usize)),
-                    _ => Err(PlacementError::Config {
-                        field: field.into(),
-                        problem: format!("is {v}, expected a positive integer"),
-                    }),
-                },
-            }
-        };
-        let need = |field: &str| -> Result<usize, PlacementError> {
-            get(field)?.ok_or_else(|| PlacementError::Config {
-                field: field.into(),
-                problem: "is missing".into(),
-            })
-        };
-        let model_type = config
-            .get("model_type")
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
-        let hidden = need("hidden_size")?;
-        let heads = need("num_attention_heads")?;
-        let tied_default = model_type.starts_with("gemma");
-        Ok(ModelShape {
-            hidden,
-            intermediate: need("intermediate_size")?,
-            layers: need("num_hidden_layers")?,
-            heads,
-            kv_heads: get("num_key_value_heads")?.unwrap_or(heads),
-            head_dim: get("head_dim")?.unwrap_or(hidden / heads),
-            vocab: need("vocab_size")?,
-            tied_embeddings: config
-                .get("tie_word_embeddings")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(tied_default),
-            qkv_bias: model_type == "qwen2",
-        })
-    }
-
     /// LLaMA-2-7B's shape.
     pub fn llama2_7b() -> Self {
         Self::llama(4096, 11008, 32, 32, 32)
@@ -804,40 +750,45 @@ mod tests {
         }
     }
 
+    /// The shape through the engine's config parser (the only one).
+    fn shape_of(config: &serde_json::Value) -> Result<ModelShape, crate::engine::EngineError> {
+        let cfg = ModelConfig::from_hf_config_json(
+            &config.to_string(),
+            std::path::Path::new("config.json"),
+        )?;
+        Ok(ModelShape::from(&cfg))
+    }
+
     #[test]
-    fn reads_hf_configs_with_defaults_and_names_bad_fields() {
+    fn shapes_from_hf_configs_with_defaults_and_bad_fields_named() {
         let llama: serde_json::Value = serde_json::json!({
             "model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672,
             "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
             "vocab_size": 32000, "tie_word_embeddings": false
         });
-        assert_eq!(
-            ModelShape::from_hf_config(&llama).unwrap(),
-            ModelShape::llama2_70b()
-        );
+        assert_eq!(shape_of(&llama).unwrap(), ModelShape::llama2_70b());
         let gemma3 = serde_json::json!({"model_type": "gemma3", "text_config": {
             "model_type": "gemma3_text", "hidden_size": 640, "intermediate_size": 2048,
             "num_hidden_layers": 18, "num_attention_heads": 4, "num_key_value_heads": 1,
             "head_dim": 256, "vocab_size": 262144}});
-        let g = ModelShape::from_hf_config(&gemma3).unwrap();
+        let g = shape_of(&gemma3).unwrap();
         assert_eq!((g.head_dim, g.kv_heads, g.tied_embeddings), (256, 1, true));
         let qwen = serde_json::json!({"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
             "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
             "vocab_size": 151936, "tie_word_embeddings": true});
-        let q = ModelShape::from_hf_config(&qwen).unwrap();
+        let q = shape_of(&qwen).unwrap();
         // Qwen2-0.5B: 494M parameters.
         assert_eq!(q.params() / 1_000_000, 494);
-        let bad = serde_json::json!({"hidden_size": "big"});
-        let msg = ModelShape::from_hf_config(&bad).unwrap_err().to_string();
+        let bad = serde_json::json!({"model_type": "llama", "hidden_size": "big"});
+        let msg = shape_of(&bad).unwrap_err().to_string();
+        assert!(msg.contains("`hidden_size`"), "{msg}");
+        let missing = serde_json::json!({"model_type": "llama", "hidden_size": 8,
+            "num_attention_heads": 2, "num_hidden_layers": 2, "vocab_size": 16});
+        let msg = shape_of(&missing).unwrap_err().to_string();
         assert!(
-            msg.contains("`hidden_size`") && msg.contains("positive integer"),
+            msg.contains("`intermediate_size`") && msg.contains("missing"),
             "{msg}"
         );
-        let missing = serde_json::json!({"hidden_size": 8, "num_attention_heads": 2});
-        let msg = ModelShape::from_hf_config(&missing)
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("`intermediate_size` is missing"), "{msg}");
     }
 
     #[test]
@@ -856,5 +807,74 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_split_cpu_model_equals_the_unsplit_one_bit_for_bit() {
+        // Two CPU handles are one device, so this checks the per-layer
+        // placement plumbing (weights looked up per layer device, states
+        // handed across the split) rather than a copy; the CUDA run of
+        // `cd-bench random --check --split 2` checks real boundary copies.
+        use crate::engine::random_model::{build, random_texts, random_weights, shape_config};
+        use crate::engine::{Device, ExtractOptions, Pooling, Site};
+        let cfg_json = shape_config("tiny", None).unwrap();
+        let cfg =
+            ModelConfig::from_hf_config_json(&cfg_json.to_string(), std::path::Path::new("tiny"))
+                .unwrap();
+        let single = DeviceMap::single(Device::Cpu, cfg.num_layers);
+        let weights = random_weights(&cfg, &single, candle_core::DType::F32, 7).unwrap();
+        let budgets = [
+            DeviceBudget {
+                name: "cpu-a".into(),
+                usable_bytes: 1 << 30,
+            },
+            DeviceBudget {
+                name: "cpu-b".into(),
+                usable_bytes: 1 << 30,
+            },
+        ];
+        let plan = plan(
+            &ModelShape::from(&cfg),
+            Precision::F32,
+            BatchShape { batch: 4, seq: 16 },
+            &budgets,
+        )
+        .unwrap();
+        assert_eq!(plan.boundaries(), 1, "{plan:?}");
+        let infos: Vec<DeviceInfo> = budgets
+            .iter()
+            .map(|b| DeviceInfo {
+                device: Device::Cpu,
+                name: b.name.clone(),
+                model: "cpu".into(),
+                total_bytes: b.usable_bytes,
+                free_bytes: b.usable_bytes,
+            })
+            .collect();
+        let split = plan.device_map(&infos);
+        let texts = random_texts(5, 11, cfg.vocab_size, 3);
+        let texts: Vec<String> = texts
+            .iter()
+            .enumerate()
+            .map(|(k, t)| t.split(' ').take(3 + 2 * k).collect::<Vec<_>>().join(" "))
+            .collect();
+        let opts = ExtractOptions {
+            site: Site::Residual,
+            pooling: Pooling::Last,
+            batch_size: 2,
+            max_tokens: None,
+            add_special_tokens: false,
+        };
+        let a = build(&cfg_json, weights.clone(), Precision::F32, single).unwrap();
+        let b = build(&cfg_json, weights, Precision::F32, split).unwrap();
+        let fa = a.extract(&texts, &opts, &mut |_| {}).unwrap();
+        let fb = b.extract(&texts, &opts, &mut |_| {}).unwrap();
+        assert_eq!(fa.data.dim(), (5, cfg.num_layers + 1, cfg.hidden_size));
+        assert!(fa.data.iter().any(|&x| x != 0.0));
+        assert_eq!(
+            fa.data, fb.data,
+            "the split model must reproduce the unsplit one exactly"
+        );
+        assert_eq!(fa.token_counts, vec![3, 5, 7, 9, 11]);
     }
 }

@@ -494,3 +494,56 @@ fn an_instruction_set_the_cpu_cannot_run_is_a_configuration_error() {
     assert!(!stderr(&o).contains("CD_CPU_ISA"), "{}", stderr(&o));
     assert!(!out.exists());
 }
+
+/// The commands a `--help` page lists under `Commands:`.
+fn listed_commands(bin: &str) -> Vec<String> {
+    let out = Command::new(bin).arg("--help").output().unwrap();
+    assert!(out.status.success(), "{bin} --help: {}", out.status);
+    let help = String::from_utf8(out.stdout).unwrap();
+    help.split("Commands:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{bin} --help has no Commands section:\n{help}"))
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn the_worker_lists_only_user_commands_and_benchmarks_live_in_cd_bench() {
+    assert_eq!(
+        listed_commands(env!("CARGO_BIN_EXE_cd-worker")),
+        ["extract", "probe", "datasets", "cell", "help"]
+    );
+    let old = Command::new(env!("CARGO_BIN_EXE_cd-worker"))
+        .arg("bench-random")
+        .output()
+        .unwrap();
+    assert_eq!(
+        old.status.code(),
+        Some(2),
+        "a benchmark subcommand must not parse"
+    );
+    assert_eq!(
+        listed_commands(env!("CARGO_BIN_EXE_cd-bench")),
+        ["random", "matmul", "help"]
+    );
+    // The benchmark binary runs: the device check on a tiny random model.
+    let check = Command::new(env!("CARGO_BIN_EXE_cd-bench"))
+        .args(["random", "--check", "--config", "tiny", "--gpus", "cpu"])
+        .args(["--precision", "16", "--seq", "24", "--batch", "4"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "cd-bench random --check: {}\n{}",
+        check.status,
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(result["mode"], "check");
+    assert_eq!(result["layers"].as_array().unwrap().len(), 5);
+    assert!(result["worst_cos"].as_f64().unwrap() > 0.999, "{result}");
+}

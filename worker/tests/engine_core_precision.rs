@@ -146,3 +146,101 @@ fn bf16_without_amx_tiles_stays_close_to_f32_too() {
     );
     assert!(text.contains("test result: ok. 1 passed"), "{text}");
 }
+
+/// The device check (`cd-bench random --check` runs the same comparison on a
+/// GPU machine): on every device this build can open (the CPU always, every
+/// CUDA device when built with `--features cuda`), each precision verified
+/// for that device kind runs a randomly initialised model of SmolLM2's
+/// widths (GQA, tied head; three layers) on texts of varied lengths, and
+/// every layer must agree with the same weights on the CPU in f32: f32
+/// within 1e-4 relative, the reduced precisions above their cosine floors.
+#[test]
+fn every_available_device_agrees_with_the_cpu_in_f32() {
+    use candle_core::DType;
+    use cd_common::verified::{is_verified, DeviceKind};
+    use cd_worker::devices::{self, GpuSelection};
+    use cd_worker::engine::agreement::layer_agreement;
+    use cd_worker::engine::random_model::{build, random_texts, random_weights, shape_config};
+    use cd_worker::engine::{DeviceMap, ModelConfig};
+    use std::path::Path;
+
+    let cfg_json = shape_config("smollm2-135m", Some(3)).unwrap();
+    let cfg =
+        ModelConfig::from_hf_config_json(&cfg_json.to_string(), Path::new("smollm2-135m")).unwrap();
+    let cpu_map = DeviceMap::single(cd_worker::engine::Device::Cpu, cfg.num_layers);
+    let weights = random_weights(&cfg, &cpu_map, DType::F32, 11).unwrap();
+    let texts: Vec<String> = [40, 21, 7, 1, 37, 13]
+        .iter()
+        .enumerate()
+        .flat_map(|(k, &len)| random_texts(1, len, cfg.vocab_size, k as u64))
+        .collect();
+    let opts = ExtractOptions {
+        site: Site::Residual,
+        pooling: Pooling::Last,
+        batch_size: 4,
+        max_tokens: None,
+        add_special_tokens: false,
+    };
+    let reference = build(&cfg_json, weights.clone(), Precision::F32, cpu_map)
+        .unwrap()
+        .extract(&texts, &opts, &mut |_| {})
+        .unwrap();
+
+    let mut opened = devices::open(&GpuSelection::Cpu).unwrap();
+    if cfg!(feature = "cuda") {
+        match devices::open(&GpuSelection::All) {
+            Ok(gpus) => opened.extend(gpus),
+            Err(e) => eprintln!("no CUDA device to check ({e}): the CPU only"),
+        }
+    }
+    let mut checked = 0;
+    for device in &opened {
+        let kind = if device.is_cuda() {
+            DeviceKind::Cuda
+        } else {
+            DeviceKind::Cpu
+        };
+        for precision in [
+            Precision::F32,
+            Precision::Bf16,
+            Precision::F16,
+            Precision::Int8,
+            Precision::Q8_0,
+        ] {
+            if !is_verified(precision, kind) {
+                continue;
+            }
+            // The floors of `common/src/verified.rs`' evidence, per layer.
+            let (max_rel, min_cos) = match precision {
+                Precision::F32 => (1e-4, 0.999_999),
+                Precision::F16 => (f64::INFINITY, 0.9999),
+                Precision::Bf16 => (f64::INFINITY, 0.999),
+                Precision::Q8_0 => (f64::INFINITY, 0.995),
+                Precision::Int8 => (f64::INFINITY, 0.99),
+            };
+            let map = DeviceMap::single(device.device.clone(), cfg.num_layers);
+            let got = build(&cfg_json, weights.clone(), precision, map)
+                .unwrap()
+                .extract(&texts, &opts, &mut |_| {})
+                .unwrap();
+            let layers = layer_agreement(&reference, &got).unwrap();
+            assert_eq!(layers.len(), cfg.num_layers + 1);
+            for a in &layers {
+                eprintln!(
+                    "{} at {precision}: layer {} rel {:.2e} cos {:.7}",
+                    device.name, a.layer, a.rel, a.cos
+                );
+                assert!(
+                    a.rel <= max_rel && a.cos >= min_cos,
+                    "{} at {precision}, layer {}: rel {:.2e} (max {max_rel:e}), cosine {:.7} (min {min_cos})",
+                    device.name,
+                    a.layer,
+                    a.rel,
+                    a.cos
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "the CPU alone has five verified precisions");
+}

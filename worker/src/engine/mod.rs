@@ -12,6 +12,7 @@
 //!   precision and each family's quirks.
 
 pub(crate) mod activation;
+pub mod agreement;
 pub(crate) mod arch;
 mod config;
 pub mod cpu_isa;
@@ -24,6 +25,7 @@ pub mod load;
 pub mod output;
 pub(crate) mod packed_gemm;
 pub(crate) mod quant;
+pub mod random_model;
 pub mod tokenizer_gguf;
 
 pub use candle_core::Device;
@@ -31,11 +33,18 @@ pub use cd_common::spec::{Pooling, Precision, Site};
 pub use config::{Arch, LayerKind, ModelConfig, Rope, RopeScaling};
 pub use error::EngineError;
 pub use extract::{ExtractOptions, ExtractProgress, Features};
+pub use packed_gemm::PackedMatrix;
 
 use arch::{AttnCtx, Block, RmsNorm, Segment};
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use quant::Numerics;
+
+/// The dtype activations run in at `precision` (f32 for 32 and Q8_0, bf16
+/// or f16 for the 16-bit schemes, f16 for LLM.int8's unquantised parts).
+pub fn activation_dtype(precision: Precision) -> DType {
+    Numerics::of(precision).act_dtype
+}
 
 /// Which device each part of the model lives on. Layers are placed in
 /// contiguous ranges; hidden states cross a device boundary once per batch.

@@ -6,7 +6,7 @@
 //! panels and multiplies it with 8 broadcast values of `x` into 24
 //! accumulators (28 of the 32 registers in use), so eleven loads feed 24
 //! multiply-adds and only eight rows of `x` are streamed. Measured on a
-//! 2-core AVX-512 machine (`cd-worker bench-matmul`, SmolLM2's shapes): one
+//! 2-core AVX-512 machine (`cd-bench matmul`, SmolLM2's shapes): one
 //! thread reached ~89 % of the FMA peak against ~80 % for a 12 × 32 tile
 //! (two panels) and ~81 % for 6 × 64 (four panels); k is unrolled by four so
 //! the row addresses are computed once per four broadcasts.

@@ -155,7 +155,7 @@ fn for_each_tile<S>(
 }
 
 /// A weight matrix `W` (`[n, k]`) laid out for [`PackedMatrix::matmul_t`].
-pub(crate) struct PackedMatrix {
+pub struct PackedMatrix {
     n: usize,
     k: usize,
     /// Panels, starting at `data[offset]` (64-byte aligned).
@@ -175,12 +175,12 @@ fn assert_runs(isa: Isa) {
 impl PackedMatrix {
     /// Whether the packed kernels run in this process: the active
     /// instruction set ([`cpu_isa::active`]) is AVX2 or better.
-    pub(crate) fn supported() -> bool {
+    pub fn supported() -> bool {
         cpu_isa::active() >= Isa::Avx2
     }
 
     /// Pack `w`, a row-major `[n, k]` matrix. Panics if `w.len() != n * k`.
-    pub(crate) fn pack(w: &[f32], n: usize, k: usize) -> Self {
+    pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "packing a [{n}, {k}] matrix");
         let panels = n.div_ceil(NR);
         let len = panels * k * NR;
@@ -226,7 +226,7 @@ impl PackedMatrix {
     /// `x·Wᵀ` for `x` a row-major `[m, k]` matrix; returns row-major `[m, n]`.
     /// Panics if `x.len() != m * k` or if the packed kernels do not run here
     /// (check [`PackedMatrix::supported`] first).
-    pub(crate) fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
+    pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
         self.matmul_t_on(cpu_isa::active(), x, m)
     }
 

@@ -1,4 +1,4 @@
-//! `cd-worker bench-random`: measure extraction on a device without
+//! `cd-bench random`: measure extraction on a device without
 //! downloading a model, and check a device against the CPU.
 //!
 //! Three modes, each on randomly initialised weights of a named LLaMA-family
@@ -21,23 +21,23 @@
 //! as between two GPUs), to measure the cost of a boundary and check that a
 //! split model equals the unsplit one.
 
-use crate::devices::{self, DeviceInfo, GpuSelection};
-use crate::engine::{
-    load, DeviceMap, ExtractOptions, Features, Model, ModelConfig, Pooling, Precision, Site,
-};
-use crate::placement::{self, BatchShape, ModelShape};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use cd_worker::devices::{self, DeviceInfo, GpuSelection};
+use cd_worker::engine::agreement::layer_agreement;
+use cd_worker::engine::random_model::{build, random_texts, random_weights, shape_config};
+use cd_worker::engine::{
+    activation_dtype, load, DeviceMap, ExtractOptions, ModelConfig, Pooling, Precision, Site,
+};
+use cd_worker::placement::{self, BatchShape, ModelShape};
 use clap::Args;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
 
-/// Arguments of `cd-worker bench-random`.
+/// Arguments of `cd-bench random`.
 #[derive(Debug, Args)]
-pub struct BenchRandomArgs {
+pub struct RandomArgs {
     /// Model shape: llama2-7b, llama2-13b, llama2-70b, smollm2-135m, tiny.
     #[arg(long, default_value = "llama2-7b")]
     pub config: String,
@@ -89,7 +89,7 @@ pub struct BenchRandomArgs {
 }
 
 /// Run the command. Returns the process exit code.
-pub fn run(args: BenchRandomArgs) -> Result<i32> {
+pub fn run(args: RandomArgs) -> Result<i32> {
     if args.batch == 0 || args.seq == 0 || args.iters == 0 || args.split == 0 {
         bail!("--batch, --seq, --iters and --split must be at least 1");
     }
@@ -119,160 +119,6 @@ pub fn run(args: BenchRandomArgs) -> Result<i32> {
         writeln!(f, "{result}")?;
     }
     Ok(0)
-}
-
-/// The HF `config.json` of a named shape, with `layers` overriding the depth.
-pub fn shape_config(name: &str, layers: Option<usize>) -> Result<serde_json::Value> {
-    // (hidden, intermediate, layers, heads, kv heads, vocab, tied, rope theta)
-    let (h, i, l, nh, kv, v, tied, theta) = match name {
-        "llama2-7b" => (4096, 11008, 32, 32, 32, 32000, false, 10_000.0),
-        "llama2-13b" => (5120, 13824, 40, 40, 40, 32000, false, 10_000.0),
-        "llama2-70b" => (8192, 28672, 80, 64, 8, 32000, false, 10_000.0),
-        "smollm2-135m" => (576, 1536, 30, 9, 3, 49152, true, 100_000.0),
-        "tiny" => (64, 128, 4, 4, 2, 512, false, 10_000.0),
-        other => bail!("unknown --config `{other}`: expected llama2-7b, llama2-13b, llama2-70b, smollm2-135m or tiny"),
-    };
-    let l = match layers {
-        Some(0) => bail!("--layers must be at least 1"),
-        Some(n) if n > l => bail!("--layers {n}: the {name} shape has only {l} layers"),
-        Some(n) => n,
-        None => l,
-    };
-    Ok(serde_json::json!({
-        "model_type": "llama", "hidden_size": h, "intermediate_size": i,
-        "num_hidden_layers": l, "num_attention_heads": nh, "num_key_value_heads": kv,
-        "vocab_size": v, "tie_word_embeddings": tied, "rope_theta": theta,
-        "rms_norm_eps": 1e-5, "max_position_embeddings": 4096
-    }))
-}
-
-/// Uniform weights with the spread of a trained model's (std 0.02), norms
-/// near 1. On a CUDA device they are drawn there (fast for 7B+); on the CPU
-/// from a seeded SplitMix64, so a CPU map is reproducible and can be copied
-/// to any device for comparisons.
-pub fn random_weights(
-    cfg: &ModelConfig,
-    map: &DeviceMap,
-    dtype: DType,
-    seed: u64,
-) -> Result<HashMap<String, Tensor>> {
-    let (d, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-    let (q, kv) = (
-        cfg.num_heads * cfg.head_dim,
-        cfg.num_kv_heads * cfg.head_dim,
-    );
-    let mut rng = SplitMix64(seed);
-    for dev in std::iter::once(&map.embed)
-        .chain(&map.layers)
-        .chain([&map.head])
-    {
-        if dev.is_cuda() {
-            dev.set_seed(seed)?;
-        }
-    }
-    let mut out = HashMap::new();
-    let mut put = |name: String,
-                   shape: &[usize],
-                   dev: &Device,
-                   center: f64,
-                   rng: &mut SplitMix64|
-     -> Result<()> {
-        let a = 0.02 * 3f64.sqrt();
-        let t = if dev.is_cuda() {
-            (Tensor::rand(-a as f32, a as f32, shape, dev)? + center)?.to_dtype(dtype)?
-        } else {
-            let n: usize = shape.iter().product();
-            let data: Vec<f32> = (0..n)
-                .map(|_| (center + a * (2.0 * rng.next_f64() - 1.0)) as f32)
-                .collect();
-            Tensor::from_vec(data, shape, dev)?.to_dtype(dtype)?
-        };
-        out.insert(name, t);
-        Ok(())
-    };
-    put(
-        "model.embed_tokens.weight".into(),
-        &[v, d],
-        &map.embed,
-        0.0,
-        &mut rng,
-    )?;
-    for (l, dev) in map.layers.iter().enumerate() {
-        let p = format!("model.layers.{l}");
-        for (name, shape) in [
-            ("self_attn.q_proj", [q, d]),
-            ("self_attn.k_proj", [kv, d]),
-            ("self_attn.v_proj", [kv, d]),
-            ("self_attn.o_proj", [d, q]),
-            ("mlp.gate_proj", [i, d]),
-            ("mlp.up_proj", [i, d]),
-            ("mlp.down_proj", [d, i]),
-        ] {
-            put(format!("{p}.{name}.weight"), &shape, dev, 0.0, &mut rng)?;
-        }
-        put(
-            format!("{p}.input_layernorm.weight"),
-            &[d],
-            dev,
-            1.0,
-            &mut rng,
-        )?;
-        put(
-            format!("{p}.post_attention_layernorm.weight"),
-            &[d],
-            dev,
-            1.0,
-            &mut rng,
-        )?;
-    }
-    put("model.norm.weight".into(), &[d], &map.head, 1.0, &mut rng)?;
-    if !cfg.tie_word_embeddings {
-        put("lm_head.weight".into(), &[v, d], &map.head, 0.0, &mut rng)?;
-    }
-    Ok(out)
-}
-
-/// A word-level tokenizer over `w0 … w{n-1}` (one token per whitespace-separated
-/// word, no special tokens), so a text of `k` words is exactly `k` tokens.
-pub fn word_tokenizer(n: usize) -> Result<tokenizers::Tokenizer> {
-    let vocab: serde_json::Map<String, serde_json::Value> = (0..n)
-        .map(|k| (format!("w{k}"), serde_json::Value::from(k)))
-        .collect();
-    let json = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
-        "post_processor": null, "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"}
-    });
-    tokenizers::Tokenizer::from_str(&json.to_string())
-        .map_err(|e| anyhow::anyhow!("word tokenizer: {e}"))
-}
-
-/// `count` texts of `len` random words.
-fn random_texts(count: usize, len: usize, vocab: usize, seed: u64) -> Vec<String> {
-    let mut rng = SplitMix64(seed ^ 0x5eed);
-    let words = vocab.min(4096) as u64;
-    (0..count)
-        .map(|_| {
-            (0..len)
-                .map(|_| format!("w{}", 1 + rng.next_u64() % (words - 1)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect()
-}
-
-/// Build a model on `map` from a weight map (consumed: the model keeps what it needs).
-pub fn build(
-    cfg_json: &serde_json::Value,
-    weights: HashMap<String, Tensor>,
-    precision: Precision,
-    map: DeviceMap,
-) -> Result<Model> {
-    let cfg = ModelConfig::from_hf_config_json(&cfg_json.to_string(), Path::new("<bench-random>"))?;
-    let tokenizer = word_tokenizer(cfg.vocab_size.min(4096))?;
-    let vb = VarBuilder::from_tensors(weights, DType::F32, &map.embed);
-    Ok(Model::new(cfg, vb, tokenizer, precision, map)?)
 }
 
 /// `n` contiguous layer ranges over `handles` (as equal as possible).
@@ -316,9 +162,10 @@ fn extract_opts(site: Site, batch: usize, add_special_tokens: bool) -> ExtractOp
     }
 }
 
-fn throughput(args: &BenchRandomArgs, info: &DeviceInfo) -> Result<serde_json::Value> {
+fn throughput(args: &RandomArgs, info: &DeviceInfo) -> Result<serde_json::Value> {
     let cfg_json = shape_config(&args.config, args.layers)?;
-    let shape = ModelShape::from_hf_config(&cfg_json)?;
+    let cfg = ModelConfig::from_hf_config_json(&cfg_json.to_string(), Path::new(&args.config))?;
+    let shape = ModelShape::from(&cfg);
     // Refuse early, with the planner's message, what will not fit.
     let budget = placement::DeviceBudget::of(info);
     let batch_shape = BatchShape {
@@ -333,13 +180,12 @@ fn throughput(args: &BenchRandomArgs, info: &DeviceInfo) -> Result<serde_json::V
         info.name
     );
     let hs = handles(info, args.split)?;
-    let cfg = ModelConfig::from_hf_config_json(&cfg_json.to_string(), Path::new("<bench-random>"))?;
     let map = split_map(&hs, cfg.num_layers);
     let t0 = Instant::now();
     let gen_dtype = if args.precision == Precision::Q8_0 {
         DType::F32
     } else {
-        dtype_of(args.precision)
+        activation_dtype(args.precision)
     };
     let weights = random_weights(&cfg, &map, gen_dtype, args.seed)?;
     let model = build(&cfg_json, weights, args.precision, map)?;
@@ -362,7 +208,9 @@ fn throughput(args: &BenchRandomArgs, info: &DeviceInfo) -> Result<serde_json::V
     let t1 = Instant::now();
     let feats = model.extract(timed, &opts, &mut |_| marks.push(Instant::now()))?;
     let wall = t1.elapsed().as_secs_f64();
-    ensure_finite(&feats)?;
+    if let Some(pos) = feats.data.iter().position(|x| !x.is_finite()) {
+        bail!("non-finite feature at flat index {pos}: the forward pass produced NaN or inf");
+    }
     let mut per_batch: Vec<f64> = marks
         .windows(2)
         .map(|w| (w[1] - w[0]).as_secs_f64())
@@ -402,16 +250,14 @@ fn throughput(args: &BenchRandomArgs, info: &DeviceInfo) -> Result<serde_json::V
     Ok(out)
 }
 
-fn check(args: &BenchRandomArgs, info: &DeviceInfo) -> Result<serde_json::Value> {
+fn check(args: &RandomArgs, info: &DeviceInfo) -> Result<serde_json::Value> {
     let opts = extract_opts(args.site, args.batch, args.model.is_some());
     let hs = handles(info, args.split)?;
     let (label, cpu_model, dev_model, texts) = match &args.model {
         None => {
             let cfg_json = shape_config(&args.config, args.layers)?;
-            let cfg = ModelConfig::from_hf_config_json(
-                &cfg_json.to_string(),
-                Path::new("<bench-random>"),
-            )?;
+            let cfg =
+                ModelConfig::from_hf_config_json(&cfg_json.to_string(), Path::new(&args.config))?;
             let cpu_map = DeviceMap::single(Device::Cpu, cfg.num_layers);
             let weights = random_weights(&cfg, &cpu_map, DType::F32, args.seed)?;
             let cpu = build(&cfg_json, weights.clone(), Precision::F32, cpu_map)?;
@@ -469,29 +315,17 @@ fn check(args: &BenchRandomArgs, info: &DeviceInfo) -> Result<serde_json::Value>
     };
     let reference = cpu_model.extract(&texts, &opts, &mut |_| {})?;
     let got = dev_model.extract(&texts, &opts, &mut |_| {})?;
-    ensure_finite(&got)?;
-    let (n, layers, d) = reference.data.dim();
+    let n = got.data.dim().0;
     let mut rows = Vec::new();
     let (mut worst_rel, mut worst_cos) = (0f64, 1f64);
-    for l in 0..layers {
-        let (mut max_ref, mut max_diff, mut min_cos) = (0f64, 0f64, 1f64);
-        for t in 0..n {
-            let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
-            for k in 0..d {
-                let (a, b) = (reference.data[[t, l, k]] as f64, got.data[[t, l, k]] as f64);
-                max_ref = max_ref.max(a.abs());
-                max_diff = max_diff.max((a - b).abs());
-                dot += a * b;
-                na += a * a;
-                nb += b * b;
-            }
-            min_cos = min_cos.min(dot / (na.sqrt() * nb.sqrt()).max(f64::MIN_POSITIVE));
-        }
-        let rel = max_diff / max_ref.max(f64::MIN_POSITIVE);
-        worst_rel = worst_rel.max(rel);
-        worst_cos = worst_cos.min(min_cos);
-        eprintln!("  layer {l:>3}: max|diff|/max|ref| {rel:.2e}  min cosine {min_cos:.7}");
-        rows.push(serde_json::json!({"layer": l, "rel": rel, "cos": min_cos}));
+    for a in layer_agreement(&reference, &got)? {
+        worst_rel = worst_rel.max(a.rel);
+        worst_cos = worst_cos.min(a.cos);
+        eprintln!(
+            "  layer {:>3}: max|diff|/max|ref| {:.2e}  min cosine {:.7}",
+            a.layer, a.rel, a.cos
+        );
+        rows.push(serde_json::json!({"layer": a.layer, "rel": a.rel, "cos": a.cos}));
     }
     eprintln!(
         "{label} on {} at {} (split {}) vs cpu f32, {} texts: worst rel {worst_rel:.2e}, worst cosine {worst_cos:.7}",
@@ -514,10 +348,11 @@ const CHECK_TEXTS: &[&str] = &[
     "A quick brown fox jumps over the lazy dog. The dog did not react at all, which surprised the fox.",
 ];
 
-fn ops(args: &BenchRandomArgs, dev: &Device) -> Result<serde_json::Value> {
+fn ops(args: &RandomArgs, dev: &Device) -> Result<serde_json::Value> {
     let cfg_json = shape_config(&args.config, Some(1))?;
-    let shape = ModelShape::from_hf_config(&cfg_json)?;
-    let dt = dtype_of(args.precision);
+    let cfg = ModelConfig::from_hf_config_json(&cfg_json.to_string(), Path::new(&args.config))?;
+    let shape = ModelShape::from(&cfg);
+    let dt = activation_dtype(args.precision);
     let (b, t, d, i) = (args.batch, args.seq, shape.hidden, shape.intermediate);
     let (h, kvh, hd) = (shape.heads, shape.kv_heads, shape.head_dim);
     let m = b * t;
@@ -694,22 +529,6 @@ fn ops(args: &BenchRandomArgs, dev: &Device) -> Result<serde_json::Value> {
     )
 }
 
-fn dtype_of(p: Precision) -> DType {
-    match p {
-        Precision::F32 | Precision::Q8_0 => DType::F32,
-        Precision::Int8 => DType::F16,
-        Precision::Bf16 => DType::BF16,
-        Precision::F16 => DType::F16,
-    }
-}
-
-fn ensure_finite(f: &Features) -> Result<()> {
-    if let Some(pos) = f.data.iter().position(|x| !x.is_finite()) {
-        bail!("non-finite feature at flat index {pos}: the forward pass produced NaN or inf");
-    }
-    Ok(())
-}
-
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
@@ -717,127 +536,4 @@ fn gib(bytes: u64) -> f64 {
 fn round(x: f64, digits: i32) -> f64 {
     let p = 10f64.powi(digits);
     (x * p).round() / p
-}
-
-/// SplitMix64: a tiny, seedable generator (reproducible weights without a
-/// dependency).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_split_cpu_model_equals_the_unsplit_one_bit_for_bit() {
-        // Two CPU handles are one device, so this checks the per-layer
-        // placement plumbing (weights looked up per layer device, states
-        // handed across the split) rather than a copy; the CUDA run of
-        // `bench-random --check --split 2` checks real boundary copies.
-        let cfg_json = shape_config("tiny", None).unwrap();
-        let cfg = ModelConfig::from_hf_config_json(&cfg_json.to_string(), Path::new("t")).unwrap();
-        let single = DeviceMap::single(Device::Cpu, cfg.num_layers);
-        let weights = random_weights(&cfg, &single, DType::F32, 7).unwrap();
-        let budgets = [
-            placement::DeviceBudget {
-                name: "cpu-a".into(),
-                usable_bytes: 1 << 30,
-            },
-            placement::DeviceBudget {
-                name: "cpu-b".into(),
-                usable_bytes: 1 << 30,
-            },
-        ];
-        let plan = placement::plan(
-            &ModelShape::from(&cfg),
-            Precision::F32,
-            BatchShape { batch: 4, seq: 16 },
-            &budgets,
-        )
-        .unwrap();
-        assert_eq!(plan.boundaries(), 1, "{plan:?}");
-        let infos: Vec<DeviceInfo> = budgets
-            .iter()
-            .map(|b| DeviceInfo {
-                device: Device::Cpu,
-                name: b.name.clone(),
-                model: "cpu".into(),
-                total_bytes: b.usable_bytes,
-                free_bytes: b.usable_bytes,
-            })
-            .collect();
-        let split = plan.device_map(&infos);
-        let texts = random_texts(5, 11, cfg.vocab_size, 3);
-        let texts: Vec<String> = texts
-            .iter()
-            .enumerate()
-            .map(|(k, t)| t.split(' ').take(3 + 2 * k).collect::<Vec<_>>().join(" "))
-            .collect();
-        let opts = extract_opts(Site::Residual, 2, false);
-        let a = build(&cfg_json, weights.clone(), Precision::F32, single).unwrap();
-        let b = build(&cfg_json, weights, Precision::F32, split).unwrap();
-        let fa = a.extract(&texts, &opts, &mut |_| {}).unwrap();
-        let fb = b.extract(&texts, &opts, &mut |_| {}).unwrap();
-        assert_eq!(fa.data.dim(), (5, cfg.num_layers + 1, cfg.hidden_size));
-        assert!(fa.data.iter().any(|&x| x != 0.0));
-        assert_eq!(
-            fa.data, fb.data,
-            "the split model must reproduce the unsplit one exactly"
-        );
-        assert_eq!(fa.token_counts, vec![3, 5, 7, 9, 11]);
-    }
-
-    #[test]
-    fn shapes_and_word_tokenizer_are_exact() {
-        let cfg = shape_config("llama2-70b", Some(40)).unwrap();
-        assert_eq!(cfg["num_hidden_layers"], 40);
-        assert!(shape_config("llama2-7b", Some(33))
-            .unwrap_err()
-            .to_string()
-            .contains("only 32 layers"));
-        assert!(shape_config("gpt5", None)
-            .unwrap_err()
-            .to_string()
-            .contains("unknown --config"));
-        let shape = ModelShape::from_hf_config(&shape_config("llama2-7b", None).unwrap()).unwrap();
-        assert_eq!(shape, ModelShape::llama2_7b());
-        let tok = word_tokenizer(100).unwrap();
-        let ids = tok
-            .encode("w5 w99 w0 w7", false)
-            .unwrap()
-            .get_ids()
-            .to_vec();
-        assert_eq!(ids, vec![5, 99, 0, 7]);
-    }
-
-    #[test]
-    fn random_cpu_weights_are_reproducible() {
-        let cfg_json = shape_config("tiny", None).unwrap();
-        let cfg = ModelConfig::from_hf_config_json(&cfg_json.to_string(), Path::new("t")).unwrap();
-        let map = DeviceMap::single(Device::Cpu, cfg.num_layers);
-        let a = random_weights(&cfg, &map, DType::F32, 1).unwrap();
-        let b = random_weights(&cfg, &map, DType::F32, 1).unwrap();
-        let c = random_weights(&cfg, &map, DType::F32, 2).unwrap();
-        let name = "model.layers.3.mlp.down_proj.weight";
-        let v =
-            |m: &HashMap<String, Tensor>| m[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(v(&a), v(&b));
-        assert_ne!(v(&a), v(&c));
-        let std =
-            (v(&a).iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v(&a).len() as f64).sqrt();
-        assert!((std - 0.02).abs() < 0.002, "{std}");
-    }
 }

@@ -1,4 +1,4 @@
-//! `cd-worker bench-matmul`: the CPU projection kernels one shape at a time.
+//! `cd-bench matmul`: the CPU projection kernels one shape at a time.
 //!
 //! For each `m × n × k` shape (`y[m, n] = x[m, k]·W[n, k]ᵀ`, the form of every
 //! projection in a block) it times candle's general matmul and the packed
@@ -7,15 +7,15 @@
 //! largest difference between the two results. `scripts/bench_matmul.sh`
 //! runs PyTorch's `linear` on the same shapes in the same run.
 
-use crate::engine::packed_gemm::PackedMatrix;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
+use cd_worker::engine::PackedMatrix;
 use clap::Args;
 use std::time::{Duration, Instant};
 
-/// Arguments of `cd-worker bench-matmul`.
+/// Arguments of `cd-bench matmul`.
 #[derive(Debug, Args)]
-pub struct BenchMatmulArgs {
+pub struct MatmulArgs {
     /// Shapes as `m,n,k` separated by `;` (default: SmolLM2-135M's
     /// projections at 22, 180 and 700 rows: one short text, a batch of 8, a
     /// batch of 32).
@@ -82,7 +82,7 @@ fn time_per_call(budget: Duration, cpu: bool, mut f: impl FnMut() -> Result<()>)
 }
 
 /// Run the benchmark and print its table; returns the exit code (0).
-pub fn run(args: BenchMatmulArgs) -> Result<i32> {
+pub fn run(args: MatmulArgs) -> Result<i32> {
     if !PackedMatrix::supported() {
         bail!("this CPU lacks AVX2/FMA: the engine uses candle's matmul only, nothing to compare");
     }
