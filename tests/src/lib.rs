@@ -915,22 +915,4 @@ pub fn grid_task_ids(grid_path: &Path) -> Result<Vec<String>> {
     Ok(grid.task_ids().into_iter().map(|t| t.0).collect())
 }
 
-/// A data root holding stand-in copies of the two datasets no manifest pins
-/// (Sarcasm, IMDb), so that a grid naming them can be expanded where the real
-/// data root (an S3 bucket in the deployment overlays) is out of reach. The
-/// other datasets' identities come from their manifests' pins.
-pub fn unpinned_dataset_standins(dir: &Path) -> PathBuf {
-    let root = dir.join("standin-data");
-    std::fs::create_dir_all(&root).expect("create stand-in data root");
-    std::fs::write(
-        root.join("sarcasm.json"),
-        "{\"headline\": \"stand-in\", \"is_sarcastic\": 1}\n",
-    )
-    .expect("write stand-in sarcasm.json");
-    std::fs::write(
-        root.join("imdb_test.jsonl"),
-        "{\"text\": \"stand-in\", \"label\": 1}\n",
-    )
-    .expect("write stand-in imdb_test.jsonl");
-    root
-}
+pub use cd_common::grid::unpinned_dataset_standins;

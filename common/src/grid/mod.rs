@@ -116,6 +116,27 @@ impl Grid {
     }
 }
 
+/// A data root holding stand-in copies of the two datasets no manifest pins
+/// (Sarcasm, IMDb), so that a grid naming them can be expanded where the real
+/// data root (an S3 bucket in the deployment overlays) is out of reach. The
+/// other datasets' identities come from their manifests' pins.
+#[cfg(any(test, feature = "test-support"))]
+pub fn unpinned_dataset_standins(dir: &Path) -> PathBuf {
+    let root = dir.join("standin-data");
+    std::fs::create_dir_all(&root).expect("create stand-in data root");
+    std::fs::write(
+        root.join("sarcasm.json"),
+        "{\"headline\": \"stand-in\", \"is_sarcastic\": 1}\n",
+    )
+    .expect("write stand-in sarcasm.json");
+    std::fs::write(
+        root.join("imdb_test.jsonl"),
+        "{\"text\": \"stand-in\", \"label\": 1}\n",
+    )
+    .expect("write stand-in imdb_test.jsonl");
+    root
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
