@@ -22,7 +22,7 @@
 //! `$XDG_CACHE_HOME/concept-depth/data`, else `~/.cache/concept-depth/data`.
 
 use crate::engine::hub;
-use cd_common::datasets::{self, Candidate, DataRoot, DatasetError};
+use cd_common::datasets::{self, Candidate, DataRoot, DatasetError, DatasetManifest};
 use cd_common::storage::{Store, StoreError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -136,6 +136,16 @@ pub fn resolve(
     runtime: &tokio::runtime::Handle,
 ) -> Result<DataRoot, FetchError> {
     let (manifest, _) = datasets::find(dataset)?;
+    resolve_for(root, manifest, opts, runtime)
+}
+
+/// [`resolve`] for a manifest already found (a resolved task's).
+pub fn resolve_for(
+    root: &DataRoot,
+    manifest: &DatasetManifest,
+    opts: &FetchOptions,
+    runtime: &tokio::runtime::Handle,
+) -> Result<DataRoot, FetchError> {
     let Some(spec) = &manifest.source else {
         // Generated: no files to fetch.
         return Ok(root.clone());

@@ -12,7 +12,7 @@
 //! loading a large model for every cell would dominate a sweep.
 
 use crate::backoff::Backoff;
-use crate::data_fetch::{resolve as resolve_data_root, FetchError, FetchOptions};
+use crate::data_fetch::{resolve_for as resolve_data_root, FetchError, FetchOptions};
 use crate::devices::DeviceInfo;
 use crate::engine::extract::{ExtractOptions, ExtractProgress};
 use crate::engine::load::{open_model, LoadOptions};
@@ -22,11 +22,16 @@ use crate::mc::{LensMode, McInput};
 use cd_common::datasets::{
     self, BinaryOptions, DataRoot, DatasetError, DatasetProvenance, McOptions,
 };
+use cd_common::depth::DepthConfig;
 use cd_common::metrics::{CellMetrics, MetricsError, ProbeCellInputs};
 use cd_common::probe::layers::{probe_all_layers, Features};
+use cd_common::probe::mc::McConfig;
 use cd_common::probe::split::test_fold;
+use cd_common::probe::ProbeConfig;
 use cd_common::probe::ProbeError;
-use cd_common::spec::{DatasetRef, ModelSource, Precision, Site, TaskKind, TaskSpec};
+use cd_common::spec::{
+    DatasetRef, ModelSource, Precision, ResolvedTask, Site, TaskKind, TaskSpec, Work,
+};
 use cd_common::storage::{Store, StoreError};
 use ndarray::{s, Array3};
 use std::collections::BTreeMap;
@@ -343,6 +348,11 @@ impl Pipeline {
             });
         }
 
+        // The one check of the spec: from here on the task's dataset and
+        // settings are bound, nothing is looked up or re-checked.
+        let task = spec
+            .resolve()
+            .map_err(|e| PipelineError::Spec(e.to_string()))?;
         let mut timings = BTreeMap::new();
         progress.set_phase(Phase::LoadModel);
         let t = Instant::now();
@@ -350,9 +360,11 @@ impl Pipeline {
         timings.insert("load_model".to_string(), t.elapsed().as_secs_f64());
         progress.check()?;
 
-        let metrics = match spec.kind {
-            TaskKind::Probe => self.run_probe(spec, ctx, &mut timings, started)?,
-            TaskKind::MultipleChoice => self.run_mc(spec, ctx, &mut timings, started)?,
+        let metrics = match task.work {
+            Work::Probe { probe, depth } => {
+                self.run_probe(&task, probe, depth, ctx, &mut timings, started)?
+            }
+            Work::MultipleChoice { mc } => self.run_mc(&task, mc, ctx, &mut timings, started)?,
         };
 
         progress.set_phase(Phase::Upload);
@@ -448,14 +460,19 @@ impl Pipeline {
 
     /// The spec's data root, made local: remote files the dataset needs are
     /// copied to the data cache first (see `data_fetch`).
-    fn data_root(&self, spec: &TaskSpec, ctx: &TaskContext<'_>) -> Result<DataRoot, PipelineError> {
+    fn data_root(
+        &self,
+        task: &ResolvedTask<'_>,
+        ctx: &TaskContext<'_>,
+    ) -> Result<DataRoot, PipelineError> {
+        let spec = task.spec;
         let fetch = FetchOptions {
             cache_dir: self.opts.data_cache.clone(),
             hub_cache: self.opts.model_cache.clone(),
             offline: self.opts.offline,
         };
         let root = DataRoot::parse(self.opts.data_root.as_deref().unwrap_or(&spec.data_root))?;
-        resolve_data_root(&root, &spec.dataset.name, &fetch, ctx.runtime)
+        resolve_data_root(&root, task.dataset.manifest, &fetch, ctx.runtime)
             .map_err(|e| PipelineError::DataFetch(Box::new(e)))
     }
 
@@ -465,27 +482,25 @@ impl Pipeline {
 
     fn run_probe(
         &mut self,
-        spec: &TaskSpec,
+        task: &ResolvedTask<'_>,
+        probe_cfg: &ProbeConfig,
+        depth_cfg: &DepthConfig,
         ctx: &TaskContext<'_>,
         timings: &mut BTreeMap<String, f64>,
         started: Instant,
     ) -> Result<CellMetrics, PipelineError> {
-        let progress = ctx.progress;
-        let (Some(probe_cfg), Some(depth_cfg)) = (&spec.probe, &spec.depth) else {
-            return Err(PipelineError::Spec(
-                "a probe task needs probe and depth settings".into(),
-            ));
-        };
+        let (spec, progress) = (task.spec, ctx.progress);
         progress.set_phase(Phase::LoadData);
         let t = Instant::now();
-        let root = self.data_root(spec, ctx)?;
+        let root = self.data_root(task, ctx)?;
         let opts = BinaryOptions {
             prompt_mode: spec.prompt_mode,
             noise: spec.noise,
             seed: spec.seed,
             max_per_class: None,
         };
-        let data = datasets::load_binary(&spec.dataset.name, &root, &opts)?;
+        let data =
+            datasets::load_binary_of(task.dataset.manifest, task.dataset.param, &root, &opts)?;
         check_dataset_identity(&spec.dataset, &data.provenance)?;
         timings.insert("load_data".to_string(), t.elapsed().as_secs_f64());
         tracing::info!(dataset = %spec.dataset.name, examples = data.len(), "dataset loaded");
@@ -547,23 +562,24 @@ impl Pipeline {
 
     fn run_mc(
         &mut self,
-        spec: &TaskSpec,
+        task: &ResolvedTask<'_>,
+        mc_cfg: &McConfig,
         ctx: &TaskContext<'_>,
         timings: &mut BTreeMap<String, f64>,
         started: Instant,
     ) -> Result<CellMetrics, PipelineError> {
+        let spec = task.spec;
         use cd_common::probe::mc::{Lens, McItem, McScores};
         let progress = ctx.progress;
         progress.set_phase(Phase::LoadData);
         let t = Instant::now();
-        let root = self.data_root(spec, ctx)?;
-        let mc_cfg = spec.mc.clone().unwrap_or_default();
+        let root = self.data_root(task, ctx)?;
         let opts = McOptions {
             seed: spec.seed,
             max_items: mc_cfg.max_items,
             ..McOptions::default()
         };
-        let data = datasets::load_mc(&spec.dataset.name, &root, &opts)?;
+        let data = datasets::load_mc_of(task.dataset.manifest, task.dataset.param, &root, &opts)?;
         check_dataset_identity(&spec.dataset, &data.provenance)?;
         timings.insert("load_data".to_string(), t.elapsed().as_secs_f64());
         tracing::info!(dataset = %spec.dataset.name, items = data.items.len(), "dataset loaded");
@@ -612,7 +628,7 @@ impl Pipeline {
         progress.set_phase(Phase::Upload);
         progress.check()?;
         self.store_call(ctx, "write spec.json", || ctx.store.put_spec(spec))?;
-        self.upload_mc_scores(spec, ctx, &scores)?;
+        self.upload_mc_scores(spec, mc_cfg, ctx, &scores)?;
         timings.insert("total".to_string(), started.elapsed().as_secs_f64());
         // The logit lens reads the residual stream, embedding output included.
         Ok(CellMetrics::for_mc(
@@ -683,6 +699,7 @@ impl Pipeline {
     fn upload_mc_scores(
         &self,
         spec: &TaskSpec,
+        mc_cfg: &McConfig,
         ctx: &TaskContext<'_>,
         scores: &[cd_common::probe::mc::McScores],
     ) -> Result<(), PipelineError> {
@@ -721,12 +738,7 @@ impl Pipeline {
         metadata.insert("model".to_string(), spec.model.name.clone());
         metadata.insert(
             "score_dtype".to_string(),
-            spec.mc
-                .clone()
-                .unwrap_or_default()
-                .score_dtype
-                .as_str()
-                .to_string(),
+            mc_cfg.score_dtype.as_str().to_string(),
         );
         metadata.insert("n_items".to_string(), first.items.len().to_string());
         let scratch = tempfile::tempdir().map_err(|e| PipelineError::Scratch(e.to_string()))?;

@@ -85,6 +85,16 @@ pub enum DatasetKind {
     MultipleChoice,
 }
 
+impl DatasetKind {
+    /// The kind as messages name it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DatasetKind::Binary => "binary",
+            DatasetKind::MultipleChoice => "multiple-choice",
+        }
+    }
+}
+
 /// One dataset definition (a `datasets/*.toml` file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

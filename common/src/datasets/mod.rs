@@ -102,13 +102,6 @@ pub fn check_name(name: &str) -> Result<(&'static DatasetManifest, String), Data
     Ok((manifest, canonical))
 }
 
-fn kind_name(k: DatasetKind) -> &'static str {
-    match k {
-        DatasetKind::Binary => "binary",
-        DatasetKind::MultipleChoice => "multiple-choice",
-    }
-}
-
 /// Load a binary probing dataset: final model inputs, labels and provenance.
 /// Nothing is returned unless every row parsed and both classes are present.
 pub fn load_binary(
@@ -117,10 +110,20 @@ pub fn load_binary(
     opts: &BinaryOptions,
 ) -> Result<BinaryDataset, DatasetError> {
     let (m, param) = find(name)?;
+    load_binary_of(m, param, data_root, opts)
+}
+
+/// [`load_binary`] for a manifest already found (a resolved task's).
+pub fn load_binary_of(
+    m: &DatasetManifest,
+    param: Option<&str>,
+    data_root: &DataRoot,
+    opts: &BinaryOptions,
+) -> Result<BinaryDataset, DatasetError> {
     if m.kind != DatasetKind::Binary {
         return Err(DatasetError::WrongKind {
             dataset: m.name.clone(),
-            actual: kind_name(m.kind),
+            actual: m.kind.as_str(),
             wanted: "binary",
         });
     }
@@ -134,10 +137,20 @@ pub fn load_mc(
     opts: &McOptions,
 ) -> Result<McDataset, DatasetError> {
     let (m, param) = find(name)?;
+    load_mc_of(m, param, data_root, opts)
+}
+
+/// [`load_mc`] for a manifest already found (a resolved task's).
+pub fn load_mc_of(
+    m: &DatasetManifest,
+    param: Option<&str>,
+    data_root: &DataRoot,
+    opts: &McOptions,
+) -> Result<McDataset, DatasetError> {
     if m.kind != DatasetKind::MultipleChoice {
         return Err(DatasetError::WrongKind {
             dataset: m.name.clone(),
-            actual: kind_name(m.kind),
+            actual: m.kind.as_str(),
             wanted: "multiple-choice",
         });
     }

@@ -198,6 +198,17 @@ pub(super) fn build(loc: &Located<'_>, raw: GridFile) -> Result<Grid, GridError>
             }
         }
     }
+    // The grid validates by resolving: every cell it hands out is one a
+    // worker's `TaskSpec::resolve` accepts.
+    for task in &tasks {
+        task.resolve().map_err(|e| {
+            loc.at(
+                0,
+                "axes",
+                &format!("cell {} ({}): {e}", task.id(), task.dataset.name),
+            )
+        })?;
+    }
     Ok(Grid {
         sweep,
         storage_url,

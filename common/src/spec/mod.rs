@@ -18,6 +18,10 @@
 //! identity is the SHA-256 of its manifest and of each raw file
 //! (`crate::content`).
 
+mod resolve;
+
+pub use resolve::{ResolvedDataset, ResolvedTask, Work};
+
 use crate::datasets::{NoiseKind, PromptMode};
 use crate::depth::DepthConfig;
 use crate::probe::mc::McConfig;
@@ -266,6 +270,16 @@ pub enum TaskKind {
     MultipleChoice,
 }
 
+impl TaskKind {
+    /// The kind as messages name it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaskKind::Probe => "probe",
+            TaskKind::MultipleChoice => "multiple-choice",
+        }
+    }
+}
+
 /// A model as named by a grid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -428,42 +442,8 @@ impl TaskSpec {
         }
         let spec: TaskSpec =
             serde_json::from_str(text).map_err(|e| SpecError::Json(e.to_string()))?;
-        spec.validate()?;
+        spec.resolve()?;
         Ok(spec)
-    }
-
-    /// Check what serde cannot: kind-specific settings are present, values in range.
-    pub fn validate(&self) -> Result<(), SpecError> {
-        let bad = |m: String| Err(SpecError::Invalid(m));
-        match self.kind {
-            TaskKind::Probe => {
-                let (Some(probe), Some(depth)) = (&self.probe, &self.depth) else {
-                    return bad("a probe task needs `probe` and `depth` settings".into());
-                };
-                probe
-                    .validate()
-                    .map_err(|e| SpecError::Invalid(e.to_string()))?;
-                depth.validate().map_err(SpecError::Invalid)?;
-            }
-            TaskKind::MultipleChoice => {
-                let Some(mc) = &self.mc else {
-                    return bad("a multiple-choice task needs `mc` settings".into());
-                };
-                mc.validate().map_err(SpecError::Invalid)?;
-                if self.pooling != Pooling::Last {
-                    return bad(
-                        "multiple-choice tasks score the last token: pooling must be `last`".into(),
-                    );
-                }
-            }
-        }
-        if self.batch_size == 0 || self.batch_size > MAX_BATCH {
-            return bad(format!(
-                "batch_size must be between 1 and {MAX_BATCH}, got {}",
-                self.batch_size
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -485,6 +465,15 @@ pub enum SpecError {
     /// Values out of range or missing settings.
     #[error("task spec: {0}")]
     Invalid(String),
+    /// The dataset the spec names is unknown, of the other kind, or its
+    /// name's parameter is not one the dataset takes.
+    #[error("task spec: dataset `{name}`: {message}")]
+    Dataset {
+        /// The name as the spec writes it.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// A fully populated probe spec for tests (this crate's, and others' through
@@ -570,7 +559,7 @@ mod tests {
         assert_eq!(err, SpecError::Schema { found: 1 });
         let mut mc = example_spec();
         mc.kind = TaskKind::MultipleChoice;
-        assert!(matches!(mc.validate(), Err(SpecError::Invalid(_))));
+        assert!(matches!(mc.resolve(), Err(SpecError::Invalid(_))));
     }
 
     #[test]
