@@ -175,18 +175,7 @@ pub async fn watch(
         let now_doing = snapshot
             .leases
             .first()
-            .map(|l| {
-                format!(
-                    ", {} {}/{}",
-                    if l.phase.is_empty() {
-                        "starting"
-                    } else {
-                        &l.phase
-                    },
-                    l.examples_done,
-                    l.examples_total
-                )
-            })
+            .map(|l| format!(", {} {}/{}", l.phase, l.examples_done, l.examples_total))
             .unwrap_or_default();
         let speed = if rate.per_second > 0.0 {
             format!(", {:.0} examples/s", rate.per_second)

@@ -8,7 +8,10 @@ use crate::shared::{unix_ms, Event, Shared};
 use crate::state::views::shown;
 use crate::state::{CompleteOutcome, FailOutcome, Fault, Heartbeat, StateError, WorkerInfo};
 use cd_common::spec::TaskId;
+use cd_common::verified::DeviceKind;
+use cd_proto::status::Refusal;
 use cd_proto::v1::coordinator_server::Coordinator;
+use cd_proto::v1::DeviceKind as WireDeviceKind;
 use cd_proto::v1::*;
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,9 +38,11 @@ impl CoordinatorService {
 fn status_of(e: StateError) -> Status {
     match e {
         // The worker re-registers on this code (the coordinator may have restarted).
-        StateError::UnknownWorker(_) => Status::failed_precondition(e.to_string()),
-        StateError::UnknownTask(_) => Status::not_found(e.to_string()),
-        StateError::NotYourLease { .. } => Status::permission_denied(e.to_string()),
+        StateError::UnknownWorker(_) => Refusal::UnknownWorker.status(e.to_string()),
+        StateError::UnknownTask(_) => Refusal::UnknownTask.status(e.to_string()),
+        // Not the worker's credentials: its lease lapsed and went to another
+        // worker. The worker drops it and carries on.
+        StateError::NotYourLease { .. } => Refusal::LeaseNotHeld.status(e.to_string()),
     }
 }
 
@@ -56,15 +61,21 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<RegisterResponse>, Status> {
         let r = req.into_inner();
         if r.worker_id.is_empty() || r.worker_id.len() > 200 {
-            return Err(Status::invalid_argument("worker_id must be 1 to 200 bytes"));
+            return Err(Refusal::BadRequest.status("worker_id must be 1 to 200 bytes"));
         }
         if r.devices.len() > 64 {
-            return Err(Status::invalid_argument("at most 64 devices per worker"));
+            return Err(Refusal::BadRequest.status("at most 64 devices per worker"));
         }
-        let devices: Vec<(String, u64)> = r
+        let devices: Vec<(String, DeviceKind, u64)> = r
             .devices
             .iter()
-            .map(|d| (d.name.clone(), d.memory_bytes))
+            .map(|d| {
+                let kind = match d.kind_or_named() {
+                    WireDeviceKind::Cuda => DeviceKind::Cuda,
+                    WireDeviceKind::Cpu | WireDeviceKind::Unspecified => DeviceKind::Cpu,
+                };
+                (d.name.clone(), kind, d.memory_bytes)
+            })
             .collect();
         let info = WorkerInfo::from_devices(r.host.clone(), &devices);
         tracing::info!(worker = %shown(&r.worker_id), host = %shown(&r.host), devices = devices.len(), version = %shown(&r.version), "worker registered");
@@ -149,7 +160,7 @@ impl Coordinator for CoordinatorService {
             Heartbeat {
                 worker_id: &r.worker_id,
                 lease: &r.lease_id,
-                phase: &r.phase,
+                phase: TaskPhase::from_wire(r.phase),
                 done: r.examples_done,
                 total: r.examples_total,
                 tokens: r.tokens_done,
@@ -188,14 +199,14 @@ impl Coordinator for CoordinatorService {
             match store.read_valid_metrics(&self.shared.sweep, &task_id).await {
                 Ok(Some(_)) => {}
                 Ok(None) => {
-                    return Err(Status::failed_precondition(format!(
+                    return Err(Refusal::ResultMissing.status(format!(
                         "task {task_id}: no valid metrics.json in the store ({}); write it before completing",
                         self.shared.store_url_shown
                     )))
                 }
                 Err(e) => {
                     self.shared.metrics.store_errors.inc();
-                    return Err(Status::unavailable(format!("checking task {task_id}: {e}")));
+                    return Err(Refusal::Unavailable.status(format!("checking task {task_id}: {e}")));
                 }
             }
         }
@@ -353,7 +364,7 @@ impl tonic::service::Interceptor for Auth {
         if same {
             Ok(req)
         } else {
-            Err(Status::unauthenticated("missing or wrong bearer token"))
+            Err(Refusal::BadToken.status("missing or wrong bearer token"))
         }
     }
 }

@@ -7,6 +7,7 @@ use cd_common::metrics::CellMetrics;
 use cd_common::spec::{TaskId, TaskSpec};
 use cd_common::storage::Store;
 use cd_coordinator::server::{self, Running, ServerConfig};
+use cd_proto::status::{Reaction, Refusal};
 use cd_proto::v1::coordinator_client::CoordinatorClient;
 use cd_proto::v1::*;
 use std::path::Path;
@@ -91,6 +92,7 @@ async fn register(c: &mut Client, id: &str, memory: u64) {
         devices: vec![Device {
             name: "cpu".into(),
             memory_bytes: memory,
+            kind: DeviceKind::Cpu as i32,
         }],
         version: "t".into(),
     })
@@ -215,7 +217,7 @@ async fn lease_heartbeat_complete_is_idempotent_and_checked_against_the_store() 
             tokens_done: 0,
             worker_id: "w".into(),
             lease_id: l.lease_id.clone(),
-            phase: "extract".into(),
+            phase: TaskPhase::Extract as i32,
             examples_done: 3,
             examples_total: 10,
         })
@@ -292,6 +294,12 @@ async fn expired_leases_are_requeued_and_attempts_are_bounded() {
         .unwrap()
         .into_inner();
     assert!(!stale.requeued);
+    // Nor complete it: the refusal says the lease is gone, which a worker
+    // answers by dropping the lease, not by stopping as on a bad token.
+    write_metrics("memory://expiry", &spec_of(&first)).await;
+    let late = complete(&mut c, "w", &first).await.unwrap_err();
+    assert_eq!(Refusal::of(&late), Some(Refusal::LeaseNotHeld), "{late:?}");
+    assert_eq!(Reaction::to(&late), Reaction::Forget);
     // Second attempt fails: max_attempts = 2 reached, the task is failed for good.
     let r = c
         .fail_task(FailRequest {

@@ -2,9 +2,14 @@
 //!
 //! The `.proto` is the source of truth; this crate includes what the build
 //! script generates from it, and what both sides of the protocol must agree
-//! on besides messages: the binaries' exit codes ([`exit`]).
+//! on besides messages: the binaries' exit codes ([`exit`]), the refusals and
+//! what a worker does about each ([`status`]), and the names of task phases
+//! and device kinds ([`phase`], [`device`]).
 
+pub mod device;
 pub mod exit;
+pub mod phase;
+pub mod status;
 
 /// Version 1 of the coordinator protocol.
 #[allow(clippy::all, missing_docs)]

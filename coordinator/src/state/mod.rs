@@ -48,6 +48,7 @@ pub use workers::{fits, WorkerInfo};
 
 use cd_common::spec::{Precision, TaskId, TaskSpec};
 use cd_common::verified::{self, DeviceKind};
+use cd_proto::v1::TaskPhase;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -75,7 +76,7 @@ pub struct FailureRecord {
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Phase {
+pub enum TaskState {
     /// Waiting in its queue.
     Pending,
     /// Held by a worker.
@@ -90,7 +91,7 @@ struct Lease {
     id: u64,
     worker: String,
     deadline: Instant,
-    phase: String,
+    phase: TaskPhase,
     done: u64,
     total: u64,
     /// Last time the phase or the progress moved.
@@ -104,7 +105,7 @@ struct Task {
     spec_json: Arc<str>,
     dataset: String,
     queue: usize,
-    phase: Phase,
+    state: TaskState,
     /// Attempts started and charged.
     attempts: u32,
     lease: Option<Lease>,
@@ -290,7 +291,7 @@ impl Scheduler {
                 spec_json: Arc::from(spec.canonical_json()),
                 dataset: spec.dataset.name.clone(),
                 queue: q,
-                phase: Phase::Pending,
+                state: TaskState::Pending,
                 attempts: 0,
                 lease: None,
                 last_lease: None,
@@ -346,8 +347,8 @@ impl Scheduler {
         let mut n = 0;
         for id in ids {
             if let Some(&t) = self.by_id.get(id) {
-                if self.tasks[t].phase == Phase::Pending {
-                    self.set_phase(t, Phase::Completed);
+                if self.tasks[t].state == TaskState::Pending {
+                    self.set_state(t, TaskState::Completed);
                     n += 1;
                 }
             }
@@ -359,7 +360,7 @@ impl Scheduler {
     /// exhausted or that failed permanently stays failed.
     pub fn restore_failures(&mut self, id: &TaskId, history: Vec<FailureRecord>) {
         let Some(&t) = self.by_id.get(id) else { return };
-        if self.tasks[t].phase != Phase::Pending {
+        if self.tasks[t].state != TaskState::Pending {
             return;
         }
         let task = &mut self.tasks[t];
@@ -373,7 +374,7 @@ impl Scheduler {
             || task.attempts >= self.limits.max_attempts;
         task.failures = history;
         if given_up {
-            self.set_phase(t, Phase::Failed);
+            self.set_state(t, TaskState::Failed);
         }
     }
 
@@ -481,7 +482,7 @@ impl Scheduler {
                 .pending
                 .pop_front()
                 .expect("a live queue has a pending entry");
-            if self.tasks[t].phase == Phase::Pending {
+            if self.tasks[t].state == TaskState::Pending {
                 break t;
             }
         };
@@ -489,14 +490,14 @@ impl Scheduler {
         self.next_lease += 1;
         let deadline = now + self.limits.lease_ttl;
         let wire = self.wire_lease(lease_id);
-        self.set_phase(t, Phase::Leased);
+        self.set_state(t, TaskState::Leased);
         let task = &mut self.tasks[t];
         task.attempts += 1;
         task.lease = Some(Lease {
             id: lease_id,
             worker: worker_id.to_string(),
             deadline,
-            phase: String::new(),
+            phase: TaskPhase::Starting,
             done: 0,
             total: 0,
             moved_at: now,
@@ -557,7 +558,7 @@ impl Scheduler {
             l.moved_at = now;
         }
         if l.phase != beat.phase {
-            l.phase = beat.phase.to_string();
+            l.phase = beat.phase;
         }
         l.done = beat.done;
         l.total = beat.total;
@@ -573,7 +574,7 @@ impl Scheduler {
             .by_id
             .get(task_id)
             .ok_or_else(|| StateError::UnknownTask(task_id.0.clone()))?;
-        Ok(self.tasks[t].phase == Phase::Completed)
+        Ok(self.tasks[t].state == TaskState::Completed)
     }
 
     /// Whether `worker_id` may complete `task_id` with `lease` (checked
@@ -625,7 +626,7 @@ impl Scheduler {
         self.authorises(worker_id, lease, task_id)?;
         let t = self.by_id[task_id];
         self.drop_lease(t);
-        self.set_phase(t, Phase::Completed);
+        self.set_state(t, TaskState::Completed);
         if let Some(w) = self.workers.get_mut(worker_id) {
             w.succeeded();
         }
@@ -712,7 +713,7 @@ impl Scheduler {
         };
         task.failures.push(record.clone());
         if permanent || task.attempts >= self.limits.max_attempts {
-            self.set_phase(t, Phase::Failed);
+            self.set_state(t, TaskState::Failed);
             FailOutcome::Failed(record)
         } else {
             self.requeue(t);
@@ -755,34 +756,30 @@ impl Scheduler {
         }
         // A watchdog per phase: progress must move within the phase's limit.
         let limits = self.limits;
-        let limit_of = move |phase: &str| {
-            if phase == "load_model" {
+        let limit_of = move |phase: TaskPhase| {
+            if phase == TaskPhase::LoadModel {
                 limits.load_stall_timeout
             } else {
                 limits.stall_timeout
             }
         };
-        let stalled: Vec<usize> = self
-            .leases
-            .values()
-            .copied()
-            .filter(|&t| {
-                self.tasks[t].lease.as_ref().is_some_and(|l| {
-                    now.saturating_duration_since(l.moved_at) >= limit_of(&l.phase)
+        let stalled: Vec<usize> =
+            self.leases
+                .values()
+                .copied()
+                .filter(|&t| {
+                    self.tasks[t].lease.as_ref().is_some_and(|l| {
+                        now.saturating_duration_since(l.moved_at) >= limit_of(l.phase)
+                    })
                 })
-            })
-            .collect();
+                .collect();
         for t in stalled {
             let (worker, phase) = {
                 let l = self.tasks[t].lease.as_ref().expect("filtered");
-                (l.worker.clone(), l.phase.clone())
+                (l.worker.clone(), l.phase)
             };
-            let stall = limit_of(&phase);
-            let error = format!(
-                "no progress for {} s in phase `{}`",
-                stall.as_secs(),
-                if phase.is_empty() { "starting" } else { &phase }
-            );
+            let stall = limit_of(phase);
+            let error = format!("no progress for {} s in phase `{phase}`", stall.as_secs(),);
             if let Some(w) = self.workers.get_mut(&worker) {
                 w.fault(&error, now);
             }
@@ -826,37 +823,37 @@ impl Scheduler {
     }
 
     fn requeue(&mut self, t: usize) {
-        self.set_phase(t, Phase::Pending);
+        self.set_state(t, TaskState::Pending);
         let q = self.tasks[t].queue;
         // Retries go to the back so one poisoned cell cannot monopolise a worker.
         self.queues[q].pending.push_back(t);
     }
 
-    fn set_phase(&mut self, t: usize, to: Phase) {
-        let from = self.tasks[t].phase;
+    fn set_state(&mut self, t: usize, to: TaskState) {
+        let from = self.tasks[t].state;
         if from == to {
             return;
         }
         let q = self.tasks[t].queue;
         match from {
-            Phase::Pending => {
+            TaskState::Pending => {
                 self.counts.pending -= 1;
                 self.queues[q].live -= 1;
             }
-            Phase::Leased => self.counts.leased -= 1,
-            Phase::Completed => self.counts.completed -= 1,
-            Phase::Failed => self.counts.failed -= 1,
+            TaskState::Leased => self.counts.leased -= 1,
+            TaskState::Completed => self.counts.completed -= 1,
+            TaskState::Failed => self.counts.failed -= 1,
         }
         match to {
-            Phase::Pending => {
+            TaskState::Pending => {
                 self.counts.pending += 1;
                 self.queues[q].live += 1;
             }
-            Phase::Leased => self.counts.leased += 1,
-            Phase::Completed => self.counts.completed += 1,
-            Phase::Failed => self.counts.failed += 1,
+            TaskState::Leased => self.counts.leased += 1,
+            TaskState::Completed => self.counts.completed += 1,
+            TaskState::Failed => self.counts.failed += 1,
         }
-        self.tasks[t].phase = to;
+        self.tasks[t].state = to;
     }
 
     /// Task counts per phase.
@@ -929,7 +926,7 @@ pub struct Heartbeat<'a> {
     /// Its lease, as on the wire.
     pub lease: &'a str,
     /// The phase it is in.
-    pub phase: &'a str,
+    pub phase: TaskPhase,
     /// Examples done.
     pub done: u64,
     /// Examples in the task.

@@ -4,8 +4,9 @@
 //! restart restores the leases of tasks still pending, each with a fresh
 //! deadline, so workers' heartbeats and completions find them.
 
-use super::{Phase, Scheduler};
+use super::{Scheduler, TaskState};
 use cd_common::spec::TaskId;
+use cd_proto::v1::TaskPhase;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::time::Instant;
@@ -73,18 +74,18 @@ impl Scheduler {
             let Some(&t) = self.by_id.get(&l.task_id) else {
                 continue;
             };
-            if self.tasks[t].phase != Phase::Pending || self.held_by.contains_key(&l.worker) {
+            if self.tasks[t].state != TaskState::Pending || self.held_by.contains_key(&l.worker) {
                 continue;
             }
             let deadline = now + self.limits.lease_ttl;
-            self.set_phase(t, Phase::Leased);
+            self.set_state(t, TaskState::Leased);
             let task = &mut self.tasks[t];
             task.attempts = task.attempts.max(l.attempts);
             task.lease = Some(super::Lease {
                 id: l.lease_id,
                 worker: l.worker.clone(),
                 deadline,
-                phase: String::new(),
+                phase: TaskPhase::Starting,
                 done: 0,
                 total: 0,
                 moved_at: now,

@@ -15,11 +15,11 @@ fn specs(n: usize, precision: Precision) -> Vec<TaskSpec> {
 }
 
 fn cpu() -> WorkerInfo {
-    WorkerInfo::from_devices("h".into(), &[("cpu".into(), 64 << 30)])
+    WorkerInfo::from_devices("h".into(), &[("cpu".into(), DeviceKind::Cpu, 64 << 30)])
 }
 
 fn gpu() -> WorkerInfo {
-    WorkerInfo::from_devices("g".into(), &[("cuda:0".into(), 80 << 30)])
+    WorkerInfo::from_devices("g".into(), &[("cuda:0".into(), DeviceKind::Cuda, 80 << 30)])
 }
 
 fn sched(n: usize) -> (Scheduler, Instant) {
@@ -39,7 +39,7 @@ fn beat<'a>(w: &'a str, lease: &'a str, done: u64) -> Heartbeat<'a> {
     Heartbeat {
         worker_id: w,
         lease,
-        phase: "extract",
+        phase: TaskPhase::Extract,
         done,
         total: 10,
         tokens: done * 5,
@@ -237,7 +237,7 @@ fn each_phase_has_its_own_watchdog() {
     let g = lease(&mut s, "a", t0);
     fn loading(lease: &str) -> Heartbeat<'_> {
         Heartbeat {
-            phase: "load_model",
+            phase: TaskPhase::LoadModel,
             done: 0,
             ..beat("a", lease, 0)
         }

@@ -2,7 +2,7 @@
 //! that come from workers (errors, phases, host names) are bounded and
 //! stripped of control characters here, once, before anything shows them.
 
-use super::{Counts, Phase, Scheduler};
+use super::{Counts, Scheduler, TaskState};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -166,7 +166,7 @@ impl Scheduler {
     fn failed_views(&self) -> Vec<FailedView> {
         self.tasks
             .iter()
-            .filter(|t| t.phase == Phase::Failed)
+            .filter(|t| t.state == TaskState::Failed)
             .map(|t| FailedView {
                 task_id: t.id.0.clone(),
                 model: self.queues[t.queue].model.clone(),
@@ -206,7 +206,7 @@ impl Scheduler {
                     dataset: task.dataset.clone(),
                     worker: shown(&l.worker),
                     attempt: task.attempts,
-                    phase: shown(&l.phase),
+                    phase: l.phase.label().to_string(),
                     examples_done: l.done,
                     examples_total: l.total,
                     expires_in_ms: l.deadline.saturating_duration_since(now).as_millis() as u64,
@@ -242,11 +242,11 @@ impl Scheduler {
         for t in &self.tasks {
             let m = &mut models[t.queue];
             m.total += 1;
-            match t.phase {
-                Phase::Pending => m.pending += 1,
-                Phase::Leased => m.leased += 1,
-                Phase::Completed => m.completed += 1,
-                Phase::Failed => m.failed += 1,
+            match t.state {
+                TaskState::Pending => m.pending += 1,
+                TaskState::Leased => m.leased += 1,
+                TaskState::Completed => m.completed += 1,
+                TaskState::Failed => m.failed += 1,
             }
         }
         let mut workers: Vec<WorkerView> = self
@@ -277,7 +277,7 @@ impl Scheduler {
                     task_id: lease.map(|t| t.id.0.clone()),
                     model: lease.map(|t| self.queues[t.queue].model.clone()),
                     dataset: lease.map(|t| t.dataset.clone()),
-                    phase: l.map(|l| shown(&l.phase)),
+                    phase: l.map(|l| l.phase.label().to_string()),
                     examples_done: l.map(|l| l.done),
                     examples_total: l.map(|l| l.total),
                     examples_per_second: if l.is_some() {

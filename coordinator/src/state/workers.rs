@@ -84,22 +84,22 @@ impl Rates {
 }
 
 impl WorkerInfo {
-    /// Build from the advertised devices: CUDA devices when any are named `cuda:*`,
-    /// otherwise the host memory of `cpu` devices.
-    pub fn from_devices(host: String, devices: &[(String, u64)]) -> WorkerInfo {
+    /// Build from the advertised devices (name, kind, memory): the CUDA
+    /// devices when there are any, otherwise the host memory of the CPUs.
+    pub fn from_devices(host: String, devices: &[(String, DeviceKind, u64)]) -> WorkerInfo {
         let cuda: Vec<u64> = devices
             .iter()
-            .filter(|(n, _)| n.starts_with("cuda"))
-            .map(|(_, b)| *b)
+            .filter(|(_, kind, _)| *kind == DeviceKind::Cuda)
+            .map(|(_, _, b)| *b)
             .collect();
         let (device_bytes, is_cuda) = if cuda.is_empty() {
-            (devices.iter().map(|(_, b)| *b).collect(), false)
+            (devices.iter().map(|(_, _, b)| *b).collect(), false)
         } else {
             (cuda, true)
         };
         WorkerInfo {
             host,
-            devices: devices.to_vec(),
+            devices: devices.iter().map(|(n, _, b)| (n.clone(), *b)).collect(),
             device_bytes,
             cuda: is_cuda,
             ..WorkerInfo::default()

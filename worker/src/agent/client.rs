@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::{Request, Status};
 
 /// Adds `authorization: Bearer <token>` to every request.
 #[derive(Clone)]
@@ -76,33 +76,4 @@ pub fn connect(
         endpoint.connect_lazy(),
         Auth { header },
     ))
-}
-
-/// How the agent reacts to a failed call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The coordinator is unreachable or overloaded: retry with backoff.
-    Transient,
-    /// The coordinator refused our credentials: stop.
-    Auth,
-    /// The coordinator does not know this worker or lease (it restarted):
-    /// register again / drop the lease.
-    Unknown,
-    /// Anything else: a bug or a protocol mismatch.
-    Other,
-}
-
-/// Classify a call's status.
-pub fn classify(status: &Status) -> Failure {
-    match status.code() {
-        Code::Unavailable
-        | Code::DeadlineExceeded
-        | Code::ResourceExhausted
-        | Code::Aborted
-        | Code::Cancelled
-        | Code::Unknown => Failure::Transient,
-        Code::Unauthenticated | Code::PermissionDenied => Failure::Auth,
-        Code::NotFound | Code::FailedPrecondition => Failure::Unknown,
-        _ => Failure::Other,
-    }
 }

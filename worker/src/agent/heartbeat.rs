@@ -7,8 +7,9 @@
 //! nothing. An unreachable coordinator is not a lost lease: the task goes on
 //! and its completion is retried later.
 
-use super::client::{classify, Client, Failure};
+use super::client::Client;
 use crate::pipeline::Progress;
+use cd_proto::status::Reaction;
 use cd_proto::v1::HeartbeatRequest;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -42,14 +43,14 @@ pub async fn run(
         let req = HeartbeatRequest {
             worker_id: worker_id.clone(),
             lease_id: lease_id.clone(),
-            phase: phase.as_str().to_string(),
+            phase: phase as i32,
             examples_done: done,
             examples_total: total,
             tokens_done: progress.tokens(),
         };
         match client.heartbeat(req).await {
             Ok(resp) if resp.get_ref().ok => {
-                tracing::debug!(lease = %lease_id, phase = phase.as_str(), done, total, "heartbeat");
+                tracing::debug!(lease = %lease_id, phase = phase.label(), done, total, "heartbeat");
             }
             Ok(_) => {
                 tracing::warn!(lease = %lease_id, "the coordinator says the lease is gone: abandoning the task");
@@ -57,21 +58,21 @@ pub async fn run(
                 progress.cancel();
                 return;
             }
-            Err(status) => match classify(&status) {
-                Failure::Unknown => {
+            Err(status) => match Reaction::to(&status) {
+                Reaction::Forget => {
                     tracing::warn!(lease = %lease_id, error = %status.message(), "lease unknown to the coordinator: abandoning the task");
                     state.lost.store(true, Ordering::SeqCst);
                     progress.cancel();
                     return;
                 }
-                Failure::Auth => {
+                Reaction::Stop => {
                     tracing::error!(error = %status.message(), "heartbeat refused: bad credentials");
                     state.auth_refused.store(true, Ordering::SeqCst);
                     state.lost.store(true, Ordering::SeqCst);
                     progress.cancel();
                     return;
                 }
-                Failure::Transient | Failure::Other => {
+                Reaction::Retry | Reaction::Fail => {
                     tracing::warn!(lease = %lease_id, code = ?status.code(), error = %status.message(), "heartbeat failed: will retry");
                 }
             },

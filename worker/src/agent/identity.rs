@@ -2,7 +2,7 @@
 
 use super::{AgentArgs, AgentError};
 use crate::devices::{self, DeviceInfo, GpuSelection};
-use cd_proto::v1::Device;
+use cd_proto::v1::{Device, DeviceKind};
 
 /// The host name, from the kernel (falls back to `localhost`).
 pub fn hostname() -> String {
@@ -58,6 +58,11 @@ pub fn advertised(devices: &[DeviceInfo]) -> Vec<Device> {
         .map(|d| Device {
             name: d.name.clone(),
             memory_bytes: d.total_bytes,
+            kind: if d.is_cuda() {
+                DeviceKind::Cuda
+            } else {
+                DeviceKind::Cpu
+            } as i32,
         })
         .collect()
 }

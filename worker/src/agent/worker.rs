@@ -1,6 +1,6 @@
 //! The agent's main loop: register, lease, execute, report.
 
-use super::client::{self, classify, Client, Failure};
+use super::client::{self, Client};
 use super::executor::{Done, Executor};
 use super::heartbeat::{self, LeaseState};
 use super::identity;
@@ -11,6 +11,7 @@ use crate::pipeline::{Pipeline, PipelineError, PipelineOptions, Progress};
 use cd_common::spec::TaskSpec;
 use cd_common::storage::Store;
 use cd_proto::exit::worker as exit;
+use cd_proto::status::Reaction;
 use cd_proto::v1::{
     CompleteRequest, FailRequest, Fault as WireFault, Lease, LeaseRequest, RegisterRequest,
     ReleaseRequest,
@@ -153,15 +154,15 @@ impl Agent {
                 }
                 Err(status) => status,
             };
-            match classify(&status) {
-                Failure::Auth => {
+            match Reaction::to(&status) {
+                Reaction::Stop => {
                     return Err(CallError::Fatal(AgentError::Auth(
                         status.message().to_string(),
                     )))
                 }
-                Failure::Unknown => return Err(CallError::Unknown(status)),
-                Failure::Other => return Err(CallError::Other(status)),
-                Failure::Transient => {}
+                Reaction::Forget => return Err(CallError::Unknown(status)),
+                Reaction::Fail => return Err(CallError::Other(status)),
+                Reaction::Retry => {}
             }
             let since = *down_since.get_or_insert_with(Instant::now);
             if let Some(limit) = self.args.give_up_after_secs {

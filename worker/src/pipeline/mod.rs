@@ -37,8 +37,12 @@ use ndarray::{s, Array3};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
+
+mod progress;
+
+use cd_proto::v1::TaskPhase as Phase;
+pub use progress::Progress;
 
 /// Why a task did not produce a result.
 #[derive(Debug, thiserror::Error)]
@@ -133,106 +137,6 @@ impl PipelineError {
             PipelineError::DataFetch(e) => e.is_permanent(),
             PipelineError::Cancelled | PipelineError::Store(_) | PipelineError::Scratch(_) => false,
         }
-    }
-}
-
-/// What a task is doing now, as reported in heartbeats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Phase {
-    /// Waiting to start.
-    Queued = 0,
-    /// Loading (or reusing) the model.
-    LoadModel = 1,
-    /// Loading the dataset.
-    LoadData = 2,
-    /// Forward passes.
-    Extract = 3,
-    /// Fitting probes or scoring candidates.
-    Probe = 4,
-    /// Writing results.
-    Upload = 5,
-}
-
-impl Phase {
-    /// The name sent in heartbeats.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Phase::Queued => "queued",
-            Phase::LoadModel => "load_model",
-            Phase::LoadData => "load_data",
-            Phase::Extract => "extract",
-            Phase::Probe => "probe",
-            Phase::Upload => "upload",
-        }
-    }
-
-    fn from_u8(v: u8) -> Phase {
-        match v {
-            1 => Phase::LoadModel,
-            2 => Phase::LoadData,
-            3 => Phase::Extract,
-            4 => Phase::Probe,
-            5 => Phase::Upload,
-            _ => Phase::Queued,
-        }
-    }
-}
-
-/// Progress of the running task, shared with the heartbeat loop, and its
-/// cancellation flag.
-#[derive(Debug, Default)]
-pub struct Progress {
-    phase: AtomicU8,
-    done: AtomicU64,
-    total: AtomicU64,
-    tokens: AtomicU64,
-    cancelled: AtomicBool,
-}
-
-impl Progress {
-    /// Current phase and examples done / total.
-    pub fn snapshot(&self) -> (Phase, u64, u64) {
-        (
-            Phase::from_u8(self.phase.load(Ordering::Relaxed)),
-            self.done.load(Ordering::Relaxed),
-            self.total.load(Ordering::Relaxed),
-        )
-    }
-
-    /// Real tokens processed so far by the running task.
-    pub fn tokens(&self) -> u64 {
-        self.tokens.load(Ordering::Relaxed)
-    }
-
-    fn add_tokens(&self, n: u64) {
-        self.tokens.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Ask the task to stop at its next checkpoint; it then writes nothing more.
-    pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether [`Progress::cancel`] was called.
-    pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst)
-    }
-
-    fn set_phase(&self, phase: Phase) {
-        self.phase.store(phase as u8, Ordering::Relaxed);
-    }
-
-    fn set_counts(&self, done: u64, total: u64) {
-        self.done.store(done, Ordering::Relaxed);
-        self.total.store(total, Ordering::Relaxed);
-    }
-
-    fn check(&self) -> Result<(), PipelineError> {
-        if self.is_cancelled() {
-            return Err(PipelineError::Cancelled);
-        }
-        Ok(())
     }
 }
 
@@ -903,27 +807,4 @@ fn versions() -> BTreeMap<String, String> {
         env!("CARGO_PKG_VERSION").to_string(),
     );
     v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn phases_round_trip_through_the_atomic() {
-        let p = Progress::default();
-        for phase in [
-            Phase::LoadModel,
-            Phase::LoadData,
-            Phase::Extract,
-            Phase::Probe,
-            Phase::Upload,
-        ] {
-            p.set_phase(phase);
-            assert_eq!(p.snapshot().0, phase);
-        }
-        assert!(p.check().is_ok());
-        p.cancel();
-        assert!(matches!(p.check(), Err(PipelineError::Cancelled)));
-    }
 }
