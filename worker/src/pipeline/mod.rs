@@ -20,7 +20,8 @@ use crate::engine::output::{write_features, FeatureFile, OutputDtype, OutputMeta
 use crate::engine::{DeviceMap, EngineError, Model};
 use crate::mc::{LensMode, McInput};
 use cd_common::datasets::{
-    self, BinaryOptions, DataRoot, DatasetError, DatasetProvenance, McOptions,
+    self, BinaryDataset, BinaryOptions, DataRoot, DatasetError, DatasetProvenance, McDataset,
+    McOptions,
 };
 use cd_common::depth::DepthConfig;
 use cd_common::metrics::{CellMetrics, MetricsError, ProbeCellInputs};
@@ -40,9 +41,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 mod progress;
+mod workload;
 
 use cd_proto::v1::TaskPhase as Phase;
 pub use progress::Progress;
+use workload::Workload;
 
 /// Why a task did not produce a result.
 #[derive(Debug, thiserror::Error)]
@@ -258,17 +261,23 @@ impl Pipeline {
             .resolve()
             .map_err(|e| PipelineError::Spec(e.to_string()))?;
         let mut timings = BTreeMap::new();
-        progress.set_phase(Phase::LoadModel);
-        let t = Instant::now();
-        self.ensure_model(spec)?;
-        timings.insert("load_model".to_string(), t.elapsed().as_secs_f64());
-        progress.check()?;
-
+        // The data first: its real token lengths size the memory plan.
         let metrics = match task.work {
             Work::Probe { probe, depth } => {
-                self.run_probe(&task, probe, depth, ctx, &mut timings, started)?
+                let data = self.load_binary(&task, ctx, &mut timings)?;
+                let workload = Workload::Texts {
+                    texts: &data.texts,
+                    batch_size: spec.batch_size,
+                };
+                self.load_model(spec, workload, progress, &mut timings)?;
+                self.run_probe(&task, &data, probe, depth, ctx, &mut timings, started)?
             }
-            Work::MultipleChoice { mc } => self.run_mc(&task, mc, ctx, &mut timings, started)?,
+            Work::MultipleChoice { mc } => {
+                let data = self.load_mc(&task, mc, ctx, &mut timings)?;
+                let workload = Workload::Choices(&data.items);
+                self.load_model(spec, workload, progress, &mut timings)?;
+                self.run_mc(&task, &data, mc, ctx, &mut timings, started)?
+            }
         };
 
         progress.set_phase(Phase::Upload);
@@ -307,8 +316,28 @@ impl Pipeline {
         })
     }
 
-    /// Load the spec's model unless it is the one already loaded.
-    fn ensure_model(&mut self, spec: &TaskSpec) -> Result<(), PipelineError> {
+    /// The `load_model` phase: [`Pipeline::ensure_model`], timed.
+    fn load_model(
+        &mut self,
+        spec: &TaskSpec,
+        workload: Workload<'_>,
+        progress: &Progress,
+        timings: &mut BTreeMap<String, f64>,
+    ) -> Result<(), PipelineError> {
+        progress.set_phase(Phase::LoadModel);
+        let t = Instant::now();
+        self.ensure_model(spec, workload)?;
+        timings.insert("load_model".to_string(), t.elapsed().as_secs_f64());
+        progress.check()
+    }
+
+    /// Load the spec's model unless it is the one already loaded; on CUDA
+    /// devices its placement is planned for the workload's largest batch.
+    fn ensure_model(
+        &mut self,
+        spec: &TaskSpec,
+        workload: Workload<'_>,
+    ) -> Result<(), PipelineError> {
         if let Some(l) = &self.loaded {
             if l.source == spec.model.source && l.precision == spec.precision {
                 tracing::debug!(model = %l.name, "reusing loaded model");
@@ -338,10 +367,13 @@ impl Pipeline {
         tracing::info!(model = %name, precision = %spec.precision, "loading model");
         let files = open_model(&spec.model.source, &load).map_err(engine_err)?;
         let devices = if self.opts.devices.iter().any(DeviceInfo::is_cuda) {
-            let batch = crate::placement::BatchShape {
-                batch: spec.batch_size.max(1),
-                seq: 512,
-            };
+            let batch = workload
+                .largest_batch(&files.tokenizer)
+                .map_err(|message| PipelineError::Placement {
+                    model: name.clone(),
+                    message,
+                })?;
+            tracing::info!(model = %name, batch = batch.batch, tokens = batch.seq, "planning placement for the largest batch");
             let (_, map) =
                 crate::placement::place(&files.config, spec.precision, batch, &self.opts.devices)
                     .map_err(|e| PipelineError::Placement {
@@ -384,15 +416,13 @@ impl Pipeline {
         &self.loaded.as_ref().expect("ensure_model ran first").model
     }
 
-    fn run_probe(
-        &mut self,
+    /// The `load_data` phase of a probe task.
+    fn load_binary(
+        &self,
         task: &ResolvedTask<'_>,
-        probe_cfg: &ProbeConfig,
-        depth_cfg: &DepthConfig,
         ctx: &TaskContext<'_>,
         timings: &mut BTreeMap<String, f64>,
-        started: Instant,
-    ) -> Result<CellMetrics, PipelineError> {
+    ) -> Result<BinaryDataset, PipelineError> {
         let (spec, progress) = (task.spec, ctx.progress);
         progress.set_phase(Phase::LoadData);
         let t = Instant::now();
@@ -409,7 +439,21 @@ impl Pipeline {
         timings.insert("load_data".to_string(), t.elapsed().as_secs_f64());
         tracing::info!(dataset = %spec.dataset.name, examples = data.len(), "dataset loaded");
         progress.check()?;
+        Ok(data)
+    }
 
+    #[allow(clippy::too_many_arguments)]
+    fn run_probe(
+        &mut self,
+        task: &ResolvedTask<'_>,
+        data: &BinaryDataset,
+        probe_cfg: &ProbeConfig,
+        depth_cfg: &DepthConfig,
+        ctx: &TaskContext<'_>,
+        timings: &mut BTreeMap<String, f64>,
+        started: Instant,
+    ) -> Result<CellMetrics, PipelineError> {
+        let (spec, progress) = (task.spec, ctx.progress);
         let t = Instant::now();
         let (features, token_counts) = self.extract(spec, &data.texts, progress)?;
         timings.insert("extract".to_string(), t.elapsed().as_secs_f64());
@@ -464,17 +508,15 @@ impl Pipeline {
         Ok(metrics)
     }
 
-    fn run_mc(
-        &mut self,
+    /// The `load_data` phase of a multiple-choice task.
+    fn load_mc(
+        &self,
         task: &ResolvedTask<'_>,
         mc_cfg: &McConfig,
         ctx: &TaskContext<'_>,
         timings: &mut BTreeMap<String, f64>,
-        started: Instant,
-    ) -> Result<CellMetrics, PipelineError> {
-        let spec = task.spec;
-        use cd_common::probe::mc::{Lens, McItem, McScores};
-        let progress = ctx.progress;
+    ) -> Result<McDataset, PipelineError> {
+        let (spec, progress) = (task.spec, ctx.progress);
         progress.set_phase(Phase::LoadData);
         let t = Instant::now();
         let root = self.data_root(task, ctx)?;
@@ -487,6 +529,22 @@ impl Pipeline {
         check_dataset_identity(&spec.dataset, &data.provenance)?;
         timings.insert("load_data".to_string(), t.elapsed().as_secs_f64());
         tracing::info!(dataset = %spec.dataset.name, items = data.items.len(), "dataset loaded");
+        progress.check()?;
+        Ok(data)
+    }
+
+    fn run_mc(
+        &mut self,
+        task: &ResolvedTask<'_>,
+        data: &McDataset,
+        mc_cfg: &McConfig,
+        ctx: &TaskContext<'_>,
+        timings: &mut BTreeMap<String, f64>,
+        started: Instant,
+    ) -> Result<CellMetrics, PipelineError> {
+        let spec = task.spec;
+        use cd_common::probe::mc::{Lens, McItem, McScores};
+        let progress = ctx.progress;
 
         // Scoring is the forward pass here: report it as extraction.
         progress.set_phase(Phase::Extract);
