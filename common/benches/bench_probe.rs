@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p cd-common --bench bench_probe -- DIR [--standardize]`
 
-use cd_common::probe::layers::{probe_with_folds, Features};
+use cd_common::probe::layers::{probe_with_folds, FeatureView};
 use cd_common::probe::npy;
 use cd_common::probe::split::Fold;
 use cd_common::probe::ProbeConfig;
@@ -63,7 +63,7 @@ fn main() {
         standardize,
         ..ProbeConfig::default()
     };
-    let features = Features {
+    let features = FeatureView {
         data: &data,
         n,
         n_layers,

@@ -16,4 +16,6 @@ mod rng;
 pub mod spec;
 pub mod storage;
 pub mod tables;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod verified;

@@ -20,7 +20,7 @@ use crate::depth::{self, DepthConfig, DepthResult};
 use crate::probe::bootstrap::{self, Bootstrap};
 use crate::probe::eval::mean_std;
 use crate::probe::layers::{FoldLayer, ProbeRun};
-use crate::probe::mc::{self, Chance, McLayer, McScores};
+use crate::probe::mc::{self, Chance, LensScores, McLayer};
 use crate::probe::split::{self, SplitConfig};
 use crate::probe::{ProbeConfig, ProbeError};
 use crate::spec::TaskSpec;
@@ -348,7 +348,7 @@ impl CellMetrics {
     /// Metrics of a multiple-choice cell from its per-lens scores.
     pub fn for_mc(
         spec: &TaskSpec,
-        scores: &[McScores],
+        scores: &[LensScores],
         includes_embedding: bool,
         versions: BTreeMap<String, String>,
         timings: BTreeMap<String, f64>,

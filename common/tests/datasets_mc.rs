@@ -99,14 +99,14 @@ fn lama_drops_other_gold_negatives_and_counts_them() {
     assert_eq!(it.prompt, "Please complete the following text so that it is factually correct.\n\nQ: G20 consists of <mask>.\nA: Canada\n\nQ: kerosene is a subclass of <mask>.\nA: petroleum\n\nQ: sundial is a subclass of <mask>.\nA: clock\n\nQ: Bordeaux and <mask> are twin cities.\nA: Casablanca\n\nQ: Michelangelo died in <mask>.\nA:");
     assert_eq!(it.candidates, [" Rome", " Venice"]);
     assert_eq!(it.correct, [true, false]);
-    let leaked: Vec<&McItemRef> = d.items.iter().filter(|i| i.leaked_demo).collect();
+    let leaked: Vec<&McQuestionRef> = d.items.iter().filter(|i| i.leaked_demo).collect();
     assert_eq!(leaked.len(), 1);
     assert!(leaked[0]
         .prompt
         .ends_with("Q: Bordeaux and <mask> are twin cities.\nA:"));
 }
 
-type McItemRef = cd_common::datasets::McItem;
+type McQuestionRef = cd_common::datasets::McQuestion;
 
 #[test]
 fn truthfulqa_mc_true_false_and_best() {

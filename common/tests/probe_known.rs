@@ -2,7 +2,7 @@
 //! cross-check against linfa-logistic (an independent solver).
 
 use cd_common::probe::eval::{accuracy, f1, majority_label, roc_auc};
-use cd_common::probe::layers::{evaluate, probe_all_layers, Features};
+use cd_common::probe::layers::{evaluate, probe_all_layers, FeatureView};
 use cd_common::probe::logistic::{fit, Rows, SolverConfig};
 use cd_common::probe::split::{make_folds, Fold};
 use cd_common::probe::{ProbeConfig, SplitConfig};
@@ -48,7 +48,7 @@ fn fit_eval(
     d: usize,
     standardize: bool,
 ) -> (
-    cd_common::probe::logistic::Model,
+    cd_common::probe::logistic::LogisticModel,
     cd_common::probe::eval::FoldMetrics,
 ) {
     let rows = Rows::contiguous(x, y.len(), d).unwrap();
@@ -225,7 +225,7 @@ fn all_layers_in_parallel_with_kfold_mean_and_folds() {
         ..ProbeConfig::default()
     };
     let run = probe_all_layers(
-        &Features {
+        &FeatureView {
             data: &data,
             n,
             n_layers: layers,

@@ -1,12 +1,12 @@
 //! Multiple-choice metrics (MC1 against the best answer, MC2, MC3, ties,
 //! chance) from per-layer scores, as the original evaluation code defines them.
 
-use cd_common::probe::mc::{chance, item_mc, mc_layers, ItemScore, Lens, McItem, McScores};
+use cd_common::probe::mc::{chance, item_mc, mc_layers, ItemScore, Lens, LensScores, ScoredItem};
 
 /// An item whose best answer is its first true candidate.
-fn item(layers: Vec<Vec<f32>>, n_tokens: Vec<usize>, correct: Vec<bool>) -> McItem {
+fn item(layers: Vec<Vec<f32>>, n_tokens: Vec<usize>, correct: Vec<bool>) -> ScoredItem {
     let best = correct.iter().position(|&c| c).unwrap_or(0);
-    McItem {
+    ScoredItem {
         sums: layers,
         n_tokens,
         correct,
@@ -80,7 +80,7 @@ fn per_layer_rows_for_sums_and_length_normalised_scores() {
             vec![false, true, false],
         ),
     ];
-    let rows = mc_layers(&McScores {
+    let rows = mc_layers(&LensScores {
         lens: Lens::Normed,
         items: items.clone(),
     })
@@ -106,8 +106,8 @@ fn per_layer_rows_for_sums_and_length_normalised_scores() {
 
 #[test]
 fn malformed_scores_are_refused() {
-    let bad = |it: McItem| {
-        mc_layers(&McScores {
+    let bad = |it: ScoredItem| {
+        mc_layers(&LensScores {
             lens: Lens::Faithful,
             items: vec![it],
         })

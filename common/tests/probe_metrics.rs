@@ -4,8 +4,8 @@
 use cd_common::datasets::PromptMode;
 use cd_common::depth::DepthConfig;
 use cd_common::metrics::{CellMetrics, ProbeCellInputs, SCHEMA_VERSION};
-use cd_common::probe::layers::{probe_all_layers, Features};
-use cd_common::probe::mc::{Lens, McConfig, McItem, McScores};
+use cd_common::probe::layers::{probe_all_layers, FeatureView};
+use cd_common::probe::mc::{Lens, LensScores, McConfig, ScoredItem};
 use cd_common::probe::ProbeConfig;
 use cd_common::spec::{example_spec, ModelRef, ModelSource, Site, TaskKind, TaskSpec};
 use cd_common::tables;
@@ -43,7 +43,7 @@ fn cell_of(mut s: TaskSpec, n_layers: usize) -> CellMetrics {
     }
     let cfg =
         ProbeConfig::from_json(&serde_json::json!({"split": {"kind": "kfold", "k": 3}})).unwrap();
-    let features = Features {
+    let features = FeatureView {
         data: &data,
         n,
         n_layers,
@@ -119,18 +119,18 @@ fn probe_metrics_round_trip_and_flat_tables() {
 
 #[test]
 fn mc_metrics_are_long_format() {
-    let item = McItem {
+    let item = ScoredItem {
         sums: vec![vec![-1.0, -2.0]; 3],
         n_tokens: vec![1, 2],
         correct: vec![true, false],
         best: 0,
     };
     let scores = [
-        McScores {
+        LensScores {
             lens: Lens::Faithful,
             items: vec![item.clone()],
         },
-        McScores {
+        LensScores {
             lens: Lens::Normed,
             items: vec![item],
         },

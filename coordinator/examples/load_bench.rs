@@ -223,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
                 devices: vec![Device {
                     name: "cuda:0".into(),
                     memory_bytes: 80 << 30,
-                    kind: DeviceKind::Cuda as i32,
+                    kind: device::Kind::Cuda as i32,
                 }],
                 version: "bench".into(),
             })

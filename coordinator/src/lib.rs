@@ -11,8 +11,8 @@
 pub mod cli;
 pub mod http;
 pub mod local;
-pub mod metrics;
 pub mod persist;
+pub mod prometheus;
 pub mod report;
 pub mod server;
 pub mod service;

@@ -3,7 +3,7 @@
 
 use crate::http::{self, HttpAuth};
 use crate::persist;
-use crate::service::{Auth, CoordinatorService};
+use crate::service::{CoordinatorService, TokenCheck};
 use crate::shared::Shared;
 use crate::state::Scheduler;
 use anyhow::Context;
@@ -177,7 +177,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     }
     let svc = CoordinatorServer::with_interceptor(
         CoordinatorService::new(shared.clone()),
-        Auth::new(&cfg.token),
+        TokenCheck::new(&cfg.token),
     );
     let mut grpc_stop = stop_rx.clone();
     let router = builder.add_service(svc);

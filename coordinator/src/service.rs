@@ -11,7 +11,6 @@ use cd_common::spec::TaskId;
 use cd_common::verified::DeviceKind;
 use cd_proto::status::Refusal;
 use cd_proto::v1::coordinator_server::Coordinator;
-use cd_proto::v1::DeviceKind as WireDeviceKind;
 use cd_proto::v1::*;
 use std::sync::Arc;
 use std::time::Instant;
@@ -71,8 +70,8 @@ impl Coordinator for CoordinatorService {
             .iter()
             .map(|d| {
                 let kind = match d.kind_or_named() {
-                    WireDeviceKind::Cuda => DeviceKind::Cuda,
-                    WireDeviceKind::Cpu | WireDeviceKind::Unspecified => DeviceKind::Cpu,
+                    device::Kind::Cuda => DeviceKind::Cuda,
+                    device::Kind::Cpu | device::Kind::Unspecified => DeviceKind::Cpu,
                 };
                 (d.name.clone(), kind, d.memory_bytes)
             })
@@ -334,20 +333,20 @@ impl Coordinator for CoordinatorService {
 
 /// Checks `authorization: Bearer <token>` on every call.
 #[derive(Clone)]
-pub struct Auth {
+pub struct TokenCheck {
     expected: Arc<[u8]>,
 }
 
-impl Auth {
+impl TokenCheck {
     /// Accept only this token.
-    pub fn new(token: &str) -> Auth {
-        Auth {
+    pub fn new(token: &str) -> TokenCheck {
+        TokenCheck {
             expected: Arc::from(format!("Bearer {token}").into_bytes()),
         }
     }
 }
 
-impl tonic::service::Interceptor for Auth {
+impl tonic::service::Interceptor for TokenCheck {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         let given = req
             .metadata()

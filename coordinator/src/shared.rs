@@ -1,7 +1,7 @@
 //! State shared by the gRPC service, the HTTP endpoints and the background
 //! tasks (lease reaper, persister/report writer).
 
-use crate::metrics::Metrics;
+use crate::prometheus::Metrics;
 use crate::state::{FailOutcome, FailureRecord, Scheduler};
 use cd_common::spec::TaskId;
 use cd_common::storage::Store;

@@ -92,7 +92,7 @@ async fn register(c: &mut Client, id: &str, memory: u64) {
         devices: vec![Device {
             name: "cpu".into(),
             memory_bytes: memory,
-            kind: DeviceKind::Cpu as i32,
+            kind: device::Kind::Cpu as i32,
         }],
         version: "t".into(),
     })

@@ -1,25 +1,26 @@
 //! Device kinds as both sides read them.
 
-use crate::v1::{Device, DeviceKind};
+use crate::v1::device::Kind;
+use crate::v1::Device;
 
 impl Device {
     /// The device's kind; a worker that did not send one is read by its
     /// name (`cuda:N` or `cpu`), as older workers named them.
-    pub fn kind_or_named(&self) -> DeviceKind {
-        match DeviceKind::try_from(self.kind).unwrap_or(DeviceKind::Unspecified) {
-            DeviceKind::Unspecified if self.name.starts_with("cuda") => DeviceKind::Cuda,
-            DeviceKind::Unspecified => DeviceKind::Cpu,
+    pub fn kind_or_named(&self) -> Kind {
+        match Kind::try_from(self.kind).unwrap_or(Kind::Unspecified) {
+            Kind::Unspecified if self.name.starts_with("cuda") => Kind::Cuda,
+            Kind::Unspecified => Kind::Cpu,
             kind => kind,
         }
     }
 }
 
-impl DeviceKind {
+impl Kind {
     /// `cpu` or `cuda`, as grids name device kinds.
     pub fn label(self) -> &'static str {
         match self {
-            DeviceKind::Cuda => "cuda",
-            DeviceKind::Cpu | DeviceKind::Unspecified => "cpu",
+            Kind::Cuda => "cuda",
+            Kind::Cpu | Kind::Unspecified => "cpu",
         }
     }
 }
@@ -28,7 +29,7 @@ impl DeviceKind {
 mod tests {
     use super::*;
 
-    fn device(name: &str, kind: DeviceKind) -> Device {
+    fn device(name: &str, kind: Kind) -> Device {
         Device {
             name: name.into(),
             memory_bytes: 1,
@@ -38,22 +39,13 @@ mod tests {
 
     #[test]
     fn the_sent_kind_wins_and_an_unsent_one_is_read_from_the_name() {
+        assert_eq!(device("gpu0", Kind::Cuda).kind_or_named(), Kind::Cuda);
+        assert_eq!(device("cuda:1", Kind::Cpu).kind_or_named(), Kind::Cpu);
         assert_eq!(
-            device("gpu0", DeviceKind::Cuda).kind_or_named(),
-            DeviceKind::Cuda
+            device("cuda:1", Kind::Unspecified).kind_or_named(),
+            Kind::Cuda
         );
-        assert_eq!(
-            device("cuda:1", DeviceKind::Cpu).kind_or_named(),
-            DeviceKind::Cpu
-        );
-        assert_eq!(
-            device("cuda:1", DeviceKind::Unspecified).kind_or_named(),
-            DeviceKind::Cuda
-        );
-        assert_eq!(
-            device("cpu", DeviceKind::Unspecified).kind_or_named(),
-            DeviceKind::Cpu
-        );
-        assert_eq!(DeviceKind::Cuda.label(), "cuda");
+        assert_eq!(device("cpu", Kind::Unspecified).kind_or_named(), Kind::Cpu);
+        assert_eq!(Kind::Cuda.label(), "cuda");
     }
 }

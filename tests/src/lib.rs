@@ -32,11 +32,7 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Whether the tests run in CI (`CI` set and not `false`/`0`), where missing
-/// prerequisites are failures instead of skips.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
+pub use cd_common::test_support::in_ci;
 
 /// A prerequisite is missing: fail in CI, otherwise print why the test is
 /// skipped and return `None`.
@@ -679,7 +675,7 @@ impl Cluster {
                 .timeout(Duration::from_secs(5))
                 .connect()
                 .await?;
-            let mut client = CoordinatorClient::with_interceptor(channel, Auth(token));
+            let mut client = CoordinatorClient::with_interceptor(channel, BearerToken(token));
             Ok::<_, anyhow::Error>(
                 client
                     .sweep_status(cd_proto::v1::SweepStatusRequest {})
@@ -785,13 +781,16 @@ impl Cluster {
     where
         F: FnOnce(
             CoordinatorClient<
-                tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>,
+                tonic::service::interceptor::InterceptedService<
+                    tonic::transport::Channel,
+                    BearerToken,
+                >,
             >,
         ) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
         let endpoint = self.endpoint()?;
-        let auth = Auth(format!("Bearer {}", self.token));
+        let auth = BearerToken(format!("Bearer {}", self.token));
         self.runtime.block_on(async move {
             let channel = endpoint.connect().await?;
             f(CoordinatorClient::with_interceptor(channel, auth)).await
@@ -899,9 +898,9 @@ fn dechunk(mut body: &str) -> String {
 
 /// Interceptor adding the bearer token.
 #[derive(Clone)]
-pub struct Auth(String);
+pub struct BearerToken(String);
 
-impl tonic::service::Interceptor for Auth {
+impl tonic::service::Interceptor for BearerToken {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         req.metadata_mut()
             .insert("authorization", self.0.parse().expect("ascii token"));

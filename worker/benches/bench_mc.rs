@@ -13,7 +13,7 @@
 use cd_common::datasets::{load_mc, DataRoot, McOptions};
 use cd_common::spec::{ModelSource, Precision};
 use cd_worker::engine::load::{load_model, LoadOptions};
-use cd_worker::mc::{LensMode, McInput, ScoreDtype};
+use cd_worker::engine::logit_lens::{Lens, McInput, ScoreDtype};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -63,13 +63,13 @@ fn main() {
         .collect();
     // Warm up (packs the LM head once).
     model
-        .score_mc_lenses(&inputs[0], &[LensMode::Faithful], ScoreDtype::F32)
+        .score_mc_lenses(&inputs[0], &[Lens::Faithful], ScoreDtype::F32)
         .unwrap();
     let (mut one, mut two) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let t = Instant::now();
         for input in &inputs {
-            for mode in [LensMode::Faithful, LensMode::Normed] {
+            for mode in [Lens::Faithful, Lens::Normed] {
                 model.score_mc(input, mode).unwrap();
             }
         }
@@ -77,11 +77,7 @@ fn main() {
         let t = Instant::now();
         for input in &inputs {
             model
-                .score_mc_lenses(
-                    input,
-                    &[LensMode::Faithful, LensMode::Normed],
-                    ScoreDtype::F32,
-                )
+                .score_mc_lenses(input, &[Lens::Faithful, Lens::Normed], ScoreDtype::F32)
                 .unwrap();
         }
         one.push(t.elapsed().as_secs_f64() / inputs.len() as f64);

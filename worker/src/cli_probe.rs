@@ -24,7 +24,7 @@
 use cd_common::datasets::{NoiseKind, PromptMode};
 use cd_common::depth::{DepthConfig, RuleName};
 use cd_common::metrics::{CellMetrics, ProbeCellInputs};
-use cd_common::probe::layers::{probe_all_layers, Features};
+use cd_common::probe::layers::{probe_all_layers, FeatureView};
 use cd_common::probe::{ProbeConfig, SplitConfig};
 use cd_common::spec::{
     DatasetIdentity, DatasetRef, ModelIdentity, ModelRef, ModelSource, Pooling, Precision, Site,
@@ -73,7 +73,7 @@ pub enum SplitKind {
 No output file is left behind on failure."
 )]
 pub struct ProbeArgs {
-    /// Features file from `cd-worker extract` (needs a `labels` tensor: extract with --label-field).
+    /// FeatureView file from `cd-worker extract` (needs a `labels` tensor: extract with --label-field).
     pub features: PathBuf,
     /// Output metrics file (schema v2, see docs/probes.md).
     #[arg(long)]
@@ -468,7 +468,7 @@ fn run_inner(args: &ProbeArgs) -> Result<(), Failure> {
         "probing features"
     );
     let run = probe_all_layers(
-        &Features {
+        &FeatureView {
             data: &input.data,
             n: input.n,
             n_layers: input.n_layers,

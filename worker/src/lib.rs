@@ -13,6 +13,5 @@ pub mod data_fetch;
 pub mod devices;
 pub mod engine;
 pub mod logging;
-pub mod mc;
 pub mod pipeline;
 pub mod placement;

@@ -44,7 +44,7 @@ pub enum PlacementError {
     EmptyBatch { batch: usize, seq: usize },
     /// The model does not fit; the message says what would.
     #[error("{0}")]
-    DoesNotFit(Box<Refusal>),
+    DoesNotFit(Box<Shortfall>),
 }
 
 /// The architecture numbers memory depends on, read from the model's config.
@@ -360,7 +360,7 @@ pub fn plan(
     let footprint = Footprint::new(shape, precision, batch);
     match balanced(shape.layers, &footprint, devices) {
         Some(plan) => Ok(plan),
-        None => Err(PlacementError::DoesNotFit(Box::new(Refusal::explain(
+        None => Err(PlacementError::DoesNotFit(Box::new(Shortfall::explain(
             shape, precision, batch, devices, &footprint,
         )))),
     }
@@ -456,7 +456,7 @@ fn pack(layers: usize, fp: &Footprint, devices: &[DeviceBudget], fill: f64) -> O
 
 /// Why a model does not fit, and what would.
 #[derive(Debug, Clone)]
-pub struct Refusal {
+pub struct Shortfall {
     /// Bytes the model needs on one device of unlimited size.
     pub needed_bytes: u64,
     /// Bytes the devices offer together.
@@ -466,7 +466,7 @@ pub struct Refusal {
     summary: String,
 }
 
-impl Refusal {
+impl Shortfall {
     fn explain(
         shape: &ModelShape,
         precision: Precision,
@@ -539,7 +539,7 @@ impl Refusal {
                 break;
             }
         }
-        Refusal {
+        Shortfall {
             needed_bytes,
             available_bytes,
             suggestions,
@@ -548,7 +548,7 @@ impl Refusal {
     }
 }
 
-impl fmt::Display for Refusal {
+impl fmt::Display for Shortfall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.summary)?;
         if self.suggestions.is_empty() {

@@ -8,7 +8,7 @@
 
 use cd_common::spec::{ModelSource, Precision};
 use cd_worker::engine::load::{load_model, LoadOptions};
-use cd_worker::mc::{LensMode, McInput};
+use cd_worker::engine::logit_lens::{Lens, McInput};
 use serde_json::Value;
 
 mod engine_support;
@@ -50,10 +50,7 @@ fn check(name: &str) {
             .iter()
             .map(|n| n.as_u64().unwrap() as usize)
             .collect();
-        for (mode, key) in [
-            (LensMode::Faithful, "faithful"),
-            (LensMode::Normed, "normed"),
-        ] {
+        for (mode, key) in [(Lens::Faithful, "faithful"), (Lens::Normed, "normed")] {
             let ours = model.score_mc(&input, mode).unwrap();
             assert_eq!(
                 ours.n_tokens, n_tokens,
@@ -117,7 +114,7 @@ fn length_normalised_divides_by_token_count() {
         prompt: "the capital of france is".into(),
         candidates: vec![" paris".into(), " a big old city".into()],
     };
-    let s = model.score_mc(&item, LensMode::Normed).unwrap();
+    let s = model.score_mc(&item, Lens::Normed).unwrap();
     let norm = s.length_normalised();
     for (row, nrow) in s.scores.iter().zip(&norm) {
         for ((&v, &nv), &k) in row.iter().zip(nrow).zip(&s.n_tokens) {
@@ -131,7 +128,7 @@ fn length_normalised_divides_by_token_count() {
 /// give; the bf16 arithmetic gives bf16-representable sums close to f32.
 #[test]
 fn one_forward_serves_both_lenses_and_bf16_rounds_as_the_original() {
-    use cd_worker::mc::ScoreDtype;
+    use cd_worker::engine::logit_lens::ScoreDtype;
     let Some(dir) = tiny_model("llama_gqa_rope3") else {
         return;
     };
@@ -151,17 +148,13 @@ fn one_forward_serves_both_lenses_and_bf16_rounds_as_the_original() {
         ],
     };
     let both = model
-        .score_mc_lenses(
-            &item,
-            &[LensMode::Faithful, LensMode::Normed],
-            ScoreDtype::F32,
-        )
+        .score_mc_lenses(&item, &[Lens::Faithful, Lens::Normed], ScoreDtype::F32)
         .unwrap();
-    for (mode, one) in [LensMode::Faithful, LensMode::Normed].iter().zip(&both) {
+    for (mode, one) in [Lens::Faithful, Lens::Normed].iter().zip(&both) {
         assert_eq!(&model.score_mc(&item, *mode).unwrap(), one, "{mode:?}");
     }
     let bf = model
-        .score_mc_lenses(&item, &[LensMode::Faithful], ScoreDtype::Bf16)
+        .score_mc_lenses(&item, &[Lens::Faithful], ScoreDtype::Bf16)
         .unwrap();
     for (row_bf, row_f) in bf[0].scores.iter().zip(&both[0].scores) {
         for (b, f) in row_bf.iter().zip(row_f) {

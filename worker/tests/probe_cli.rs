@@ -6,7 +6,7 @@
 mod engine_support;
 
 use cd_common::metrics::{CellMetrics, LayerRow};
-use cd_common::probe::layers::{probe_all_layers, Features};
+use cd_common::probe::layers::{probe_all_layers, FeatureView};
 use cd_common::probe::{ProbeConfig, SplitConfig};
 use cd_worker::engine::output::{write_features, FeatureFile, OutputDtype, OutputMetadata};
 use ndarray::Array3;
@@ -104,7 +104,7 @@ fn library_run(x: &Array3<f32>, labels: &[i64], cfg: &ProbeConfig, seed: u64) ->
     let y: Vec<u8> = labels.iter().map(|&v| v as u8).collect();
     let (n, n_layers, d) = x.dim();
     let run = probe_all_layers(
-        &Features {
+        &FeatureView {
             data: x.as_slice().unwrap(),
             n,
             n_layers,

@@ -12,7 +12,7 @@ mod binary;
 mod error;
 pub mod generate;
 pub mod manifest;
-mod mc;
+mod multiple_choice;
 pub mod noise;
 pub mod prompt;
 mod root;
@@ -21,7 +21,7 @@ mod source;
 pub use binary::{BinaryDataset, BinaryOptions};
 pub use error::DatasetError;
 pub use manifest::{registry, DatasetKind, DatasetManifest};
-pub use mc::{few_shot_prefix, McDataset, McItem, McOptions};
+pub use multiple_choice::{few_shot_prefix, McDataset, McOptions, McQuestion};
 pub use noise::NoiseKind;
 pub use prompt::{PromptMode, CD_LEGACY_INSTRUCTION};
 pub use root::DataRoot;
@@ -83,7 +83,7 @@ pub fn check_name(name: &str) -> Result<(&'static DatasetManifest, String), Data
             binary::generated_items(manifest, param)?;
         }
         (DatasetKind::MultipleChoice, Some(_)) => {
-            mc::calculation_filter(manifest, param)?;
+            multiple_choice::calculation_filter(manifest, param)?;
         }
         (DatasetKind::MultipleChoice, None) => {
             if let Some(p) = param {
@@ -154,5 +154,5 @@ pub fn load_mc_of(
             wanted: "multiple-choice",
         });
     }
-    mc::load(m, param, data_root, opts)
+    multiple_choice::load(m, param, data_root, opts)
 }

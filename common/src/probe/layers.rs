@@ -12,9 +12,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
-/// Features of one cell: row-major `[n, n_layers, d]` f32 with one label per example.
+/// FeatureView of one cell: row-major `[n, n_layers, d]` f32 with one label per example.
 #[derive(Debug, Clone, Copy)]
-pub struct Features<'a> {
+pub struct FeatureView<'a> {
     /// The values.
     pub data: &'a [f32],
     /// Number of examples.
@@ -64,7 +64,7 @@ pub struct ProbeRun {
 /// Split with `config.split` and `seed` (`groups`: one id per example, for
 /// grouped splits), then fit and evaluate every layer.
 pub fn probe_all_layers(
-    features: &Features<'_>,
+    features: &FeatureView<'_>,
     groups: Option<&[usize]>,
     config: &ProbeConfig,
     seed: u64,
@@ -77,11 +77,11 @@ pub fn probe_all_layers(
 /// Fit and evaluate every layer on the given folds (e.g. group-aware splits
 /// made by the datasets module, or a reference tool's indices).
 pub fn probe_with_folds(
-    features: &Features<'_>,
+    features: &FeatureView<'_>,
     config: &ProbeConfig,
     folds: Vec<Fold>,
 ) -> Result<ProbeRun, ProbeError> {
-    let Features {
+    let FeatureView {
         data,
         n,
         n_layers,
@@ -158,7 +158,7 @@ pub fn probe_with_folds(
 /// classified correctly; label 1 is predicted when `x·w + b > 0`
 /// (scikit-learn's `predict`), and AUC ranks the positive class's probability.
 pub fn evaluate(
-    model: &logistic::Model,
+    model: &logistic::LogisticModel,
     x: &Rows<'_>,
     fold: &Fold,
     y_train: &[u8],

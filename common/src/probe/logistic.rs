@@ -91,7 +91,7 @@ impl SolverConfig {
 /// A fitted probe, expressed on raw (unstandardised) features:
 /// `P(y = 1 | x) = σ(x·w + b)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Model {
+pub struct LogisticModel {
     /// Weights on raw features.
     pub w: Vec<f32>,
     /// Intercept on raw features.
@@ -108,7 +108,7 @@ pub struct Model {
     pub objective: f64,
 }
 
-impl Model {
+impl LogisticModel {
     /// Decision values `x·w + b` of the given rows.
     pub fn decision(&self, x: &Rows<'_>, rows: &[usize]) -> Vec<f64> {
         rows.iter()
@@ -145,7 +145,7 @@ pub fn fit(
     c: f64,
     standardize: bool,
     cfg: &SolverConfig,
-) -> Result<Model, ProbeError> {
+) -> Result<LogisticModel, ProbeError> {
     if rows.len() != y.len() || rows.is_empty() {
         return Err(ProbeError::Input(format!(
             "{} training rows but {} labels",
@@ -353,7 +353,7 @@ pub fn fit(
         w[j] = we as f32;
         b_raw -= mu[j] * we;
     }
-    Ok(Model {
+    Ok(LogisticModel {
         w,
         b: b_raw,
         newton_iterations: newton,

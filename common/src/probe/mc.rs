@@ -3,7 +3,7 @@
 //! The worker scores every candidate continuation of an item at every layer
 //! (the sum of its tokens' log-probabilities under the LM head applied to that
 //! layer's hidden state) once per lens mode, and hands the sums and token
-//! counts here. Each lens mode is an independent [`McScores`]; the
+//! counts here. Each lens mode is an independent [`LensScores`]; the
 //! length-normalised variant (mean log-probability per token) is derived here
 //! from the same sums, so one worker pass yields four score variants.
 //!
@@ -105,7 +105,7 @@ impl Lens {
 /// One item's scores at every layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct McItem {
+pub struct ScoredItem {
     /// `sums[layer][candidate]`: sum of the candidate's token log-probabilities.
     pub sums: Vec<Vec<f32>>,
     /// Number of scored tokens of each candidate (≥ 1).
@@ -119,11 +119,11 @@ pub struct McItem {
 /// All items of a task scored under one lens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct McScores {
+pub struct LensScores {
     /// The lens the scores were computed with.
     pub lens: Lens,
     /// The items.
-    pub items: Vec<McItem>,
+    pub items: Vec<ScoredItem>,
 }
 
 /// Per-layer multiple-choice results for one score variant (a row of the
@@ -217,7 +217,7 @@ fn mc2(truths: &[f64], falses: &[f64]) -> f64 {
     }
 }
 
-fn validate(scores: &McScores) -> Result<usize, ProbeError> {
+fn validate(scores: &LensScores) -> Result<usize, ProbeError> {
     let n_layers = scores.items.first().map(|it| it.sums.len()).unwrap_or(0);
     if n_layers == 0 {
         return Err(ProbeError::Input(
@@ -259,7 +259,7 @@ fn validate(scores: &McScores) -> Result<usize, ProbeError> {
 
 /// Per-layer MC1/MC2/MC3 for the raw sums and the length-normalised scores
 /// (rows ordered by variant, then layer).
-pub fn mc_layers(scores: &McScores) -> Result<Vec<McLayer>, ProbeError> {
+pub fn mc_layers(scores: &LensScores) -> Result<Vec<McLayer>, ProbeError> {
     let n_layers = validate(scores)?;
     let n_items = scores.items.len();
     let mut rows = Vec::with_capacity(2 * n_layers);
@@ -300,7 +300,7 @@ pub fn mc_layers(scores: &McScores) -> Result<Vec<McLayer>, ProbeError> {
 }
 
 /// Chance levels of a set of items.
-pub fn chance(items: &[McItem]) -> Chance {
+pub fn chance(items: &[ScoredItem]) -> Chance {
     let n = items.len().max(1) as f64;
     let (mut c, mut c1) = (0.0, 0.0);
     for it in items {

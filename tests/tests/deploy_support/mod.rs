@@ -22,10 +22,7 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Whether we run under CI, where a missing tool is a failure, not a skip.
-pub fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
+pub use cd_common::test_support::in_ci;
 
 /// Give up on a test: a failure under CI, a printed skip otherwise.
 /// Returns `None` so callers can write `let Some(x) = ... else { return };`.

@@ -12,11 +12,11 @@ use tonic::{Request, Status};
 
 /// Adds `authorization: Bearer <token>` to every request.
 #[derive(Clone)]
-pub struct Auth {
+pub struct BearerHeader {
     header: Option<AsciiMetadataValue>,
 }
 
-impl tonic::service::Interceptor for Auth {
+impl tonic::service::Interceptor for BearerHeader {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         if let Some(h) = &self.header {
             req.metadata_mut().insert("authorization", h.clone());
@@ -26,7 +26,7 @@ impl tonic::service::Interceptor for Auth {
 }
 
 /// The coordinator client every agent call goes through.
-pub type Client = CoordinatorClient<InterceptedService<Channel, Auth>>;
+pub type Client = CoordinatorClient<InterceptedService<Channel, BearerHeader>>;
 
 /// Build a lazily connecting client: the channel reconnects by itself after
 /// the coordinator comes back, so callers only retry the call.
@@ -74,6 +74,6 @@ pub fn connect(
     };
     Ok(CoordinatorClient::with_interceptor(
         endpoint.connect_lazy(),
-        Auth { header },
+        BearerHeader { header },
     ))
 }

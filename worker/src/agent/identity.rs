@@ -2,7 +2,7 @@
 
 use super::{AgentArgs, AgentError};
 use crate::devices::{self, DeviceInfo, GpuSelection};
-use cd_proto::v1::{Device, DeviceKind};
+use cd_proto::v1::{device, Device};
 
 /// The host name, from the kernel (falls back to `localhost`).
 pub fn hostname() -> String {
@@ -59,9 +59,9 @@ pub fn advertised(devices: &[DeviceInfo]) -> Vec<Device> {
             name: d.name.clone(),
             memory_bytes: d.total_bytes,
             kind: if d.is_cuda() {
-                DeviceKind::Cuda
+                device::Kind::Cuda
             } else {
-                DeviceKind::Cpu
+                device::Kind::Cpu
             } as i32,
         })
         .collect()

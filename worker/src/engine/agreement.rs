@@ -2,7 +2,7 @@
 //! measure behind the device checks (a device and precision against the CPU
 //! in f32).
 
-use super::Features;
+use super::ExtractedFeatures;
 
 /// One layer's agreement between a reference and a candidate extraction.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,8 +41,8 @@ pub enum AgreementError {
 
 /// Compare `candidate` with `reference` layer by layer (computed in f64).
 pub fn layer_agreement(
-    reference: &Features,
-    candidate: &Features,
+    reference: &ExtractedFeatures,
+    candidate: &ExtractedFeatures,
 ) -> Result<Vec<LayerAgreement>, AgreementError> {
     let (r, c) = (reference.data.dim(), candidate.data.dim());
     if r != c {
@@ -87,9 +87,9 @@ mod tests {
     use super::*;
     use ndarray::Array3;
 
-    fn features(data: Array3<f32>) -> Features {
+    fn features(data: Array3<f32>) -> ExtractedFeatures {
         let n = data.dim().0;
-        Features {
+        ExtractedFeatures {
             data,
             token_counts: vec![1; n],
         }

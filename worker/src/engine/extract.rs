@@ -58,7 +58,7 @@ pub struct ExtractProgress {
 
 /// Extracted features.
 #[derive(Debug, Clone)]
-pub struct Features {
+pub struct ExtractedFeatures {
     /// `[N, L, d]` in input order (`L` per [`Model::num_capture_layers`]).
     pub data: Array3<f32>,
     /// Tokens each text was run with (after truncation, special tokens included).
@@ -81,7 +81,7 @@ impl Model {
         texts: &[String],
         opts: &ExtractOptions,
         progress: &mut dyn FnMut(ExtractProgress),
-    ) -> Result<Features, EngineError> {
+    ) -> Result<ExtractedFeatures, EngineError> {
         if texts.is_empty() {
             return Err(EngineError::Input {
                 index: None,
@@ -139,7 +139,7 @@ impl Model {
             progress(done);
         }
         let token_counts = tokens.iter().map(|t| t.len() as u32).collect();
-        Ok(Features { data, token_counts })
+        Ok(ExtractedFeatures { data, token_counts })
     }
 
     /// One batch → per capture layer, `[rows × d]` f32 row-major.

@@ -22,6 +22,7 @@ mod gguf;
 pub mod hub;
 pub(crate) mod int8;
 pub mod load;
+pub mod logit_lens;
 pub mod output;
 pub(crate) mod packed_gemm;
 pub(crate) mod quant;
@@ -32,7 +33,7 @@ pub use candle_core::Device;
 pub use cd_common::spec::{Pooling, Precision, Site};
 pub use config::{Arch, LayerKind, ModelConfig, Rope, RopeScaling};
 pub use error::EngineError;
-pub use extract::{ExtractOptions, ExtractProgress, Features};
+pub use extract::{ExtractOptions, ExtractProgress, ExtractedFeatures};
 pub use packed_gemm::PackedMatrix;
 
 use arch::{AttnCtx, Block, RmsNorm, Segment};

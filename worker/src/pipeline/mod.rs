@@ -16,16 +16,16 @@ use crate::data_fetch::{resolve_for as resolve_data_root, FetchError, FetchOptio
 use crate::devices::DeviceInfo;
 use crate::engine::extract::{ExtractOptions, ExtractProgress};
 use crate::engine::load::{open_model, LoadOptions};
+use crate::engine::logit_lens::{Lens, McInput};
 use crate::engine::output::{write_features, FeatureFile, OutputDtype, OutputMetadata};
 use crate::engine::{DeviceMap, EngineError, Model};
-use crate::mc::{LensMode, McInput};
 use cd_common::datasets::{
     self, BinaryDataset, BinaryOptions, DataRoot, DatasetError, DatasetProvenance, McDataset,
     McOptions,
 };
 use cd_common::depth::DepthConfig;
 use cd_common::metrics::{CellMetrics, MetricsError, ProbeCellInputs};
-use cd_common::probe::layers::{probe_all_layers, Features};
+use cd_common::probe::layers::{probe_all_layers, FeatureView};
 use cd_common::probe::mc::McConfig;
 use cd_common::probe::split::test_fold;
 use cd_common::probe::ProbeConfig;
@@ -464,7 +464,7 @@ impl Pipeline {
             .as_slice()
             .expect("features are built in standard layout");
         let run = probe_all_layers(
-            &Features {
+            &FeatureView {
                 data: flat,
                 n,
                 n_layers,
@@ -543,7 +543,7 @@ impl Pipeline {
         started: Instant,
     ) -> Result<CellMetrics, PipelineError> {
         let spec = task.spec;
-        use cd_common::probe::mc::{Lens, McItem, McScores};
+        use cd_common::probe::mc::{LensScores, ScoredItem};
         let progress = ctx.progress;
 
         // Scoring is the forward pass here: report it as extraction.
@@ -555,8 +555,7 @@ impl Pipeline {
             source,
         };
         let lenses = [Lens::Faithful, Lens::Normed];
-        let modes = [LensMode::Faithful, LensMode::Normed];
-        let mut per_lens: Vec<Vec<McItem>> =
+        let mut per_lens: Vec<Vec<ScoredItem>> =
             vec![Vec::with_capacity(data.items.len()); lenses.len()];
         let total = data.items.len() as u64;
         for (i, item) in data.items.iter().enumerate() {
@@ -568,10 +567,10 @@ impl Pipeline {
             };
             // One forward pass scores both lenses.
             let scored = model
-                .score_mc_lenses(&input, &modes, mc_cfg.score_dtype)
+                .score_mc_lenses(&input, &lenses, mc_cfg.score_dtype)
                 .map_err(engine_err)?;
             for (s, out) in scored.into_iter().zip(per_lens.iter_mut()) {
-                out.push(McItem {
+                out.push(ScoredItem {
                     sums: s.scores,
                     n_tokens: s.n_tokens,
                     correct: item.correct.clone(),
@@ -581,10 +580,10 @@ impl Pipeline {
         }
         progress.set_counts(total, total);
         timings.insert("score".to_string(), t.elapsed().as_secs_f64());
-        let scores: Vec<McScores> = lenses
+        let scores: Vec<LensScores> = lenses
             .iter()
             .zip(per_lens)
-            .map(|(lens, items)| McScores { lens: *lens, items })
+            .map(|(lens, items)| LensScores { lens: *lens, items })
             .collect();
 
         progress.set_phase(Phase::Upload);
@@ -663,7 +662,7 @@ impl Pipeline {
         spec: &TaskSpec,
         mc_cfg: &McConfig,
         ctx: &TaskContext<'_>,
-        scores: &[cd_common::probe::mc::McScores],
+        scores: &[cd_common::probe::mc::LensScores],
     ) -> Result<(), PipelineError> {
         use crate::engine::output::{write_mc_scores, McScoresFile};
         let Some(first) = scores.first() else {

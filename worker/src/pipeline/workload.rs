@@ -4,7 +4,7 @@
 //! that then run out of memory).
 
 use crate::placement::BatchShape;
-use cd_common::datasets::McItem;
+use cd_common::datasets::McQuestion;
 use tokenizers::Tokenizer;
 
 /// The texts a task will run through the model.
@@ -19,7 +19,7 @@ pub enum Workload<'a> {
     },
     /// Multiple-choice items: one forward pass per item, one row per
     /// candidate, each row the prompt followed by the candidate.
-    Choices(&'a [McItem]),
+    Choices(&'a [McQuestion]),
 }
 
 impl Workload<'_> {
@@ -80,8 +80,8 @@ mod tests {
         t
     }
 
-    fn item(prompt: &str, candidates: &[&str]) -> McItem {
-        McItem {
+    fn item(prompt: &str, candidates: &[&str]) -> McQuestion {
+        McQuestion {
             id: "i".into(),
             prompt: prompt.into(),
             candidates: candidates.iter().map(|c| c.to_string()).collect(),

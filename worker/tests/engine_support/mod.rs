@@ -5,10 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// Whether we run under CI (then missing models are failures, not skips).
-pub fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-}
+pub use cd_common::test_support::in_ci;
 
 /// The committed fixtures directory.
 pub fn fixtures() -> PathBuf {

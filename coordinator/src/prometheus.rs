@@ -5,7 +5,7 @@
 //! from it on every scrape, so they are never stale.
 
 use crate::state::{Counts, Dashboard};
-use prometheus::{
+use ::prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };

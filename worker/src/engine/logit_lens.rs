@@ -6,8 +6,8 @@
 //! - Layers follow the `residual` site: entry 0 is the embeddings, entry `L`
 //!   the final norm's output (the HF `hidden_states` convention the paper's
 //!   code read), so the last entry is the model's own prediction.
-//! - [`LensMode::Faithful`] applies the LM head to the raw residual (as the
-//!   paper did); [`LensMode::Normed`] applies the final norm first. At entry
+//! - [`Lens::Faithful`] applies the LM head to the raw residual (as the
+//!   paper did); [`Lens::Normed`] applies the final norm first. At entry
 //!   `L` both are the same, the state being normed already.
 //! - Prompt and continuation are tokenised together; byte offsets decide
 //!   which tokens belong to the continuation (a token straddling the boundary
@@ -23,9 +23,9 @@
 //!   f32 and rounded to bf16 (torch's `sum` of a bf16 tensor). Rounding makes
 //!   candidates tie more often; ties fail MC1, as in the original.
 
-use crate::engine::{Capture, EngineError, Model};
+use super::{Capture, EngineError, Model};
 use candle_core::{DType, Tensor};
-pub use cd_common::probe::mc::ScoreDtype;
+pub use cd_common::probe::mc::{Lens, ScoreDtype};
 
 /// One multiple-choice item.
 #[derive(Debug, Clone)]
@@ -37,18 +37,9 @@ pub struct McInput {
     pub candidates: Vec<String>,
 }
 
-/// Whether the final norm is applied before the LM head at inner layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LensMode {
-    /// LM head on the raw residual stream (the paper's choice).
-    Faithful,
-    /// Final norm, then LM head.
-    Normed,
-}
-
 /// Per-layer candidate scores.
 #[derive(Debug, Clone, PartialEq)]
-pub struct McScores {
+pub struct CandidateScores {
     /// `[layer][candidate]`: summed log-probability of the candidate's tokens
     /// (`L + 1` layers).
     pub scores: Vec<Vec<f32>>,
@@ -56,7 +47,7 @@ pub struct McScores {
     pub n_tokens: Vec<usize>,
 }
 
-impl McScores {
+impl CandidateScores {
     /// Scores divided by each candidate's token count.
     pub fn length_normalised(&self) -> Vec<Vec<f32>> {
         self.scores
@@ -117,20 +108,20 @@ fn bf16(t: &Tensor) -> candle_core::Result<Tensor> {
 
 impl Model {
     /// Score every candidate of `item` at every layer under one lens, in f32.
-    pub fn score_mc(&self, item: &McInput, mode: LensMode) -> Result<McScores, EngineError> {
+    pub fn score_mc(&self, item: &McInput, mode: Lens) -> Result<CandidateScores, EngineError> {
         let mut all = self.score_mc_lenses(item, &[mode], ScoreDtype::F32)?;
         Ok(all.remove(0))
     }
 
     /// Score every candidate of `item` at every layer under each of `modes`,
     /// from one forward pass, in the arithmetic `dtype` says (one
-    /// [`McScores`] per mode, in order).
+    /// [`CandidateScores`] per mode, in order).
     pub fn score_mc_lenses(
         &self,
         item: &McInput,
-        modes: &[LensMode],
+        modes: &[Lens],
         dtype: ScoreDtype,
-    ) -> Result<Vec<McScores>, EngineError> {
+    ) -> Result<Vec<CandidateScores>, EngineError> {
         if item.candidates.is_empty() {
             return Err(EngineError::Input {
                 index: None,
@@ -207,7 +198,7 @@ impl Model {
                     per_layer[m][index] = per_layer[0][index].clone();
                     continue;
                 }
-                let lensed = if *mode == LensMode::Normed && index < last {
+                let lensed = if *mode == Lens::Normed && index < last {
                     self.final_norm_f32(&states)?
                 } else {
                     states.clone()
@@ -242,7 +233,7 @@ impl Model {
                         out
                     })
                     .collect();
-                McScores {
+                CandidateScores {
                     scores,
                     n_tokens: n_tokens.clone(),
                 }

@@ -16,13 +16,13 @@ pub struct McOptions {
     /// Keep only the first N items.
     pub max_items: Option<usize>,
     /// Leave out items whose question is one of the few-shot demonstrations
-    /// (they are always flagged in [`McItem::leaked_demo`]).
+    /// (they are always flagged in [`McQuestion::leaked_demo`]).
     pub drop_leaked: bool,
 }
 
 /// One multiple-choice item.
 #[derive(Debug, Clone, PartialEq)]
-pub struct McItem {
+pub struct McQuestion {
     /// Stable id (`row 12`, `val_3`, `int/1-2/add/0`).
     pub id: String,
     /// The full prompt: header, demonstrations and the item.
@@ -45,7 +45,7 @@ pub struct McItem {
 #[derive(Debug, Clone)]
 pub struct McDataset {
     pub name: String,
-    pub items: Vec<McItem>,
+    pub items: Vec<McQuestion>,
     pub provenance: DatasetProvenance,
 }
 
@@ -172,7 +172,7 @@ pub(crate) fn load(
         );
         let mut correct = vec![true; truths.len()];
         correct.extend(std::iter::repeat_n(false, falses.len()));
-        items.push(McItem {
+        items.push(McQuestion {
             id: r.id,
             prompt,
             candidates: truths.into_iter().chain(falses).collect(),
