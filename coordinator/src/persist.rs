@@ -7,7 +7,7 @@ use crate::report;
 use crate::shared::{unix_ms, Event, Shared};
 use crate::state::{FailureRecord, PersistedLeases, Scheduler};
 use cd_common::spec::TaskId;
-use cd_common::storage::{Store, StoreError};
+use cd_common::storage::{layout, Store, StoreError};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -22,14 +22,6 @@ pub struct FailureFile {
     pub task_id: TaskId,
     /// Every failed attempt, oldest first.
     pub failures: Vec<FailureRecord>,
-}
-
-fn failure_rel(sweep: &str, id: &TaskId) -> String {
-    format!("{sweep}/state/failures/{id}.json")
-}
-
-fn leases_rel(sweep: &str) -> String {
-    format!("{sweep}/state/leases.json")
 }
 
 /// What resuming found.
@@ -71,7 +63,7 @@ pub async fn resume(
         .collect();
     let invalid = checked.len() - valid.len();
     let completed = sched.restore_completed(valid.iter());
-    let keys = store.list(&format!("{sweep}/state/failures")).await?;
+    let keys = store.list(&layout::failures(sweep)).await?;
     let mut with_failures = 0;
     for key in keys.iter().filter(|k| k.ends_with(".json")) {
         let Some(bytes) = store.get_bytes(key).await? else {
@@ -85,7 +77,7 @@ pub async fn resume(
             Err(e) => tracing::warn!(key = %key, error = %e, "unreadable failure history ignored"),
         }
     }
-    let leases = match store.get_bytes(&leases_rel(sweep)).await? {
+    let leases = match store.get_bytes(&layout::leases(sweep)).await? {
         Some(bytes) => match serde_json::from_slice::<PersistedLeases>(&bytes) {
             Ok(saved) => sched.restore_leases(&saved, Instant::now()),
             Err(e) => {
@@ -198,7 +190,7 @@ async fn write_leases(shared: &Shared, store: &Store, sweep: &str) {
         .expect("scheduler lock")
         .persisted_leases();
     let body = serde_json::to_vec(&saved).expect("leases serialize");
-    if let Err(e) = store.put_bytes(&leases_rel(sweep), body.into()).await {
+    if let Err(e) = store.put_bytes(&layout::leases(sweep), body.into()).await {
         shared.metrics.store_errors.inc();
         tracing::warn!(error = %e, "writing leases.json failed; a restart now would lose in-flight work");
     }
@@ -211,7 +203,7 @@ async fn write_failures(
     task_id: TaskId,
     failures: Vec<FailureRecord>,
 ) {
-    let rel = failure_rel(sweep, &task_id);
+    let rel = layout::failure(sweep, &task_id);
     let body = serde_json::to_vec_pretty(&FailureFile { task_id, failures })
         .expect("failure file serializes");
     // The store may be briefly away: retry a few times, then log (the history

@@ -251,12 +251,9 @@ impl Running {
         // The keeper holds the lock's identity; a clean stop lets the next
         // coordinator start without waiting for it to go stale.
         if let Ok(store) = Store::open(&self.shared.store_url) {
-            let path = format!("{}/state/coordinator.lock", self.shared.sweep);
-            if let Ok(Some(bytes)) = store.get_bytes(&path).await {
-                if let Ok(held) = serde_json::from_slice::<CoordinatorLock>(&bytes) {
-                    if held.pid == std::process::id() {
-                        let _ = store.release_lock(&self.shared.sweep, &held).await;
-                    }
+            if let Ok(Some(held)) = store.read_lock(&self.shared.sweep).await {
+                if held.pid == std::process::id() {
+                    let _ = store.release_lock(&self.shared.sweep, &held).await;
                 }
             }
         }

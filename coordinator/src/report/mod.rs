@@ -18,7 +18,7 @@ use index::{index_html, with_warnings, Shown};
 
 use cd_common::metrics::CellMetrics;
 use cd_common::spec::TaskId;
-use cd_common::storage::{Store, StoreError};
+use cd_common::storage::{layout, Store, StoreError};
 use cd_common::tables::{self, DepthRow, Matrix, McRow};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -71,7 +71,7 @@ pub async fn read_cells(
     ids.sort();
     let results: Vec<(String, Option<bytes::Bytes>)> = futures::stream::iter(ids)
         .map(|id| async move {
-            let rel = Store::metrics_rel(sweep, &id);
+            let rel = layout::metrics(sweep, &id);
             let bytes = store.get_bytes(&rel).await?;
             Ok::<_, StoreError>((rel, bytes))
         })
@@ -127,7 +127,7 @@ pub async fn write(
     files.extend(png_copies(&files)?);
     for (name, body) in &files {
         store
-            .put_bytes(&format!("{sweep}/report/{name}"), body.clone().into())
+            .put_bytes(&layout::report_file(sweep, name), body.clone().into())
             .await?;
         if let Some(dir) = out {
             let path = dir.join(name);

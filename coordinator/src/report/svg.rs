@@ -304,7 +304,21 @@ impl Chart {
 
     /// The chart's data as CSV: one row per point of every curve.
     pub fn csv(&self) -> String {
-        let mut out = String::from("series,x,y,band_low,band_high,converging\n");
+        let num = |v: f64| {
+            if v.is_finite() {
+                format!("{v}")
+            } else {
+                String::new()
+            }
+        };
+        let mut rows = vec![csv_row(&[
+            "series",
+            "x",
+            "y",
+            "band_low",
+            "band_high",
+            "converging",
+        ])];
         for l in &self.lines {
             for i in 0..l.y.len().min(l.x.len()) {
                 let (a, b) = if l.has_band() {
@@ -312,39 +326,30 @@ impl Chart {
                 } else {
                     (f64::NAN, f64::NAN)
                 };
-                let num = |v: f64| {
-                    if v.is_finite() {
-                        format!("{v}")
-                    } else {
-                        String::new()
-                    }
-                };
-                let _ = writeln!(
-                    out,
-                    "{},{},{},{},{},{}",
-                    csv_field(&l.label),
-                    num(l.x[i]),
-                    num(l.y[i]),
-                    num(a),
-                    num(b),
-                    u8::from(l.marker == Some(i))
-                );
+                rows.push(csv_row(&[
+                    &l.label,
+                    &num(l.x[i]),
+                    &num(l.y[i]),
+                    &num(a),
+                    &num(b),
+                    if l.marker == Some(i) { "1" } else { "0" },
+                ]));
             }
         }
         if let Some((r, label)) = &self.reference {
-            let _ = writeln!(out, "{},,{r},,,0", csv_field(label));
+            rows.push(csv_row(&[label, "", &r.to_string(), "", "", "0"]));
         }
-        out
+        rows.concat()
     }
 }
 
-/// A CSV field, quoted when it holds a separator, quote or newline.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+/// One CSV record through the `csv` crate (quoting as RFC 4180 wants).
+fn csv_row(fields: &[&str]) -> String {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    w.write_record(fields).expect("writing to memory");
+    String::from_utf8(w.into_inner().expect("writing to memory")).expect("fields are UTF-8")
 }
 
 /// A table as a heatmap: rows × columns of values in [0, 1], each cell
@@ -465,7 +470,7 @@ impl Heatmap {
 
     /// The table as CSV (long form: row, column, value).
     pub fn csv(&self) -> String {
-        let mut out = String::from("model,dataset,value\n");
+        let mut rows = vec![csv_row(&["model", "dataset", "value"])];
         for (i, r) in self.rows.iter().enumerate() {
             for (j, c) in self.columns.iter().enumerate() {
                 let v = self
@@ -476,10 +481,10 @@ impl Heatmap {
                     .flatten()
                     .map(|v| v.to_string())
                     .unwrap_or_default();
-                let _ = writeln!(out, "{},{},{v}", csv_field(r), csv_field(c));
+                rows.push(csv_row(&[r, c, &v]));
             }
         }
-        out
+        rows.concat()
     }
 }
 
@@ -517,9 +522,15 @@ mod tests {
         let csv = chart.csv();
         assert_eq!(csv.lines().count(), 1 + 3 + 2 + 1, "{csv}");
         assert!(csv.contains("A,0.5,0.8,,,1"), "{csv}");
-        assert!(
-            csv.contains("\"B & C\"") || csv.contains("B & C,0,0.45,0.43"),
-            "{csv}"
+        assert!(csv.contains("B & C,0,0.45,0.43"), "{csv}");
+        assert!(csv.ends_with("chance,,0.5,,,0\n"), "{csv}");
+    }
+
+    #[test]
+    fn csv_fields_with_separators_or_quotes_are_quoted() {
+        assert_eq!(
+            csv_row(&["Qwen, 7B", "say \"hi\"", "", "1"]),
+            "\"Qwen, 7B\",\"say \"\"hi\"\"\",,1\n"
         );
     }
 

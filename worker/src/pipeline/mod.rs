@@ -33,7 +33,7 @@ use cd_common::probe::ProbeError;
 use cd_common::spec::{
     DatasetRef, ModelSource, Precision, ResolvedTask, Site, TaskKind, TaskSpec, Work,
 };
-use cd_common::storage::{Store, StoreError};
+use cd_common::storage::{layout, Store, StoreError};
 use ndarray::{s, Array3};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -242,7 +242,7 @@ impl Pipeline {
     ) -> Result<Outcome, PipelineError> {
         let started = Instant::now();
         let id = spec.id();
-        let metrics_key = Store::metrics_rel(&spec.sweep, &id);
+        let metrics_key = layout::metrics(&spec.sweep, &id);
         let progress = ctx.progress;
         progress.check()?;
         if self.store_call(ctx, "check completion", || {
@@ -717,7 +717,7 @@ impl Pipeline {
             },
         )
         .map_err(|e| PipelineError::Scratch(e.to_string()))?;
-        let rel = Store::mc_scores_rel(&spec.sweep, &spec.id());
+        let rel = layout::mc_scores(&spec.sweep, &spec.id());
         self.store_call(ctx, "upload mc_scores.safetensors", || {
             ctx.store.put_file(&rel, &path)
         })
@@ -778,7 +778,7 @@ impl Pipeline {
             },
         )
         .map_err(|e| PipelineError::Scratch(e.to_string()))?;
-        let rel = Store::attempt_features_rel(&spec.sweep, &spec.id(), ctx.attempt);
+        let rel = layout::attempt_features(&spec.sweep, &spec.id(), ctx.attempt);
         self.store_call(ctx, "upload features.safetensors", || {
             ctx.store.put_file(&rel, &path)
         })

@@ -8,20 +8,8 @@
 //! - `memory://[NAME]`: in-process; every `Store::open` of the same name in one process
 //!   shares the same objects (tests run a coordinator and workers in one process).
 //!
-//! Layout under the URL's root:
-//! ```text
-//! <sweep>/tasks/<task-id>/spec.json              the TaskSpec (canonical JSON)
-//! <sweep>/tasks/<task-id>/features.safetensors   [N, L, d] features (optional, multipart)
-//! <sweep>/tasks/<task-id>/mc_scores.safetensors  per-item candidate scores (multiple choice)
-//! <sweep>/tasks/<task-id>/metrics.json           written LAST: its presence = task complete
-//! <sweep>/state/failures/<task-id>.json          failure history kept by the coordinator
-//! <sweep>/state/schema.json                      the spec schema the sweep's ids follow
-//! <sweep>/state/grid.json                        task ids of the grid last served
-//! <sweep>/state/leases.json                      leases in flight (a restart keeps them)
-//! <sweep>/state/coordinator.lock                 the coordinator serving the sweep
-//! <sweep>/tasks/<task-id>/attempts/<a>/...       an attempt's features before it wins
-//! <sweep>/report/...                             tables, figures, index.html
-//! ```
+//! The layout of a sweep under the URL's root, every key of it, is
+//! [`layout`]; the coordinator's lock is [`lock`].
 //!
 //! Task ids depend on the spec schema ([`crate::spec::SPEC_SCHEMA`]): a store
 //! whose sweep holds results of another schema is refused
@@ -37,6 +25,11 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, WriteMultipart};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
+
+pub mod layout;
+mod lock;
+
+pub use lock::{CoordinatorLock, LOCK_REFRESH_MS, LOCK_STALE_MS};
 
 /// Size of each part of a multipart upload (S3 requires ≥ 5 MiB except the last).
 pub const MULTIPART_CHUNK: usize = 16 << 20;
@@ -111,55 +104,6 @@ pub enum StoreError {
 struct SchemaMarker {
     spec_schema: u32,
 }
-
-/// `<sweep>/state/coordinator.lock`: which coordinator serves the sweep. It
-/// refreshes the lock every [`LOCK_REFRESH_MS`]; a lock not refreshed for
-/// [`LOCK_STALE_MS`] is abandoned and may be taken over.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CoordinatorLock {
-    /// Random per coordinator process.
-    pub instance: String,
-    /// Host name.
-    pub host: String,
-    /// Process id.
-    pub pid: u32,
-    /// Unix milliseconds of the last refresh.
-    pub refreshed_unix_ms: u64,
-}
-
-impl CoordinatorLock {
-    /// Whether `self`, a lock found in the store, was left by a coordinator
-    /// that is provably gone: one on the same host whose process has exited,
-    /// or an earlier life of this very process slot (same host and pid, e.g.
-    /// pid 1 of a restarted container). Such a lock is taken over at once
-    /// instead of after [`LOCK_STALE_MS`].
-    pub fn left_by_a_dead_process(&self, me: &CoordinatorLock) -> bool {
-        self.instance != me.instance
-            && self.host == me.host
-            && (self.pid == me.pid || !process_alive(self.pid))
-    }
-}
-
-/// Whether a process with this pid runs on this host (Linux `/proc`; a
-/// zombie counts as gone). Elsewhere every process is assumed alive.
-fn process_alive(pid: u32) -> bool {
-    if !cfg!(target_os = "linux") {
-        return true;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_none_or(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
-/// How often a coordinator refreshes its lock.
-pub const LOCK_REFRESH_MS: u64 = 10_000;
-/// After how long without a refresh a lock counts as abandoned.
-pub const LOCK_STALE_MS: u64 = 45_000;
 
 /// `<sweep>/state/grid.json`: the task ids of the grid a coordinator serves.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -275,26 +219,6 @@ impl Store {
             key = key.child(part);
         }
         key
-    }
-
-    /// `<sweep>/tasks/<id>/<file>` relative to the root.
-    pub fn task_file(sweep: &str, id: &TaskId, file: &str) -> String {
-        format!("{sweep}/tasks/{id}/{file}")
-    }
-
-    /// Relative key of a task's features (`features.safetensors`).
-    pub fn features_rel(sweep: &str, id: &TaskId) -> String {
-        Store::task_file(sweep, id, "features.safetensors")
-    }
-
-    /// Relative key of a multiple-choice task's per-item scores (`mc_scores.safetensors`).
-    pub fn mc_scores_rel(sweep: &str, id: &TaskId) -> String {
-        Store::task_file(sweep, id, "mc_scores.safetensors")
-    }
-
-    /// Relative key of a task's metrics (the completion marker).
-    pub fn metrics_rel(sweep: &str, id: &TaskId) -> String {
-        Store::task_file(sweep, id, "metrics.json")
     }
 
     /// Write a whole object at a root-relative key.
@@ -432,7 +356,7 @@ impl Store {
 
     /// Write a task's spec (`spec.json`).
     pub async fn put_spec(&self, spec: &TaskSpec) -> Result<(), StoreError> {
-        let rel = Store::task_file(&spec.sweep, &spec.id(), "spec.json");
+        let rel = layout::spec(&spec.sweep, &spec.id());
         self.put_bytes(&rel, Bytes::from(spec.canonical_json()))
             .await
     }
@@ -446,7 +370,7 @@ impl Store {
         id: &TaskId,
         data: Bytes,
     ) -> Result<(), StoreError> {
-        let key = self.key(&Store::features_rel(sweep, id));
+        let key = self.key(&layout::features(sweep, id));
         let backend = |source| StoreError::Backend {
             key: key.to_string(),
             source,
@@ -473,7 +397,7 @@ impl Store {
         id: &TaskId,
         path: &std::path::Path,
     ) -> Result<(), StoreError> {
-        self.put_file(&Store::features_rel(sweep, id), path).await
+        self.put_file(&layout::features(sweep, id), path).await
     }
 
     /// Upload a local file to a root-relative key as a multipart upload,
@@ -528,7 +452,7 @@ impl Store {
         metrics: &serde_json::Value,
     ) -> Result<(), StoreError> {
         let body = serde_json::to_vec_pretty(metrics).expect("a JSON value always serializes");
-        self.put_create(&Store::metrics_rel(sweep, id), Bytes::from(body))
+        self.put_create(&layout::metrics(sweep, id), Bytes::from(body))
             .await
     }
 
@@ -555,15 +479,6 @@ impl Store {
         }
     }
 
-    /// Relative key of an attempt's features, before the attempt wins.
-    pub fn attempt_features_rel(sweep: &str, id: &TaskId, attempt: &str) -> String {
-        Store::task_file(
-            sweep,
-            id,
-            &format!("attempts/{attempt}/features.safetensors"),
-        )
-    }
-
     /// After an attempt's `metrics.json` was created: move its features to
     /// the cell's `features.safetensors` (only the winner gets here, so no
     /// stale writer ever replaces a finished cell's features).
@@ -573,8 +488,8 @@ impl Store {
         id: &TaskId,
         attempt: &str,
     ) -> Result<(), StoreError> {
-        let from = self.key(&Store::attempt_features_rel(sweep, id, attempt));
-        let to = self.key(&Store::features_rel(sweep, id));
+        let from = self.key(&layout::attempt_features(sweep, id, attempt));
+        let to = self.key(&layout::features(sweep, id));
         let backend = |key: &ObjPath| {
             let key = key.to_string();
             move |source| StoreError::Backend { key, source }
@@ -589,7 +504,7 @@ impl Store {
     /// interrupted upload (`<name>#<n>` on file stores). Returns what was
     /// removed.
     pub async fn tidy_completed(&self, sweep: &str, id: &TaskId) -> Result<usize, StoreError> {
-        let prefix = Store::task_file(sweep, id, "");
+        let prefix = layout::task_dir(sweep, id);
         let keys = self.list(&prefix).await?;
         let has_final = keys
             .iter()
@@ -602,7 +517,7 @@ impl Store {
                 continue;
             }
             if !promoted && k.contains("/attempts/") && k.ends_with("/features.safetensors") {
-                let to = self.key(&Store::features_rel(sweep, id));
+                let to = self.key(&layout::features(sweep, id));
                 let from = self.key(k);
                 self.inner
                     .copy(&from, &to)
@@ -635,7 +550,7 @@ impl Store {
         sweep: &str,
         id: &TaskId,
     ) -> Result<Option<crate::metrics::CellMetrics>, StoreError> {
-        let rel = Store::metrics_rel(sweep, id);
+        let rel = layout::metrics(sweep, id);
         let Some(bytes) = self.get_bytes(&rel).await? else {
             return Ok(None);
         };
@@ -661,7 +576,7 @@ impl Store {
         sweep: &str,
         id: &TaskId,
     ) -> Result<Option<serde_json::Value>, StoreError> {
-        let rel = Store::metrics_rel(sweep, id);
+        let rel = layout::metrics(sweep, id);
         let Some(bytes) = self.get_bytes(&rel).await? else {
             return Ok(None);
         };
@@ -672,7 +587,7 @@ impl Store {
 
     /// A task's spec as stored, `None` when absent.
     pub async fn get_spec(&self, sweep: &str, id: &TaskId) -> Result<Option<TaskSpec>, StoreError> {
-        let rel = Store::task_file(sweep, id, "spec.json");
+        let rel = layout::spec(sweep, id);
         let Some(bytes) = self.get_bytes(&rel).await? else {
             return Ok(None);
         };
@@ -685,7 +600,7 @@ impl Store {
     /// mark a new sweep with it. A sweep with results but no marker was
     /// written before schemas were recorded (schema 1).
     pub async fn check_schema(&self, sweep: &str) -> Result<(), StoreError> {
-        let rel = format!("{sweep}/state/schema.json");
+        let rel = layout::schema(sweep);
         let found = match self.get_bytes(&rel).await? {
             Some(bytes) => {
                 serde_json::from_slice::<SchemaMarker>(&bytes)
@@ -695,7 +610,7 @@ impl Store {
                     })?
                     .spec_schema
             }
-            None if self.list(&format!("{sweep}/tasks")).await?.is_empty() => SPEC_SCHEMA,
+            None if self.list(&layout::tasks(sweep)).await?.is_empty() => SPEC_SCHEMA,
             None => 1,
         };
         if found != SPEC_SCHEMA {
@@ -712,93 +627,6 @@ impl Store {
         self.put_bytes(&rel, Bytes::from(body)).await
     }
 
-    fn lock_rel(sweep: &str) -> String {
-        format!("{sweep}/state/coordinator.lock")
-    }
-
-    async fn read_lock(&self, sweep: &str) -> Result<Option<CoordinatorLock>, StoreError> {
-        let rel = Store::lock_rel(sweep);
-        match self.get_bytes(&rel).await? {
-            // An unreadable lock is treated as abandoned.
-            Some(b) => Ok(serde_json::from_slice(&b).ok()),
-            None => Ok(None),
-        }
-    }
-
-    /// Take the sweep's coordinator lock, refusing ([`StoreError::Fenced`])
-    /// while another coordinator keeps it fresh; an abandoned one is taken over.
-    pub async fn acquire_lock(&self, sweep: &str, me: &CoordinatorLock) -> Result<(), StoreError> {
-        let rel = Store::lock_rel(sweep);
-        let body = || Bytes::from(serde_json::to_vec(me).expect("lock serializes"));
-        for _ in 0..2 {
-            match self.put_create(&rel, body()).await {
-                Ok(()) => return Ok(()),
-                Err(StoreError::Exists { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            if let Some(held) = self.read_lock(sweep).await? {
-                let age = me.refreshed_unix_ms.saturating_sub(held.refreshed_unix_ms);
-                if held.left_by_a_dead_process(me) {
-                    tracing::warn!(host = %held.host, pid = held.pid, "taking over the coordinator lock of an exited process on this host");
-                } else if held.instance != me.instance && age < LOCK_STALE_MS {
-                    return Err(StoreError::Fenced {
-                        sweep: sweep.to_string(),
-                        holder: format!("host {}, pid {}", held.host, held.pid),
-                        age_secs: age / 1000,
-                        wait_secs: (LOCK_STALE_MS - age).div_ceil(1000),
-                    });
-                }
-            }
-            // Abandoned (or unreadable): remove it and try once more.
-            let key = self.key(&rel);
-            match self.inner.delete(&key).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => {
-                    return Err(StoreError::Backend {
-                        key: key.to_string(),
-                        source,
-                    })
-                }
-            }
-        }
-        Err(StoreError::Fenced {
-            sweep: sweep.to_string(),
-            holder: "another coordinator that took the lock meanwhile".into(),
-            age_secs: 0,
-            wait_secs: LOCK_STALE_MS / 1000,
-        })
-    }
-
-    /// Refresh the lock; [`StoreError::Fenced`] when another coordinator has
-    /// taken it (this one must stop serving).
-    pub async fn refresh_lock(&self, sweep: &str, me: &CoordinatorLock) -> Result<(), StoreError> {
-        if let Some(held) = self.read_lock(sweep).await? {
-            if held.instance != me.instance {
-                return Err(StoreError::Fenced {
-                    sweep: sweep.to_string(),
-                    holder: format!("host {}, pid {}", held.host, held.pid),
-                    age_secs: me.refreshed_unix_ms.saturating_sub(held.refreshed_unix_ms) / 1000,
-                    wait_secs: 0,
-                });
-            }
-        }
-        let body = Bytes::from(serde_json::to_vec(me).expect("lock serializes"));
-        self.put_bytes(&Store::lock_rel(sweep), body).await
-    }
-
-    /// Give the lock up (clean shutdown), if it is still this coordinator's.
-    pub async fn release_lock(&self, sweep: &str, me: &CoordinatorLock) -> Result<(), StoreError> {
-        if self
-            .read_lock(sweep)
-            .await?
-            .is_some_and(|h| h.instance == me.instance)
-        {
-            let key = self.key(&Store::lock_rel(sweep));
-            let _ = self.inner.delete(&key).await;
-        }
-        Ok(())
-    }
-
     /// Record the task ids of the grid being served (the report lists other
     /// cells of the sweep separately).
     pub async fn put_grid_ids(&self, sweep: &str, ids: &[TaskId]) -> Result<(), StoreError> {
@@ -806,13 +634,13 @@ impl Store {
             task_ids: ids.to_vec(),
         })
         .expect("ids serialize");
-        self.put_bytes(&format!("{sweep}/state/grid.json"), Bytes::from(body))
+        self.put_bytes(&layout::grid_ids(sweep), Bytes::from(body))
             .await
     }
 
     /// The task ids of the grid last served, when recorded.
     pub async fn get_grid_ids(&self, sweep: &str) -> Result<Option<HashSet<TaskId>>, StoreError> {
-        let rel = format!("{sweep}/state/grid.json");
+        let rel = layout::grid_ids(sweep);
         let Some(bytes) = self.get_bytes(&rel).await? else {
             return Ok(None);
         };
@@ -823,19 +651,15 @@ impl Store {
 
     /// Whether a task is complete (its `metrics.json` exists).
     pub async fn is_complete(&self, sweep: &str, id: &TaskId) -> Result<bool, StoreError> {
-        self.exists(&Store::metrics_rel(sweep, id)).await
+        self.exists(&layout::metrics(sweep, id)).await
     }
 
     /// Every task of a sweep whose `metrics.json` exists: one listing, no per-task requests.
     pub async fn list_completed(&self, sweep: &str) -> Result<HashSet<TaskId>, StoreError> {
-        let keys = self.list(&format!("{sweep}/tasks")).await?;
+        let keys = self.list(&layout::tasks(sweep)).await?;
         Ok(keys
             .iter()
-            .filter_map(|k| {
-                let rest = k.strip_prefix(&format!("{sweep}/tasks/"))?;
-                let (id, file) = rest.split_once('/')?;
-                (file == "metrics.json").then(|| TaskId(id.to_string()))
-            })
+            .filter_map(|k| layout::completed_task(sweep, k))
             .collect())
     }
 }
@@ -923,7 +747,7 @@ mod tests {
         assert!(store.get_metrics("sw", &b.id()).await.unwrap().is_none());
         assert_eq!(store.get_spec("sw", &b.id()).await.unwrap().unwrap(), b);
         let got = store
-            .get_bytes(&Store::task_file("sw", &a.id(), "features.safetensors"))
+            .get_bytes(&layout::features("sw", &a.id()))
             .await
             .unwrap()
             .unwrap();
@@ -978,7 +802,7 @@ mod tests {
         for a in ["1-x", "2-y"] {
             store
                 .put_bytes(
-                    &Store::attempt_features_rel("s", &id, a),
+                    &layout::attempt_features("s", &id, a),
                     Bytes::from(a.to_string()),
                 )
                 .await
@@ -986,7 +810,7 @@ mod tests {
         }
         store.promote_features("s", &id, "2-y").await.unwrap();
         let got = store
-            .get_bytes(&Store::features_rel("s", &id))
+            .get_bytes(&layout::features("s", &id))
             .await
             .unwrap()
             .unwrap();
@@ -996,8 +820,8 @@ mod tests {
             1,
             "the loser's attempt"
         );
-        let left = store.list(&Store::task_file("s", &id, "")).await.unwrap();
-        assert_eq!(left, vec![Store::features_rel("s", &id)]);
+        let left = store.list(&layout::task_dir("s", &id)).await.unwrap();
+        assert_eq!(left, vec![layout::features("s", &id)]);
     }
 
     #[tokio::test]
