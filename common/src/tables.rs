@@ -7,6 +7,10 @@
 //! of every row and part of every matrix's and figure's key, so no cell is
 //! ever silently dropped or drawn on top of another. Models are ordered by
 //! size (`size_b`, then name), datasets by first appearance.
+//!
+//! Why this file is long: every table and curve of both papers is built from
+//! the same per-cell rows and shares their keying by grid axes; split apart,
+//! each table would re-derive the rows.
 
 use crate::depth::RuleName;
 use crate::metrics::CellMetrics;

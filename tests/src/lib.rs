@@ -6,6 +6,10 @@
 //! with a deadline), never by sleeping for a guessed time. Every process's
 //! output goes to a log file in the cluster's temporary directory; a failing
 //! `wait_for_*` prints the tails of those logs.
+//!
+//! Why this file is long: the end-to-end harness: binaries, models, the
+//! S3-compatible server, a running cluster and its gRPC client are used
+//! together by every end-to-end test.
 
 /// The worker's exit codes, compiled from the worker's own source file so the
 /// tests (and the deployment's `podFailurePolicy` checks) use the very values

@@ -80,3 +80,165 @@ fn no_source_includes_another_by_path() {
         .collect();
     assert!(offenders.is_empty(), "#[path] includes in {offenders:?}");
 }
+
+/// Every `.rs` file under the crates' `src/` directories (product and test
+/// harness code; integration-test files are excluded).
+fn product_sources() -> Vec<std::path::PathBuf> {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    for c in CRATES {
+        rust_files(&root.join(c).join("src"), &mut files);
+    }
+    assert!(files.len() > 50, "found only {} source files", files.len());
+    files
+}
+
+/// Lines before the file's unit tests (`#[cfg(test)]` at the top level).
+fn code_lines(text: &str) -> usize {
+    text.lines()
+        .take_while(|l| !l.starts_with("#[cfg(test)]"))
+        .count()
+}
+
+/// What a file over the limit writes in its header, followed by its reason.
+const LONG_FILE_REASON: &str = "//! Why this file is long:";
+const LONG_FILE_LINES: usize = 500;
+
+fn long_files_without_a_reason(files: &[std::path::PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            let header: Vec<&str> = text
+                .lines()
+                .take_while(|l| l.starts_with("//!") || l.trim().is_empty())
+                .collect();
+            let explained = header.iter().any(|l| {
+                l.strip_prefix(LONG_FILE_REASON)
+                    .is_some_and(|why| why.trim().len() > 20)
+            });
+            let n = code_lines(&text);
+            (n > LONG_FILE_LINES && !explained).then(|| format!("{} ({n} lines)", f.display()))
+        })
+        .collect()
+}
+
+#[test]
+fn source_files_over_500_lines_say_why_at_their_top() {
+    let offenders = long_files_without_a_reason(&product_sources());
+    assert!(
+        offenders.is_empty(),
+        "split these files or write `{LONG_FILE_REASON} …` in their header:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn the_length_check_finds_a_long_file_and_accepts_a_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = "fn f() {}\n".repeat(LONG_FILE_LINES + 1);
+    let silent = tmp.path().join("silent.rs");
+    std::fs::write(&silent, format!("//! A module.\n\n{body}")).unwrap();
+    let explained = tmp.path().join("explained.rs");
+    std::fs::write(
+        &explained,
+        format!("//! A module.\n//!\n{LONG_FILE_REASON} one state machine, read top to bottom.\n\n{body}"),
+    )
+    .unwrap();
+    let tested = tmp.path().join("tested.rs");
+    std::fs::write(
+        &tested,
+        format!("fn f() {{}}\n#[cfg(test)]\nmod tests {{\n{body}}}\n"),
+    )
+    .unwrap();
+    let found = long_files_without_a_reason(&[silent, explained, tested]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("silent.rs"));
+}
+
+/// Public types (`pub struct|enum|trait|type Name`) per name, with where.
+fn public_types(files: &[std::path::PathBuf]) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut names: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            let Some(rest) = ["pub struct ", "pub enum ", "pub trait ", "pub type "]
+                .iter()
+                .find_map(|k| line.strip_prefix(k))
+            else {
+                continue;
+            };
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            names
+                .entry(name)
+                .or_default()
+                .push(format!("{}:{}", f.display(), i + 1));
+        }
+    }
+    names
+}
+
+#[test]
+fn no_two_public_types_share_a_name() {
+    let names = public_types(&product_sources());
+    assert!(names.len() > 100, "found only {} public types", names.len());
+    let shared: Vec<String> = names
+        .iter()
+        .filter(|(_, at)| at.len() > 1)
+        .map(|(n, at)| format!("{n}: {}", at.join(", ")))
+        .collect();
+    assert!(
+        shared.is_empty(),
+        "one name, several types:\n{}",
+        shared.join("\n")
+    );
+}
+
+#[test]
+fn architecture_names_only_files_that_exist() {
+    let root = workspace_root();
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    // Paths are written from the root or from a crate's `src/` (or the
+    // engine's directory, inside the engine's paragraph).
+    let bases = [
+        "",
+        "common/src/",
+        "worker/src/",
+        "worker/src/engine/",
+        "worker/",
+        "coordinator/src/",
+        "proto/src/",
+        "tests/src/",
+    ];
+    let extensions = [
+        ".rs", ".toml", ".md", ".sh", ".py", ".yaml", ".proto", ".json", ".csv", ".html",
+    ];
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for (i, quoted) in text.split('`').enumerate() {
+        // Odd pieces are inside backticks.
+        let path = quoted.split("::").next().unwrap_or("");
+        if i % 2 == 0
+            || !path.contains('/')
+            || path.contains(char::is_whitespace)
+            || path.contains("://")
+            || path.contains(['<', '*'])
+            || !(path.ends_with('/') || extensions.iter().any(|e| path.ends_with(e)))
+        {
+            continue;
+        }
+        named += 1;
+        if !bases.iter().any(|b| root.join(b).join(path).exists()) {
+            missing.push(path.to_string());
+        }
+    }
+    assert!(named > 40, "ARCHITECTURE.md names only {named} paths");
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names missing paths: {missing:?}"
+    );
+}

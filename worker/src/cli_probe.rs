@@ -20,6 +20,10 @@
 //! misshapen tensor, labels not 0/1 or a single class, bad settings, output
 //! directory missing); 1 anything else (writing failed). On any failure no
 //! output file is left.
+//!
+//! Why this file is long: `cd-worker probe` checks every input of a features
+//! file with file-and-field errors and writes the same metrics as a sweep cell;
+//! its input checks dominate the length.
 
 use cd_common::datasets::{NoiseKind, PromptMode};
 use cd_common::depth::{DepthConfig, RuleName};

@@ -26,6 +26,10 @@
 //!   dequantized f32 copy of the largest matrix;
 //! - the head's device adds `batch × vocab × 4 × 2` for pooled logits;
 //! - every CUDA device loses [`cd_common::memory::CUDA_RESERVE_BYTES`] first.
+//!
+//! Why this file is long: the memory model, the split search and the refusal
+//! that explains what would fit use the same per-part estimates; the header
+//! documents the model they implement.
 
 use crate::devices::DeviceInfo;
 use crate::engine::{DeviceMap, ModelConfig};

@@ -1,6 +1,10 @@
 //! Multiple-choice tasks (probing across scales and layers): each item is a
 //! prompt (few-shot prefix included) and candidate continuations with the
 //! correct ones marked.
+//!
+//! Why this file is long: the class rules of every multiple-choice task of the
+//! paper (calculation, math word problems, LAMA, TruthfulQA, ReClor) sit side
+//! by side so their prompt conventions can be compared.
 
 use super::generate::{self, NumberKind, DIGIT_CLASSES, OPS};
 use super::manifest::{AnswerTransform, DatasetManifest, McSpec, SourceFormat};

@@ -1,5 +1,9 @@
 //! Locating and reading raw files: each reader turns a file into rows of
 //! (index, line, text, label, group) without interpreting the labels.
+//!
+//! Why this file is long: one reader per raw layout (CSV, JSON lines, JSON,
+//! Parquet, StrategyQA's and the label-space text files), each short, all
+//! sharing the same row and error types.
 
 use super::manifest::{SourceFormat, SourceSpec};
 use super::DatasetError;

@@ -1,6 +1,9 @@
 //! From a parsed [`GridFile`] to a validated [`Grid`]: one function per
 //! section, then the cross product of models and axes into resolved
 //! [`TaskSpec`]s. Every error points at the field at fault.
+//!
+//! Why this file is long: one builder per grid section, each short; they share
+//! the located-error helpers and run in the order the file reads.
 
 use super::env::expand_env;
 use super::file::{AxesSection, GridFile, ModelEntry, SchedulingSection};

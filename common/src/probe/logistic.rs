@@ -39,6 +39,10 @@
 //! step (default 250). The CG forcing term is `min(0.5, sqrt(‖g‖/‖g₀‖))`,
 //! which gives superlinear convergence near the optimum. A fit that hits a cap
 //! or whose line search cannot decrease `f` reports `converged = false`.
+//!
+//! Why this file is long: the Newton-CG solver, its line search and its
+//! preconditioner are one algorithm whose steps refer to each other; cutting it
+//! would scatter the math.
 
 pub use super::rows::Rows;
 use super::woodbury::{hess_vec, Affine, Kernel, Woodbury};

@@ -24,6 +24,10 @@
 //!
 //! Indices inside a [`Fold`] are sorted ascending; the fit does not depend on
 //! row order.
+//!
+//! Why this file is long: it is the one split module by design: every split
+//! (sklearn holdout, stratified, k-fold, grouped) shares the seeded shuffles
+//! that must stay identical to scikit-learn's.
 
 use crate::rng::example_rng;
 use rand::seq::SliceRandom;

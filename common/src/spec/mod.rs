@@ -17,6 +17,10 @@
 //! weights and tokenizer files for local directories and GGUF files; dataset
 //! identity is the SHA-256 of its manifest and of each raw file
 //! (`crate::content`).
+//!
+//! Why this file is long: the spec's fields, their serde forms and the
+//! canonical JSON that task ids hash must be read together; `resolve.rs`
+//! already holds the checks.
 
 mod resolve;
 

@@ -14,6 +14,11 @@
 //! Task ids depend on the spec schema ([`crate::spec::SPEC_SCHEMA`]): a store
 //! whose sweep holds results of another schema is refused
 //! ([`Store::check_schema`]) rather than silently recomputed beside them.
+//!
+//! Why this file is long: the store's writes share one error type and one key
+//! helper, and their ordering (create-only metrics, promotion, tidying) is the
+//! completion contract, read top to bottom; keys and the lock are already split
+//! out.
 
 use crate::spec::{TaskId, TaskSpec, SPEC_SCHEMA};
 use bytes::Bytes;

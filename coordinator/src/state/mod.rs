@@ -37,6 +37,11 @@
 //! (model, precision), so a lease never scans tasks. Removal from a queue is
 //! lazy (a popped task that is no longer pending is skipped). Lease expiry
 //! uses a min-heap of deadlines with lazy invalidation.
+//!
+//! Why this file is long: the sweep's state machine: every transition (lease,
+//! heartbeat, complete, fail, lapse, stall, quarantine) updates the same counts
+//! and queues, and is safest read in one place; views, workers and persistence
+//! are already split out.
 
 mod persisted;
 pub mod views;

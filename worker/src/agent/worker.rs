@@ -1,4 +1,8 @@
 //! The agent's main loop: register, lease, execute, report.
+//!
+//! Why this file is long: the agent's main loop (register, lease, run,
+//! complete, fail, release) is one state machine whose retries and shutdown
+//! paths must be read together.
 
 use super::client::{self, Client};
 use super::executor::{Done, Executor};

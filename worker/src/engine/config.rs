@@ -6,6 +6,9 @@
 //! they are read field by field from a JSON value rather than through a
 //! `deny_unknown_fields` struct; every required field that is missing or of
 //! the wrong type is reported by name.
+//!
+//! Why this file is long: one normalised config for every family, read from HF
+//! `config.json`, with each family's defaults beside the field they fill.
 
 use super::EngineError;
 use serde_json::Value;

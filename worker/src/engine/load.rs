@@ -11,6 +11,9 @@
 //! `config.json` or `tokenizer.json`, an unsupported architecture (with the
 //! `architectures` / `model_type` found), a truncated or corrupt weights file,
 //! a tensor absent from the weights (named, with the files searched).
+//!
+//! Why this file is long: one loader per model source (HF directory, Hub repo,
+//! single GGUF) sharing the same file checks and error messages.
 
 use super::gguf::read_gguf;
 use super::hub::{HubOptions, HubRepo};

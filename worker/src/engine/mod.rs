@@ -10,6 +10,10 @@
 //! - [`arch`] holds one module per architecture family; [`quant`] the
 //!   precision scheme. `docs/engine.md` documents capture sites, padding,
 //!   precision and each family's quirks.
+//!
+//! Why this file is long: the `Model` type and its forward/capture loop: the
+//! capture sites, the device map and the per-layer pooling are one pass over
+//! the blocks.
 
 pub(crate) mod activation;
 pub mod agreement;

@@ -20,6 +20,10 @@
 //! states then cross N-1 device boundaries per batch through host memory,
 //! as between two GPUs), to measure the cost of a boundary and check that a
 //! split model equals the unsplit one.
+//!
+//! Why this file is long: the benchmark's shapes, its per-op timing and its
+//! device-against-CPU check share one random model build; it is a benchmark,
+//! not product code.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};

@@ -1,0 +1,103 @@
+//! The `load_data` phase: the task's data root made local, its dataset read
+//! and checked against the identity the task names.
+
+use super::{Phase, Pipeline, PipelineError, TaskContext};
+use crate::data_fetch::{resolve_for as resolve_data_root, FetchOptions};
+use cd_common::datasets::{
+    self, BinaryDataset, BinaryOptions, DataRoot, DatasetProvenance, McDataset, McOptions,
+};
+use cd_common::probe::mc::McConfig;
+use cd_common::spec::{DatasetRef, ResolvedTask};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+impl Pipeline {
+    /// The spec's data root, made local: remote files the dataset needs are
+    /// copied to the data cache first (see `data_fetch`).
+    pub(super) fn data_root(
+        &self,
+        task: &ResolvedTask<'_>,
+        ctx: &TaskContext<'_>,
+    ) -> Result<DataRoot, PipelineError> {
+        let spec = task.spec;
+        let fetch = FetchOptions {
+            cache_dir: self.opts.data_cache.clone(),
+            hub_cache: self.opts.model_cache.clone(),
+            offline: self.opts.offline,
+        };
+        let root = DataRoot::parse(self.opts.data_root.as_deref().unwrap_or(&spec.data_root))?;
+        resolve_data_root(&root, task.dataset.manifest, &fetch, ctx.runtime)
+            .map_err(|e| PipelineError::DataFetch(Box::new(e)))
+    }
+
+    /// The `load_data` phase of a probe task.
+    pub(super) fn load_binary(
+        &self,
+        task: &ResolvedTask<'_>,
+        ctx: &TaskContext<'_>,
+        timings: &mut BTreeMap<String, f64>,
+    ) -> Result<BinaryDataset, PipelineError> {
+        let (spec, progress) = (task.spec, ctx.progress);
+        progress.set_phase(Phase::LoadData);
+        let t = Instant::now();
+        let root = self.data_root(task, ctx)?;
+        let opts = BinaryOptions {
+            prompt_mode: spec.prompt_mode,
+            noise: spec.noise,
+            seed: spec.seed,
+            max_per_class: None,
+        };
+        let data =
+            datasets::load_binary_of(task.dataset.manifest, task.dataset.param, &root, &opts)?;
+        check_dataset_identity(&spec.dataset, &data.provenance)?;
+        timings.insert("load_data".to_string(), t.elapsed().as_secs_f64());
+        tracing::info!(dataset = %spec.dataset.name, examples = data.len(), "dataset loaded");
+        progress.check()?;
+        Ok(data)
+    }
+
+    /// The `load_data` phase of a multiple-choice task.
+    pub(super) fn load_mc(
+        &self,
+        task: &ResolvedTask<'_>,
+        mc_cfg: &McConfig,
+        ctx: &TaskContext<'_>,
+        timings: &mut BTreeMap<String, f64>,
+    ) -> Result<McDataset, PipelineError> {
+        let (spec, progress) = (task.spec, ctx.progress);
+        progress.set_phase(Phase::LoadData);
+        let t = Instant::now();
+        let root = self.data_root(task, ctx)?;
+        let opts = McOptions {
+            seed: spec.seed,
+            max_items: mc_cfg.max_items,
+            ..McOptions::default()
+        };
+        let data = datasets::load_mc_of(task.dataset.manifest, task.dataset.param, &root, &opts)?;
+        check_dataset_identity(&spec.dataset, &data.provenance)?;
+        timings.insert("load_data".to_string(), t.elapsed().as_secs_f64());
+        tracing::info!(dataset = %spec.dataset.name, items = data.items.len(), "dataset loaded");
+        progress.check()?;
+        Ok(data)
+    }
+}
+
+/// Refuse data whose files are not the ones the task's identity names.
+fn check_dataset_identity(
+    dataset: &DatasetRef,
+    provenance: &DatasetProvenance,
+) -> Result<(), PipelineError> {
+    let found: Vec<String> = provenance
+        .files
+        .iter()
+        .map(|f| f.sha256.to_ascii_lowercase())
+        .collect();
+    if found != dataset.identity.files_sha256 {
+        return Err(PipelineError::DataMismatch {
+            dataset: dataset.name.clone(),
+            expected: dataset.identity.files_sha256.clone(),
+            found,
+        });
+    }
+    Ok(())
+}
