@@ -57,6 +57,20 @@ impl AgentError {
     }
 }
 
+/// Join the sweep on the caller's runtime and work until it is done;
+/// returns the exit code the process would have. Several agents may run in
+/// one process (the in-process cluster tests do): each has its own executor
+/// thread and client.
+pub async fn run_in_process(args: AgentArgs) -> i32 {
+    match worker::run(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = %e, exit_code = e.exit_code(), "worker stopping");
+            e.exit_code()
+        }
+    }
+}
+
 /// Join the sweep and work until it is done. Returns the process exit code.
 pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
