@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use cd_common::grid::Grid;
-use cd_common::storage::Store;
+use cd_common::storage::{layout, Store};
 use cd_coordinator::cli::{Cli, Command, ReportArgs, ServeArgs};
 use cd_coordinator::server::{self, ServerConfig};
 use cd_coordinator::{local, report};
@@ -82,7 +82,7 @@ async fn report_cmd(args: ReportArgs) -> anyhow::Result<()> {
         summary.cells,
         summary.files.len()
     );
-    println!("  in the store under {}/report/", args.sweep);
+    println!("  in the store under {}/", layout::report(&args.sweep));
     if let Some(out) = &args.out {
         println!("  and in {}", out.join("index.html").display());
     }
@@ -225,7 +225,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 println!("figures: {}", report.join("figures").display());
                 println!("open:    {}", report.join("index.html").display());
             }
-            None => println!("report: {store_url} under {sweep}/report/"),
+            None => println!("report: {store_url} under {}/", layout::report(&sweep)),
         }
         if counts.failed > 0 {
             println!("failed cells and their errors: {}", hint);

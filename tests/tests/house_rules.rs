@@ -242,3 +242,48 @@ fn architecture_names_only_files_that_exist() {
         "ARCHITECTURE.md names missing paths: {missing:?}"
     );
 }
+
+/// The path segments of a sweep's layout in the store.
+const LAYOUT_SEGMENTS: [&str; 4] = ["/tasks/", "/state/", "/report/", "/attempts/"];
+
+/// Lines of product code (before a file's unit tests, comments aside) whose
+/// string literals spell a part of the store's layout.
+fn store_keys_spelled(files: &[std::path::PathBuf]) -> Vec<String> {
+    let mut found = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (i, line) in text.lines().take(code_lines(&text)).enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            // Pieces at odd positions are inside double quotes.
+            let spelled = code
+                .split('"')
+                .skip(1)
+                .step_by(2)
+                .any(|lit| LAYOUT_SEGMENTS.iter().any(|seg| lit.contains(seg)));
+            if spelled {
+                found.push(format!("{}:{}: {}", f.display(), i + 1, code));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn store_keys_are_spelled_only_in_the_layout_module() {
+    let layout = workspace_root().join("common/src/storage/layout.rs");
+    let files: Vec<_> = product_sources()
+        .into_iter()
+        .filter(|f| *f != layout && !f.starts_with(workspace_root().join("tests")))
+        .collect();
+    let offenders = store_keys_spelled(&files);
+    assert!(
+        offenders.is_empty(),
+        "build these keys with cd_common::storage::layout:\n{}",
+        offenders.join("\n")
+    );
+    // The check sees a key where the layout module spells one.
+    assert!(!store_keys_spelled(&[layout]).is_empty());
+}

@@ -61,6 +61,17 @@ pub fn completed_task(sweep: &str, key: &str) -> Option<TaskId> {
     (file == "metrics.json").then(|| TaskId(id.to_string()))
 }
 
+/// Whether a listed key is an attempt's object (under `attempts/`), not the
+/// cell's own.
+pub fn is_attempt_key(key: &str) -> bool {
+    key.contains("/attempts/")
+}
+
+/// Whether a listed key is a features file (the cell's or an attempt's).
+pub fn is_features_key(key: &str) -> bool {
+    key.ends_with("/features.safetensors")
+}
+
 /// `<sweep>/state/failures`: the prefix of the failure histories.
 pub fn failures(sweep: &str) -> String {
     format!("{sweep}/state/failures")

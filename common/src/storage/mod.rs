@@ -513,15 +513,15 @@ impl Store {
         let keys = self.list(&prefix).await?;
         let has_final = keys
             .iter()
-            .any(|k| k.ends_with("/features.safetensors") && !k.contains("/attempts/"));
+            .any(|k| layout::is_features_key(k) && !layout::is_attempt_key(k));
         let mut promoted = has_final;
         let mut removed = 0;
         for k in &keys {
-            let stray = k.contains("/attempts/") || k.contains('#');
+            let stray = layout::is_attempt_key(k) || k.contains('#');
             if !stray {
                 continue;
             }
-            if !promoted && k.contains("/attempts/") && k.ends_with("/features.safetensors") {
+            if !promoted && layout::is_attempt_key(k) && layout::is_features_key(k) {
                 let to = self.key(&layout::features(sweep, id));
                 let from = self.key(k);
                 self.inner
