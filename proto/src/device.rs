@@ -1,4 +1,4 @@
-//! Device kinds as both sides read them.
+//! Device kinds as the coordinator reads them from a registration.
 
 use crate::v1::device::Kind;
 use crate::v1::Device;
@@ -11,16 +11,6 @@ impl Device {
             Kind::Unspecified if self.name.starts_with("cuda") => Kind::Cuda,
             Kind::Unspecified => Kind::Cpu,
             kind => kind,
-        }
-    }
-}
-
-impl Kind {
-    /// `cpu` or `cuda`, as grids name device kinds.
-    pub fn label(self) -> &'static str {
-        match self {
-            Kind::Cuda => "cuda",
-            Kind::Cpu | Kind::Unspecified => "cpu",
         }
     }
 }
@@ -46,6 +36,5 @@ mod tests {
             Kind::Cuda
         );
         assert_eq!(device("cpu", Kind::Unspecified).kind_or_named(), Kind::Cpu);
-        assert_eq!(Kind::Cuda.label(), "cuda");
     }
 }

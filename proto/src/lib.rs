@@ -3,8 +3,8 @@
 //! The `.proto` is the source of truth; this crate includes what the build
 //! script generates from it, and what both sides of the protocol must agree
 //! on besides messages: the binaries' exit codes ([`exit`]), the refusals and
-//! what a worker does about each ([`status`]), and the names of task phases
-//! and device kinds ([`phase`], [`device`]).
+//! what a worker does about each ([`status`]), the names of task phases
+//! ([`phase`]) and how a registration's device kinds are read ([`device`]).
 
 pub mod device;
 pub mod exit;

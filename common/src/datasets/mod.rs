@@ -120,13 +120,7 @@ pub fn load_binary_of(
     data_root: &DataRoot,
     opts: &BinaryOptions,
 ) -> Result<BinaryDataset, DatasetError> {
-    if m.kind != DatasetKind::Binary {
-        return Err(DatasetError::WrongKind {
-            dataset: m.name.clone(),
-            actual: m.kind.as_str(),
-            wanted: "binary",
-        });
-    }
+    expect_kind(m, DatasetKind::Binary)?;
     binary::load(m, param, data_root, opts)
 }
 
@@ -147,12 +141,18 @@ pub fn load_mc_of(
     data_root: &DataRoot,
     opts: &McOptions,
 ) -> Result<McDataset, DatasetError> {
-    if m.kind != DatasetKind::MultipleChoice {
-        return Err(DatasetError::WrongKind {
-            dataset: m.name.clone(),
-            actual: m.kind.as_str(),
-            wanted: "multiple-choice",
-        });
-    }
+    expect_kind(m, DatasetKind::MultipleChoice)?;
     multiple_choice::load(m, param, data_root, opts)
+}
+
+/// Refuse a manifest of another kind than the loader reads.
+fn expect_kind(m: &DatasetManifest, wanted: DatasetKind) -> Result<(), DatasetError> {
+    if m.kind == wanted {
+        return Ok(());
+    }
+    Err(DatasetError::WrongKind {
+        dataset: m.name.clone(),
+        actual: m.kind.as_str(),
+        wanted: wanted.as_str(),
+    })
 }
