@@ -330,7 +330,7 @@ fn run_inner(args: &ExtractArgs) -> Result<(), Failure> {
         args.dtype.as_str(),
         n as f64 / secs.max(1e-9),
         tokens as f64 / secs.max(1e-9),
-        crate::engine::cpu_isa::active()
+        crate::engine::cpu::isa::active()
     );
     Ok(())
 }

@@ -61,7 +61,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     // A `CD_CPU_ISA` this CPU cannot honour stops every command before any
     // work: a run labelled with an instruction set must have used it.
-    match cd_worker::engine::cpu_isa::check_env() {
+    match cd_worker::engine::cpu::isa::check_env() {
         Ok(isa) => tracing::debug!("CPU kernels: {isa}"),
         Err(e) => {
             eprintln!("error: {e}");

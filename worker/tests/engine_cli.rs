@@ -3,7 +3,7 @@
 
 mod engine_support;
 
-use cd_worker::engine::cpu_isa::Isa;
+use cd_worker::engine::cpu::isa::Isa;
 use engine_support::{in_ci, python, tiny_model};
 use std::path::Path;
 use std::process::{Command, Output};

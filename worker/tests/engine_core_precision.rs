@@ -131,7 +131,7 @@ fn reduced_precisions_stay_close_to_f32_on_tiny_gemma3() {
 /// turned off (`CD_CPU_ISA=avx512`; the choice is made once per process).
 #[test]
 fn bf16_without_amx_tiles_stays_close_to_f32_too() {
-    use cd_worker::engine::cpu_isa::Isa;
+    use cd_worker::engine::cpu::isa::Isa;
     if Isa::detected() != Isa::Amx || smollm2_path().is_none() {
         eprintln!("skipped: the test above already ran the only bf16 path this machine has");
         return;

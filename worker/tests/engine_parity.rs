@@ -352,7 +352,7 @@ fn gemma3_270m_gguf_matches_transformers() {
 /// run must pass every `matches_transformers` test, none skipped.
 #[test]
 fn every_instruction_set_matches_transformers() {
-    use cd_worker::engine::cpu_isa::Isa;
+    use cd_worker::engine::cpu::isa::Isa;
     for isa in [Isa::Generic, Isa::Avx2, Isa::Avx512] {
         if isa > Isa::detected() {
             eprintln!("{isa}: not on this CPU, its kernels are tested where it is");

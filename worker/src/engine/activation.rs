@@ -1,8 +1,8 @@
-//! The gated MLPs' nonlinearities, shared by the layers (`arch`) and the CPU
-//! kernels' fused epilogues (`packed_gemm`), which import nothing of each other.
+//! The gated MLPs' nonlinearities, shared by the layers (`layers::mlp`) and
+//! the CPU kernels' fused epilogues (`cpu::packed_gemm`); a leaf both import.
 
 /// The MLP nonlinearity.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Act {
     /// SwiGLU (LLaMA, Qwen2).
     Silu,

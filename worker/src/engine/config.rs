@@ -1,4 +1,6 @@
-//! The normalised model configuration, read from an HF `config.json`.
+//! The normalised model configuration ([`ModelConfig`]) and the field
+//! reader ([`Fields`]) that `hf_config.rs` and the families read an HF
+//! `config.json` with.
 //!
 //! HF configs are foreign documents with dozens of fields we do not use and
 //! several spellings of the same thing across transformers versions (e.g.
@@ -7,9 +9,10 @@
 //! `deny_unknown_fields` struct; every required field that is missing or of
 //! the wrong type is reported by name.
 //!
-//! Why this file is long: one normalised config for every family, read from HF
-//! `config.json`, with each family's defaults beside the field they fill.
+//! This module sits below the families: they read their own quirks with
+//! [`Fields`] and build layers from a [`ModelConfig`].
 
+use super::activation::Act;
 use super::EngineError;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -25,31 +28,6 @@ pub enum Arch {
     Gemma,
     /// Gemma-3 text models: q/k norms, sandwich norms, local/global layers.
     Gemma3,
-}
-
-impl Arch {
-    /// The HF `model_type` names accepted for each family.
-    const NAMES: &'static str = "llama, mistral, qwen2, gemma, gemma3_text (or gemma3)";
-
-    /// The family's name as used in metadata.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Arch::Llama => "llama",
-            Arch::Qwen2 => "qwen2",
-            Arch::Gemma => "gemma",
-            Arch::Gemma3 => "gemma3",
-        }
-    }
-
-    fn from_model_type(t: &str) -> Option<Arch> {
-        match t {
-            "llama" | "mistral" => Some(Arch::Llama),
-            "qwen2" => Some(Arch::Qwen2),
-            "gemma" => Some(Arch::Gemma),
-            "gemma3_text" | "gemma3" => Some(Arch::Gemma3),
-            _ => None,
-        }
-    }
 }
 
 /// How rotary frequencies are rescaled for long contexts.
@@ -139,15 +117,24 @@ pub struct ModelConfig {
     pub final_logit_softcapping: Option<f64>,
     /// tanh soft cap of attention scores.
     pub attn_logit_softcapping: Option<f64>,
+    /// The MLP nonlinearity the config's activation name means for this family.
+    pub(crate) act: Act,
 }
 
-struct Fields<'a> {
+/// An HF config's fields, read one at a time with errors naming the file
+/// and the field.
+pub(crate) struct Fields<'a> {
     v: &'a Value,
     path: &'a Path,
 }
 
-impl Fields<'_> {
-    fn err(&self, field: &str, message: impl Into<String>) -> EngineError {
+impl<'a> Fields<'a> {
+    /// The fields of `v`, the document at `path`.
+    pub(crate) fn new(v: &'a Value, path: &'a Path) -> Self {
+        Fields { v, path }
+    }
+
+    pub(crate) fn err(&self, field: &str, message: impl Into<String>) -> EngineError {
         EngineError::Config {
             path: PathBuf::from(self.path),
             field: field.to_string(),
@@ -155,11 +142,11 @@ impl Fields<'_> {
         }
     }
 
-    fn get(&self, field: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, field: &str) -> Option<&Value> {
         self.v.get(field).filter(|v| !v.is_null())
     }
 
-    fn usize_opt(&self, field: &str) -> Result<Option<usize>, EngineError> {
+    pub(crate) fn usize_opt(&self, field: &str) -> Result<Option<usize>, EngineError> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
@@ -168,12 +155,12 @@ impl Fields<'_> {
         }
     }
 
-    fn usize(&self, field: &str) -> Result<usize, EngineError> {
+    pub(crate) fn usize(&self, field: &str) -> Result<usize, EngineError> {
         self.usize_opt(field)?
             .ok_or_else(|| self.err(field, "missing: expected a non-negative integer"))
     }
 
-    fn f64_opt(&self, field: &str) -> Result<Option<f64>, EngineError> {
+    pub(crate) fn f64_opt(&self, field: &str) -> Result<Option<f64>, EngineError> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v
@@ -183,7 +170,7 @@ impl Fields<'_> {
         }
     }
 
-    fn bool_or(&self, field: &str, default: bool) -> Result<bool, EngineError> {
+    pub(crate) fn bool_or(&self, field: &str, default: bool) -> Result<bool, EngineError> {
         match self.get(field) {
             None => Ok(default),
             Some(v) => v
@@ -192,7 +179,7 @@ impl Fields<'_> {
         }
     }
 
-    fn str_opt(&self, field: &str) -> Result<Option<&str>, EngineError> {
+    pub(crate) fn str_opt(&self, field: &str) -> Result<Option<&str>, EngineError> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v
@@ -203,7 +190,9 @@ impl Fields<'_> {
     }
 }
 
-fn parse_rope(
+/// One rope parameterisation from `params` (an object named `field` in
+/// errors), `default_theta` when it has no `rope_theta`.
+pub(crate) fn parse_rope(
     f: &Fields<'_>,
     params: Option<&Value>,
     field: &str,
@@ -264,240 +253,16 @@ fn parse_rope(
     Ok(Rope { theta, scaling })
 }
 
+/// The one RoPE of a family whose layers share it: transformers v5's
+/// `rope_parameters`, else v4's `rope_scaling` with `rope_theta` on top.
+pub(crate) fn single_rope(f: &Fields<'_>, top_theta: f64) -> Result<Rope, EngineError> {
+    match f.get("rope_parameters") {
+        Some(rp) => parse_rope(f, Some(rp), "rope_parameters", top_theta),
+        None => parse_rope(f, f.get("rope_scaling"), "rope_scaling", top_theta),
+    }
+}
+
 impl ModelConfig {
-    /// Parse an HF `config.json`. `path_for_errors` names the file in errors.
-    pub fn from_hf_config_json(text: &str, path_for_errors: &Path) -> Result<Self, EngineError> {
-        let root: Value = serde_json::from_str(text).map_err(|e| EngineError::Config {
-            path: path_for_errors.to_path_buf(),
-            field: "(document)".into(),
-            message: format!("not valid JSON: {e}"),
-        })?;
-        // Multimodal Gemma-3 checkpoints nest the language model's config.
-        let model_type = root.get("model_type").and_then(Value::as_str).unwrap_or("");
-        let v = match (model_type, root.get("text_config")) {
-            ("gemma3", Some(tc)) if tc.is_object() => tc,
-            _ => &root,
-        };
-        let f = Fields {
-            v,
-            path: path_for_errors,
-        };
-        let type_name = f
-            .str_opt("model_type")?
-            .or_else(|| (!model_type.is_empty()).then_some(model_type))
-            .ok_or_else(|| f.err("model_type", "missing: expected the HF model type"))?;
-        let arch =
-            Arch::from_model_type(type_name).ok_or_else(|| EngineError::UnknownArchitecture {
-                path: path_for_errors.to_path_buf(),
-                found: type_name.to_string(),
-                expected: Arch::NAMES.to_string(),
-            })?;
-        Self::from_fields(&f, arch)
-    }
-
-    fn from_fields(f: &Fields<'_>, arch: Arch) -> Result<Self, EngineError> {
-        let hidden_size = f.usize("hidden_size")?;
-        let num_heads = f.usize("num_attention_heads")?;
-        let num_layers = f.usize("num_hidden_layers")?;
-        if f.usize("vocab_size")? == 0 {
-            return Err(f.err("vocab_size", "must be positive"));
-        }
-        if num_heads == 0 || num_layers == 0 || hidden_size == 0 {
-            return Err(f.err(
-                "hidden_size",
-                "hidden_size, num_attention_heads and num_hidden_layers must be positive",
-            ));
-        }
-        let num_kv_heads = f.usize_opt("num_key_value_heads")?.unwrap_or(num_heads);
-        if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
-            return Err(f.err(
-                "num_key_value_heads",
-                format!("{num_kv_heads} does not divide num_attention_heads = {num_heads}"),
-            ));
-        }
-        let head_dim = match f.usize_opt("head_dim")? {
-            Some(h) => h,
-            None if hidden_size % num_heads == 0 => hidden_size / num_heads,
-            None => {
-                return Err(f.err(
-                    "head_dim",
-                    "missing and hidden_size is not a multiple of num_attention_heads",
-                ))
-            }
-        };
-        if head_dim % 2 != 0 {
-            return Err(f.err(
-                "head_dim",
-                format!("{head_dim} is odd: rotary embeddings need an even width"),
-            ));
-        }
-        let (default_eps, default_theta, default_tie) = match arch {
-            Arch::Llama => (1e-6, 10_000.0, false),
-            Arch::Qwen2 => (1e-6, 10_000.0, false),
-            Arch::Gemma => (1e-6, 10_000.0, true),
-            Arch::Gemma3 => (1e-6, 1_000_000.0, true),
-        };
-        let rms_eps = f.f64_opt("rms_norm_eps")?.unwrap_or(default_eps);
-        let top_theta = f.f64_opt("rope_theta")?.unwrap_or(default_theta);
-        let max_position = f.usize_opt("max_position_embeddings")?.unwrap_or(4096);
-
-        // transformers v5 writes `rope_parameters`; v4 writes `rope_theta` + `rope_scaling`.
-        let (rope, rope_local) = if arch == Arch::Gemma3 {
-            let local_theta = f.f64_opt("rope_local_base_freq")?.unwrap_or(10_000.0);
-            let (global, local) = match f.get("rope_parameters") {
-                Some(rp) if rp.get("full_attention").is_some() => (
-                    parse_rope(
-                        f,
-                        rp.get("full_attention"),
-                        "rope_parameters.full_attention",
-                        top_theta,
-                    )?,
-                    parse_rope(
-                        f,
-                        rp.get("sliding_attention"),
-                        "rope_parameters.sliding_attention",
-                        local_theta,
-                    )?,
-                ),
-                _ => (
-                    parse_rope(f, f.get("rope_scaling"), "rope_scaling", top_theta)?,
-                    Rope {
-                        theta: local_theta,
-                        scaling: RopeScaling::None,
-                    },
-                ),
-            };
-            (global, Some(local))
-        } else {
-            let rope = match f.get("rope_parameters") {
-                Some(rp) => parse_rope(f, Some(rp), "rope_parameters", top_theta)?,
-                None => parse_rope(f, f.get("rope_scaling"), "rope_scaling", top_theta)?,
-            };
-            (rope, None)
-        };
-
-        let sliding_window = match arch {
-            Arch::Qwen2 if !f.bool_or("use_sliding_window", false)? => None,
-            _ => f.usize_opt("sliding_window")?,
-        };
-        let layer_kinds = match f.get("layer_types") {
-            Some(Value::Array(items)) => {
-                if items.len() != num_layers {
-                    return Err(f.err(
-                        "layer_types",
-                        format!(
-                            "has {} entries, expected num_hidden_layers = {num_layers}",
-                            items.len()
-                        ),
-                    ));
-                }
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| match t.as_str() {
-                        Some("full_attention") => Ok(LayerKind::Global),
-                        Some("sliding_attention") if sliding_window.is_some() => {
-                            Ok(LayerKind::Sliding)
-                        }
-                        Some("sliding_attention") => Ok(LayerKind::Global),
-                        _ => Err(f.err(
-                            &format!("layer_types[{i}]"),
-                            format!("expected full_attention or sliding_attention, found {t}"),
-                        )),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
-            }
-            Some(other) => {
-                return Err(f.err("layer_types", format!("expected a list, found {other}")))
-            }
-            None => match arch {
-                Arch::Gemma3 => {
-                    let pattern = f.usize_opt("sliding_window_pattern")?.unwrap_or(6).max(1);
-                    (0..num_layers)
-                        .map(|i| {
-                            if (i + 1) % pattern != 0 && sliding_window.is_some() {
-                                LayerKind::Sliding
-                            } else {
-                                LayerKind::Global
-                            }
-                        })
-                        .collect()
-                }
-                Arch::Qwen2 if sliding_window.is_some() => {
-                    let first = f.usize_opt("max_window_layers")?.unwrap_or(num_layers);
-                    (0..num_layers)
-                        .map(|i| {
-                            if i >= first {
-                                LayerKind::Sliding
-                            } else {
-                                LayerKind::Global
-                            }
-                        })
-                        .collect()
-                }
-                _ if sliding_window.is_some() => vec![LayerKind::Sliding; num_layers],
-                _ => vec![LayerKind::Global; num_layers],
-            },
-        };
-
-        let attention_bias = f.bool_or("attention_bias", false)?;
-        let (qkv_bias, o_bias) = match arch {
-            Arch::Qwen2 => (true, false),
-            _ => (attention_bias, attention_bias),
-        };
-        let attn_scale = match arch {
-            Arch::Gemma3 => {
-                let s = f.f64_opt("query_pre_attn_scalar")?.unwrap_or(256.0);
-                if s <= 0.0 {
-                    return Err(f.err("query_pre_attn_scalar", "must be positive"));
-                }
-                s.powf(-0.5)
-            }
-            _ => (head_dim as f64).powf(-0.5),
-        };
-        let act = f
-            .str_opt("hidden_activation")?
-            .or(f.str_opt("hidden_act")?)
-            .unwrap_or(match arch {
-                Arch::Gemma | Arch::Gemma3 => "gelu_pytorch_tanh",
-                _ => "silu",
-            });
-        // Gemma's legacy `gelu` means the tanh approximation (as transformers reads it).
-        let act_ok = match arch {
-            Arch::Gemma | Arch::Gemma3 => matches!(act, "gelu_pytorch_tanh" | "gelu"),
-            _ => act == "silu",
-        };
-        if !act_ok {
-            return Err(f.err(
-                "hidden_act",
-                format!("unsupported activation `{act}` for {}", arch.as_str()),
-            ));
-        }
-        Ok(ModelConfig {
-            arch,
-            hidden_size,
-            intermediate_size: f.usize("intermediate_size")?,
-            num_layers,
-            num_heads,
-            num_kv_heads,
-            head_dim,
-            vocab_size: f.usize("vocab_size")?,
-            rms_eps,
-            rope,
-            rope_local,
-            max_position,
-            tie_word_embeddings: f.bool_or("tie_word_embeddings", default_tie)?,
-            sliding_window,
-            layer_kinds,
-            qkv_bias,
-            o_bias,
-            mlp_bias: f.bool_or("mlp_bias", false)?,
-            attn_scale,
-            final_logit_softcapping: f.f64_opt("final_logit_softcapping")?,
-            attn_logit_softcapping: f.f64_opt("attn_logit_softcapping")?,
-        })
-    }
-
     /// The RoPE parameterisation of one layer.
     pub fn rope_for(&self, layer: usize) -> &Rope {
         match (self.layer_kinds[layer], &self.rope_local) {

@@ -5,10 +5,11 @@
 //!   network from a `VarBuilder` (the loaders in this module produce both).
 //! - [`Model::extract`] turns texts into `[N, L, d]` pooled features
 //!   ([`extract`] has the batching and pooling rules).
-//! - [`Model::score_mc`] (in `crate::mc`) scores multiple-choice continuations
+//! - [`Model::score_mc`] (in [`logit_lens`]) scores multiple-choice continuations
 //!   with the logit lens.
-//! - [`arch`] holds one module per architecture family; [`quant`] the
-//!   precision scheme. `docs/engine.md` documents capture sites, padding,
+//! - [`family`] holds one module per architecture family, built from the
+//!   generic [`layers`]; [`cpu`] is the CPU fast path those layers call;
+//!   [`quant`] the precision scheme. `docs/engine.md` documents capture sites, padding,
 //!   precision and each family's quirks.
 //!
 //! Why this file is long: the `Model` type and its forward/capture loop: the
@@ -17,18 +18,19 @@
 
 pub(crate) mod activation;
 pub mod agreement;
-pub(crate) mod arch;
 mod config;
-pub mod cpu_isa;
+pub mod cpu;
 mod error;
 pub mod extract;
+pub(crate) mod family;
 mod gguf;
+mod hf_config;
 pub mod hub;
 pub(crate) mod int8;
+pub(crate) mod layers;
 pub mod load;
 pub mod logit_lens;
 pub mod output;
-pub(crate) mod packed_gemm;
 pub(crate) mod quant;
 pub mod random_model;
 pub mod tokenizer_gguf;
@@ -36,13 +38,15 @@ pub mod tokenizer_gguf;
 pub use candle_core::Device;
 pub use cd_common::spec::{Pooling, Precision, Site};
 pub use config::{Arch, LayerKind, ModelConfig, Rope, RopeScaling};
+pub use cpu::packed_gemm::PackedMatrix;
 pub use error::EngineError;
 pub use extract::{ExtractOptions, ExtractProgress, ExtractedFeatures};
-pub use packed_gemm::PackedMatrix;
 
-use arch::{AttnCtx, Block, RmsNorm, Segment};
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
+use cpu::{isa as cpu_isa, Segment};
+use layers::positions;
+use layers::{AttnCtx, Block, RmsNorm};
 use quant::Numerics;
 
 /// The dtype activations run in at `precision` (f32 for 32 and Q8_0, bf16
@@ -89,7 +93,7 @@ pub struct Model {
     lm_head_f32: std::sync::OnceLock<Tensor>,
     /// The LM head packed for the CPU kernel (f32, and rounded to bf16), for
     /// the logit lens; made on first use.
-    lm_head_packed: [std::sync::OnceLock<packed_gemm::PackedMatrix>; 2],
+    lm_head_packed: [std::sync::OnceLock<PackedMatrix>; 2],
 }
 
 /// One hidden state handed to a capture callback during a forward pass.
@@ -173,7 +177,7 @@ impl Model {
                 .clone()
                 .set_device(dev.clone())
                 .pp(format!("layers.{i}"));
-            blocks.push(arch::load_block(&lvb, &cfg, &num)?);
+            blocks.push(cfg.arch.family().load_block(&lvb, &cfg, &num)?);
         }
         let head_vb = body.clone().set_device(devices.head.clone());
         let final_norm = RmsNorm::load(
@@ -181,7 +185,7 @@ impl Model {
             "norm",
             d,
             cfg.rms_eps,
-            arch::norm_plus_one(&cfg),
+            cfg.arch.family().norm_scale(),
             num.act_dtype,
         )?;
         let lm_head = if cfg.tie_word_embeddings || !vb.contains_tensor("lm_head.weight") {
@@ -212,7 +216,10 @@ impl Model {
             .with_truncation(None)
             .map_err(|e| EngineError::Tokenizer(format!("cannot disable truncation: {e}")))?;
         Ok(Model {
-            embed_scale: arch::embed_scale(&cfg, num.act_dtype),
+            embed_scale: cfg
+                .arch
+                .family()
+                .embedding_scale(cfg.hidden_size, num.act_dtype),
             cfg,
             tokenizer,
             precision,
@@ -295,41 +302,16 @@ impl Model {
         };
         let softcap = self.cfg.final_logit_softcapping.map(|c| c as f32);
         let w = self.lm_head_f32()?;
-        if states.device().is_cpu()
-            && cpu_isa::kernels_enabled()
-            && packed_gemm::PackedMatrix::supported()
-        {
+        if states.device().is_cpu() && cpu_isa::kernels_enabled() && PackedMatrix::supported() {
             let slot = &self.lm_head_packed[usize::from(bf16)];
             let packed = match slot.get() {
                 Some(p) => p,
                 None => {
-                    let p = arch::pack(&round_t(w)?)?;
+                    let p = cpu::pack(&round_t(w)?)?;
                     slot.get_or_init(|| p)
                 }
             };
-            let (n, d) = states.dims2()?;
-            let x: Vec<f32> = states.contiguous()?.flatten_all()?.to_vec1()?;
-            let mut logits = packed.matmul_t(&x, n);
-            let v = packed.out_features();
-            use rayon::prelude::*;
-            let out = logits
-                .par_chunks_mut(v)
-                .zip(targets.par_iter())
-                .map(|(row, &t)| {
-                    for z in row.iter_mut() {
-                        let mut y = round(*z);
-                        if let Some(cap) = softcap {
-                            y = round((y / cap).tanh() * cap);
-                        }
-                        *z = y;
-                    }
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let lse = max + packed_gemm::sum_exp_shifted(row, max).ln();
-                    round(row[t as usize] - lse)
-                })
-                .collect();
-            debug_assert_eq!(d, packed.in_features());
-            return Ok(out);
+            return cpu::lm_head_log_probs(packed, states, targets, softcap, round);
         }
         let logits = round_t(states.matmul(&round_t(w)?.t()?)?)?;
         let logits = match softcap {
@@ -482,9 +464,15 @@ impl Model {
             Some(i) => i,
             None => {
                 let rope = self.cfg.rope_for(layer);
-                let (cos, sin) =
-                    arch::rope_tables(rope, self.cfg.head_dim, offset, t, self.num.act_dtype, dev)?;
-                let mask = arch::causal_mask(kind, self.cfg.sliding_window, offset, t, dev)?;
+                let (cos, sin) = positions::rope_tables(
+                    rope,
+                    self.cfg.head_dim,
+                    offset,
+                    t,
+                    self.num.act_dtype,
+                    dev,
+                )?;
+                let mask = positions::causal_mask(kind, self.cfg.sliding_window, offset, t, dev)?;
                 let window = match kind {
                     LayerKind::Sliding => self.cfg.sliding_window,
                     _ => None,

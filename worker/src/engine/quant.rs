@@ -28,7 +28,7 @@ pub(crate) struct Numerics {
     pub quantize_linear: bool,
     /// Whether projection matrices are LLM.int8 (`super::int8`).
     pub int8: bool,
-    /// Precision `16` on AMX tiles (`super::packed_gemm::amx`): weights
+    /// Precision `16` on AMX tiles (`super::cpu::packed_gemm::amx`): weights
     /// stored in bf16, projections on bf16 inputs with f32 accumulation,
     /// everything between them in f32 (`act_dtype` is then f32).
     pub bf16_tiles: bool,
@@ -53,8 +53,8 @@ impl Numerics {
     pub(crate) fn on_cpu_tiles(self, precision: Precision, all_cpu: bool) -> Numerics {
         let tiles = precision == Precision::Bf16
             && all_cpu
-            && super::cpu_isa::kernels_enabled()
-            && super::cpu_isa::active() == super::cpu_isa::Isa::Amx;
+            && super::cpu::isa::kernels_enabled()
+            && super::cpu::isa::active() == super::cpu::isa::Isa::Amx;
         if !tiles {
             return self;
         }

@@ -34,7 +34,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     // A `CD_CPU_ISA` this CPU cannot honour stops the run: a benchmark
     // labelled with an instruction set must have used it.
-    if let Err(e) = cd_worker::engine::cpu_isa::check_env() {
+    if let Err(e) = cd_worker::engine::cpu::isa::check_env() {
         eprintln!("error: {e}");
         std::process::exit(cd_proto::exit::worker::CONFIG)
     }

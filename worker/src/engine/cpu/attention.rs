@@ -19,10 +19,10 @@
 //! `−∞` (their `exp` would add exactly zero).
 
 use super::dot;
-use crate::engine::cpu_isa;
+use super::isa;
 #[cfg(target_arch = "x86_64")]
-use crate::engine::cpu_isa::Isa;
-use crate::engine::packed_gemm::{exp_shifted_in_place, for_each_unit, SharedOut};
+use super::isa::Isa;
+use super::packed_gemm::{exp_shifted_in_place, for_each_unit, SharedOut};
 
 /// Where one text's rows sit in a pass's flattened rows: rows
 /// `start..start + len` hold positions `prefix..prefix + len`.
@@ -124,7 +124,7 @@ pub(crate) fn attention(
     assert_eq!(v.len(), k.len(), "values and keys differ in shape");
     let mut out = vec![0f32; q_rows * heads * hd];
     let dst = SharedOut(out.as_mut_ptr());
-    let isa = cpu_isa::active();
+    let isa = isa::active();
     // Texts come longest first, so the largest units are taken first.
     for_each_unit(segments.len() * kv_heads, Buffers::default, |buf, unit| {
         let (si, kvh) = (unit / kv_heads, unit % kv_heads);
@@ -148,7 +148,7 @@ pub(crate) fn attention(
         // SAFETY: one task per (segment, key head); it writes the query
         // heads of its group in its segment's rows, which no other task
         // touches. Each variant runs only where the CPU has its instructions
-        // (`cpu_isa::active` never exceeds the detected set).
+        // (`isa::active` never exceeds the detected set).
         unsafe {
             match isa {
                 #[cfg(target_arch = "x86_64")]

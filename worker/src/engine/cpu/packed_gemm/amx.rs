@@ -22,11 +22,11 @@
 //! two of `W` (tmm6–7) per k-block.
 //!
 //! Instructions are written with `asm!`: Rust has no stable AMX intrinsics.
-//! Linux grants the tile state once per process (`cpu_isa`); the kernel
+//! Linux grants the tile state once per process (`cpu::isa`); the kernel
 //! loads the tile configuration once per thread.
 
 use super::{for_each_unit, SharedOut};
-use crate::engine::cpu_isa::{self, Isa};
+use crate::engine::cpu::isa::{self, Isa};
 use std::arch::asm;
 use std::cell::Cell;
 
@@ -40,7 +40,7 @@ pub(crate) const BLOCK: usize = 2 * T;
 /// Whether the bf16 tiles run in this process: the active instruction set
 /// is [`Isa::Amx`] (which implies the tile state was granted).
 pub(crate) fn available() -> bool {
-    cpu_isa::active() == Isa::Amx
+    isa::active() == Isa::Amx
 }
 
 /// The tile configuration every unit uses: palette 1, eight tiles of 16
@@ -246,7 +246,7 @@ impl Bf16Panels {
                             // SAFETY: row `r` of `xb` is written by this unit
                             // alone (it won the exchange), read by others only
                             // after the release below; AMX-BF16 CPUs have
-                            // AVX512-BF16 (`cpu_isa` checks both).
+                            // AVX512-BF16 (`cpu::isa` checks both).
                             unsafe {
                                 let dst = std::slice::from_raw_parts_mut(base.add(r * kp), k);
                                 round_row(&x[r * k..(r + 1) * k], dst);

@@ -1,38 +1,55 @@
-//! The LLaMA decoder layer (LLaMA-2/3, Mistral, SmolLM; also the body of
-//! Qwen2 and Gemma, which differ only in biases, norm parameterisation and
-//! activation; see their modules).
+//! LLaMA (LLaMA-2/3, Mistral, SmolLM): the reference family. Its decoder
+//! layer is also the body of Qwen2 and Gemma, which differ only in biases,
+//! norm parameterisation and activation (see their files).
 //!
 //! ```text
 //! a = x + Attn(RMSNorm_in(x))          // GQA, RoPE, causal (sliding for Mistral)
 //! n = RMSNorm_post_attention(a)        // ← capture site `post_attention_norm`
 //! y = a + Down(act(Gate(n)) ⊙ Up(n))   // ← residual stream, capture site `residual`
 //! ```
+//!
+//! Config: SwiGLU, `w` norms, RoPE base 10k with `linear` or `llama3`
+//! rescaling, optional `attention_bias` / `mlp_bias`, untied LM head unless
+//! the config ties it. Mistral's `sliding_window` applies to every layer.
 
-use super::{residual_add, Act, Attention, AttnCtx, Block, BlockOut, GatedMlp, RmsNorm};
+use super::Family;
 use crate::engine::config::ModelConfig;
+use crate::engine::layers::{
+    residual_add, Attention, AttnCtx, Block, BlockOut, GatedMlp, NormScale, RmsNorm,
+};
 use crate::engine::quant::Numerics;
 use crate::engine::EngineError;
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
-/// The knobs by which the LLaMA-shaped families differ.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Flavor {
-    /// RMSNorm scales by `1 + w` instead of `w`.
-    pub norm_plus_one: bool,
-    /// MLP nonlinearity.
-    pub act: Act,
+/// The LLaMA family: every [`Family`] default.
+pub(crate) struct Llama;
+
+impl Family for Llama {
+    fn name(&self) -> &'static str {
+        "llama"
+    }
+
+    fn model_types(&self) -> &'static [&'static str] {
+        &["llama", "mistral"]
+    }
+
+    fn load_block(
+        &self,
+        vb: &VarBuilder,
+        cfg: &ModelConfig,
+        num: &Numerics,
+    ) -> Result<Box<dyn Block>, EngineError> {
+        Ok(Box::new(DecoderLayer::load(
+            vb,
+            cfg,
+            self.norm_scale(),
+            num,
+        )?))
+    }
 }
 
-impl Flavor {
-    /// Plain LLaMA: `w` norms, SwiGLU.
-    pub(crate) const LLAMA: Flavor = Flavor {
-        norm_plus_one: false,
-        act: Act::Silu,
-    };
-}
-
-/// One LLaMA-style decoder layer.
+/// One LLaMA-shaped decoder layer.
 pub(crate) struct DecoderLayer {
     input_layernorm: RmsNorm,
     self_attn: Attention,
@@ -41,10 +58,12 @@ pub(crate) struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    /// Load the layer under `vb`; `norm_scale` is the family's RMSNorm
+    /// parameterisation, the activation is `cfg.act`.
     pub(crate) fn load(
         vb: &VarBuilder,
         cfg: &ModelConfig,
-        flavor: Flavor,
+        norm_scale: NormScale,
         num: &Numerics,
     ) -> Result<Self, EngineError> {
         let norm = |name: &str| {
@@ -53,7 +72,7 @@ impl DecoderLayer {
                 name,
                 cfg.hidden_size,
                 cfg.rms_eps,
-                flavor.norm_plus_one,
+                norm_scale,
                 num.act_dtype,
             )
         };
@@ -61,7 +80,7 @@ impl DecoderLayer {
             input_layernorm: norm("input_layernorm")?,
             self_attn: Attention::load(&vb.pp("self_attn"), cfg, None, num)?,
             post_attention_layernorm: norm("post_attention_layernorm")?,
-            mlp: GatedMlp::load(&vb.pp("mlp"), cfg, flavor.act, num)?,
+            mlp: GatedMlp::load(&vb.pp("mlp"), cfg, cfg.act, num)?,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! `y = x·Wᵀ` in f32 on x86-64 CPUs, with `W` packed once at load time and
 //! the register tile chosen by the instruction set in use
-//! ([`cpu_isa`](super::cpu_isa): AVX-512F or AVX2 + FMA).
+//! ([`isa`](super::isa): AVX-512F or AVX2 + FMA).
 //!
 //! Why this exists: on the CPU nearly all of extraction is the seven
 //! projections of every block, and candle's general matmul re-packs `W` on
@@ -32,8 +32,8 @@
 //! pool (rayon's) would leave its threads spinning for cores that candle's
 //! are spinning on, between every two operations.
 
-use super::activation::Act;
-use super::cpu_isa::{self, Isa};
+use super::isa::{self, Isa};
+use crate::engine::activation::Act;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod amx;
@@ -174,9 +174,9 @@ fn assert_runs(isa: Isa) {
 
 impl PackedMatrix {
     /// Whether the packed kernels run in this process: the active
-    /// instruction set ([`cpu_isa::active`]) is AVX2 or better.
+    /// instruction set ([`isa::active`]) is AVX2 or better.
     pub fn supported() -> bool {
-        cpu_isa::active() >= Isa::Avx2
+        isa::active() >= Isa::Avx2
     }
 
     /// Pack `w`, a row-major `[n, k]` matrix. Panics if `w.len() != n * k`.
@@ -227,7 +227,7 @@ impl PackedMatrix {
     /// Panics if `x.len() != m * k` or if the packed kernels do not run here
     /// (check [`PackedMatrix::supported`] first).
     pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
-        self.matmul_t_on(cpu_isa::active(), x, m)
+        self.matmul_t_on(isa::active(), x, m)
     }
 
     /// [`PackedMatrix::matmul_t`] through `isa`'s kernel.
@@ -274,7 +274,7 @@ pub(crate) fn matmul_gated(
     x: &[f32],
     m: usize,
 ) -> Vec<f32> {
-    matmul_gated_on(cpu_isa::active(), g, u, gate, x, m)
+    matmul_gated_on(isa::active(), g, u, gate, x, m)
 }
 
 /// [`matmul_gated`] through `isa`'s kernels.
@@ -444,7 +444,7 @@ unsafe fn silu_times(isa: Isa, g: &[f32], u: &[f32], dst: *mut f32, cols: usize)
 /// `Σ_j e^(row[j] − max)` in f32: the normaliser of a log-softmax, in
 /// vectors of the active instruction set (scalar on the generic path).
 pub(crate) fn sum_exp_shifted(row: &[f32], max: f32) -> f32 {
-    sum_exp_shifted_on(cpu_isa::active(), row, max)
+    sum_exp_shifted_on(isa::active(), row, max)
 }
 
 fn sum_exp_shifted_on(isa: Isa, row: &[f32], max: f32) -> f32 {
@@ -474,7 +474,7 @@ fn sum_exp_shifted_on(isa: Isa, row: &[f32], max: f32) -> f32 {
 /// exponential (libm's on the generic path).
 pub(crate) fn exp_shifted_in_place(row: &mut [f32], max: f32) -> f32 {
     // SAFETY: `active` never exceeds what the CPU has.
-    match cpu_isa::active() {
+    match isa::active() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Amx => unsafe { avx512::exp_shifted_in_place(row, max) },
         #[cfg(target_arch = "x86_64")]

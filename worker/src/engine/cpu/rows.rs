@@ -9,11 +9,11 @@
 //! dependent adds), so results differ from candle's by f32 rounding only;
 //! a residual add is fused in front of the norm where a block has one.
 
-use super::{cpu_f32, dot};
-use crate::engine::cpu_isa;
+use super::isa;
 #[cfg(target_arch = "x86_64")]
-use crate::engine::cpu_isa::Isa;
-use crate::engine::packed_gemm::SharedOut;
+use super::isa::Isa;
+use super::packed_gemm::SharedOut;
+use super::{dot, f32_slice};
 use candle_core::Tensor;
 
 /// Contiguous f32 CPU data of `x` as rows of its last dimension.
@@ -49,19 +49,19 @@ pub(crate) fn add_rms_norm(
     let mut normed = vec![0f32; rows * d];
     {
         let (xs, xl) = xc.storage_and_layout();
-        let xd = cpu_f32(&xs, xl)?;
+        let xd = f32_slice(&xs, xl)?;
         let ys = yc.as_ref().map(|y| y.storage_and_layout());
         let yd = match &ys {
-            Some((s, l)) => Some(cpu_f32(s, l)?),
+            Some((s, l)) => Some(f32_slice(s, l)?),
             None => None,
         };
         let (als, all) = alpha.storage_and_layout();
-        let ad = cpu_f32(&als, all)?;
+        let ad = f32_slice(&als, all)?;
         if ad.len() != d {
             candle_core::bail!("norm weight of {} for rows of {d}", ad.len())
         }
         let (sum_out, norm_out) = (SharedOut(sum.as_mut_ptr()), SharedOut(normed.as_mut_ptr()));
-        let isa = cpu_isa::active();
+        let isa = isa::active();
         candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
             for r in range {
                 let src = &xd[r * d..(r + 1) * d];
@@ -163,7 +163,7 @@ pub(crate) fn add(x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
     {
         let (xs, xl) = xc.storage_and_layout();
         let (ys, yl) = yc.storage_and_layout();
-        let (xd, yd) = (cpu_f32(&xs, xl)?, cpu_f32(&ys, yl)?);
+        let (xd, yd) = (f32_slice(&xs, xl)?, f32_slice(&ys, yl)?);
         let dst = SharedOut(out.as_mut_ptr());
         candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
             for r in range {
