@@ -82,7 +82,7 @@ fn cache_key(path: &Path, meta: &std::fs::Metadata) -> Option<String> {
 
 /// SHA-256 (lower-case hex) of a file's bytes, from the cache when the file
 /// has not changed since it was last hashed.
-pub fn file_sha256(path: &Path) -> Result<String, ContentError> {
+pub(crate) fn file_sha256(path: &Path) -> Result<String, ContentError> {
     let io = |source| ContentError::Io {
         path: path.to_path_buf(),
         source,
@@ -166,7 +166,7 @@ pub fn model_sha256(path: &Path) -> Result<String, ContentError> {
 
 /// Version of the built-in generators' output; part of a generated
 /// dataset's identity, so bump it whenever a generator's items change.
-pub const GENERATOR_VERSION: u32 = 2;
+pub(crate) const GENERATOR_VERSION: u32 = 2;
 
 /// SHA-256 of a manifest as parsed (generated datasets: plus [`GENERATOR_VERSION`]).
 pub fn manifest_sha256(manifest: &DatasetManifest) -> String {

@@ -56,7 +56,7 @@ pub struct DepthConfig {
 }
 
 /// Most bootstrap resamples a grid may ask for.
-pub const MAX_BOOTSTRAP: usize = 100_000;
+pub(crate) const MAX_BOOTSTRAP: usize = 100_000;
 
 impl Default for DepthConfig {
     fn default() -> Self {
@@ -197,7 +197,7 @@ impl DepthResult {
     }
 
     /// The converging layer under a named rule.
-    pub fn converging_by(&self, rule: RuleName) -> &DepthPoint {
+    pub(crate) fn converging_by(&self, rule: RuleName) -> &DepthPoint {
         match rule {
             RuleName::Paper => &self.converging_paper,
             RuleName::Plateau => &self.converging_plateau,

@@ -11,9 +11,9 @@
 use crate::spec::Precision;
 
 /// Bytes a `Q8_0` block takes: 32 signed 8-bit weights and one f16 scale.
-pub const Q8_0_BLOCK_BYTES: u64 = 34;
+pub(crate) const Q8_0_BLOCK_BYTES: u64 = 34;
 /// Weights per `Q8_0` block.
-pub const Q8_0_BLOCK_WEIGHTS: u64 = 32;
+pub(crate) const Q8_0_BLOCK_WEIGHTS: u64 = 32;
 
 /// Memory every CUDA device loses before the model: the CUDA context, cuBLAS
 /// workspaces and allocator slack (measured at about 0.5–0.8 GiB on an H100;
@@ -24,7 +24,7 @@ pub const CUDA_RESERVE_BYTES: u64 = 1 << 30;
 /// allocator fragmentation. The exact planner computes activations from the
 /// model's shape and batch; for the grid's models at batch 32 × 256 tokens
 /// they stay below this (2–8 % of the weights, largest for small models).
-pub const ACTIVATION_ALLOWANCE: f64 = 0.10;
+pub(crate) const ACTIVATION_ALLOWANCE: f64 = 0.10;
 
 /// Bytes per weight of a matrix (the attention and MLP projections, the LM
 /// head) stored at `precision`.
@@ -52,7 +52,7 @@ pub fn activation_bytes(precision: Precision) -> u64 {
 /// Coarse bytes needed to run a model of `size_b` billion parameters at
 /// `precision`: every weight at [`matrix_bytes_per_weight`] plus
 /// [`ACTIVATION_ALLOWANCE`]. Per-device reserves are added by [`fits`].
-pub fn estimate_bytes(size_b: f64, precision: Precision) -> u64 {
+pub(crate) fn estimate_bytes(size_b: f64, precision: Precision) -> u64 {
     let weights = size_b.max(0.0) * 1e9 * matrix_bytes_per_weight(precision);
     (weights * (1.0 + ACTIVATION_ALLOWANCE)).ceil() as u64
 }

@@ -88,7 +88,7 @@ impl Axes {
 }
 
 /// Names of the axes whose value differs between at least two of `axes`.
-pub fn varying_axes<'a>(axes: impl IntoIterator<Item = &'a Axes>) -> Vec<&'static str> {
+pub(crate) fn varying_axes<'a>(axes: impl IntoIterator<Item = &'a Axes>) -> Vec<&'static str> {
     let all: Vec<[(&'static str, String); 8]> = axes.into_iter().map(Axes::values).collect();
     let Some(first) = all.first() else {
         return Vec::new();

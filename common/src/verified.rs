@@ -52,7 +52,7 @@ pub struct Verified {
 }
 
 /// The pairs known to compute correct numbers.
-pub const VERIFIED: &[Verified] = &[
+pub(crate) const VERIFIED: &[Verified] = &[
     Verified {
         precision: Precision::F32,
         device: DeviceKind::Cpu,

@@ -12,7 +12,7 @@ pub mod cli;
 pub mod http;
 pub mod local;
 pub mod persist;
-pub mod prometheus;
+pub(crate) mod prometheus;
 pub mod report;
 pub mod server;
 pub mod service;

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 /// A task's failure history as stored.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FailureFile {
+pub(crate) struct FailureFile {
     /// The task.
     pub task_id: TaskId,
     /// Every failed attempt, oldest first.
@@ -98,7 +98,7 @@ pub async fn resume(
 /// Promote features a finished attempt left unpromoted and delete other
 /// attempts' objects and interrupted uploads' staging files, for every
 /// completed cell. Best effort, in the background: it only saves space.
-pub async fn tidy(store: Store, sweep: String, ids: Vec<TaskId>) {
+pub(crate) async fn tidy(store: Store, sweep: String, ids: Vec<TaskId>) {
     let mut removed = 0;
     for id in ids {
         match store.tidy_completed(&sweep, &id).await {
@@ -116,7 +116,7 @@ pub async fn tidy(store: Store, sweep: String, ids: Vec<TaskId>) {
 /// Writes failure histories and the leases in flight as they change, and
 /// refreshes the report (and the dashboard's figures) at most every
 /// `report_every` while tasks complete. Runs until the channel closes.
-pub async fn persist_forever(
+pub(crate) async fn persist_forever(
     shared: Arc<Shared>,
     store: Option<Store>,
     mut events: mpsc::UnboundedReceiver<Event>,
@@ -221,7 +221,7 @@ async fn write_failures(
 }
 
 /// Rewrite the report and hand its figures to the dashboard.
-pub async fn refresh_report(shared: &Shared, store: &Store, sweep: &str) {
+pub(crate) async fn refresh_report(shared: &Shared, store: &Store, sweep: &str) {
     // Cells no registered worker can run are a live fact the stored results
     // cannot show: the report says so at its top.
     let warnings: Vec<String> = shared

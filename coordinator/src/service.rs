@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 /// The service; cheap to clone.
 #[derive(Clone)]
-pub struct CoordinatorService {
+pub(crate) struct CoordinatorService {
     shared: Arc<Shared>,
 }
 
@@ -333,7 +333,7 @@ impl Coordinator for CoordinatorService {
 
 /// Checks `authorization: Bearer <token>` on every call.
 #[derive(Clone)]
-pub struct TokenCheck {
+pub(crate) struct TokenCheck {
     expected: Arc<[u8]>,
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -91,7 +91,7 @@ impl Shared {
     }
 
     /// Whether new leases are handed out (false once shutting down).
-    pub fn is_leasing(&self) -> bool {
+    pub(crate) fn is_leasing(&self) -> bool {
         self.leasing.load(Ordering::Relaxed)
     }
 
@@ -106,7 +106,7 @@ impl Shared {
     }
 
     /// Queue work for the persister; dropped silently once it has stopped.
-    pub fn notify(&self, event: Event) {
+    pub(crate) fn notify(&self, event: Event) {
         let _ = self.events.send(event);
     }
 
@@ -119,7 +119,7 @@ impl Shared {
     }
 
     /// Re-queue lapsed leases; runs until the process ends.
-    pub async fn reap_forever(self: Arc<Self>, tick: Duration) {
+    pub(crate) async fn reap_forever(self: Arc<Self>, tick: Duration) {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -12,7 +12,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 /// The metadata key that names a refusal's reason.
-pub const REFUSAL_KEY: &str = "cd-refusal";
+pub(crate) const REFUSAL_KEY: &str = "cd-refusal";
 
 /// A reason the coordinator refuses a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

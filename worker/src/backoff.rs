@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Delays of successive retries: `initial · 2^k`, capped at `max`, each drawn
 /// uniformly from the upper half of that value.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     max: Duration,
     next: Duration,
 }
@@ -22,12 +22,12 @@ impl Backoff {
     }
 
     /// The worker's default for RPCs and storage: 200 ms doubling up to 10 s.
-    pub fn default_rpc() -> Self {
+    pub(crate) fn default_rpc() -> Self {
         Backoff::new(Duration::from_millis(200), Duration::from_secs(10))
     }
 
     /// The delay before the next retry; each call doubles the base.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
         let half = base / 2;

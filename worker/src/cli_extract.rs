@@ -27,13 +27,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Exit code: success.
-pub const EXIT_OK: i32 = 0;
+pub(crate) const EXIT_OK: i32 = 0;
 /// Exit code: extraction or writing failed.
-pub const EXIT_OTHER: i32 = 1;
+pub(crate) const EXIT_OTHER: i32 = 1;
 /// Exit code: bad usage or bad input file.
-pub const EXIT_INPUT: i32 = 2;
+pub(crate) const EXIT_INPUT: i32 = 2;
 /// Exit code: the model could not be loaded.
-pub const EXIT_MODEL: i32 = 3;
+pub(crate) const EXIT_MODEL: i32 = 3;
 
 /// Arguments of `cd-worker extract`.
 #[derive(Debug, Args)]
@@ -98,7 +98,7 @@ fn fail(code: i32) -> impl FnOnce(anyhow::Error) -> Failure {
 
 /// Texts (and labels) read from a JSONL file.
 #[derive(Debug)]
-pub struct Inputs {
+pub(crate) struct Inputs {
     /// One text per record.
     pub texts: Vec<String>,
     /// One label per record when a label field was requested.
@@ -108,7 +108,7 @@ pub struct Inputs {
 }
 
 /// Read a JSONL file. Errors name `file:line`, the field and what was expected.
-pub fn read_jsonl(
+pub(crate) fn read_jsonl(
     path: &Path,
     text_field: &str,
     label_field: Option<&str>,
@@ -185,7 +185,7 @@ fn kind(v: &serde_json::Value) -> String {
 }
 
 /// Parse `cpu` or `cuda:N` (`cuda` alone means `cuda:0`).
-pub fn parse_device(s: &str) -> anyhow::Result<Device> {
+pub(crate) fn parse_device(s: &str) -> anyhow::Result<Device> {
     match s {
         "cpu" => Ok(Device::Cpu),
         _ => {

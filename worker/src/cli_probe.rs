@@ -42,11 +42,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Exit code: success.
-pub const EXIT_OK: i32 = 0;
+pub(crate) const EXIT_OK: i32 = 0;
 /// Exit code: writing the output failed.
-pub const EXIT_OTHER: i32 = 1;
+pub(crate) const EXIT_OTHER: i32 = 1;
 /// Exit code: bad usage, settings or input file.
-pub const EXIT_INPUT: i32 = 2;
+pub(crate) const EXIT_INPUT: i32 = 2;
 
 /// Converging-layer rule the report leads with (`docs/probes.md`); both are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

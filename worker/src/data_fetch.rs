@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 /// Where copies go and whether the network may be used.
 #[derive(Debug, Clone, Default)]
-pub struct FetchOptions {
+pub(crate) struct FetchOptions {
     /// Data cache for object-store copies (see the module docs for the default).
     pub cache_dir: Option<PathBuf>,
     /// The HF Hub cache (the directory holding `datasets--*`); default as for models.
@@ -100,7 +100,7 @@ pub enum FetchError {
 impl FetchError {
     /// Whether retrying cannot help: a bad name or URL, or files that are not
     /// there. Network and disk failures may pass.
-    pub fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         match self {
             FetchError::Dataset(_) | FetchError::NotFound { .. } => true,
             FetchError::Store { source, .. } => matches!(source, StoreError::Url { .. }),
@@ -110,7 +110,7 @@ impl FetchError {
 }
 
 /// The data cache directory the conventions in the module docs pick.
-pub fn data_cache_dir(explicit: Option<&Path>) -> PathBuf {
+pub(crate) fn data_cache_dir(explicit: Option<&Path>) -> PathBuf {
     if let Some(p) = explicit {
         return p.to_path_buf();
     }
@@ -140,7 +140,7 @@ pub fn resolve(
 }
 
 /// [`resolve`] for a manifest already found (a resolved task's).
-pub fn resolve_for(
+pub(crate) fn resolve_for(
     root: &DataRoot,
     manifest: &DatasetManifest,
     opts: &FetchOptions,

@@ -143,7 +143,7 @@ pub fn open(selection: &GpuSelection) -> Result<Vec<DeviceInfo>, DeviceError> {
 /// v1 `memory.limit_in_bytes`) bounds both, so a pod advertises its limit,
 /// not the node's RAM, and the planner never places a model the kernel would
 /// OOM-kill.
-pub fn cpu_info() -> Result<DeviceInfo, DeviceError> {
+pub(crate) fn cpu_info() -> Result<DeviceInfo, DeviceError> {
     let meminfo = std::fs::read_to_string("/proc/meminfo")
         .map_err(|e| DeviceError::HostMemory(e.to_string()))?;
     let (mut total_bytes, mut free_bytes) =

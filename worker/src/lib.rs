@@ -9,7 +9,7 @@ pub(crate) mod backoff;
 pub mod cli_datasets;
 pub mod cli_extract;
 pub mod cli_probe;
-pub mod data_fetch;
+pub(crate) mod data_fetch;
 pub mod devices;
 pub mod engine;
 pub mod logging;

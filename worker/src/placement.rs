@@ -76,20 +76,24 @@ pub struct ModelShape {
 
 impl ModelShape {
     /// LLaMA-2-7B's shape.
-    pub fn llama2_7b() -> Self {
+    #[cfg(test)]
+    pub(crate) fn llama2_7b() -> Self {
         Self::llama(4096, 11008, 32, 32, 32)
     }
 
     /// LLaMA-2-13B's shape.
-    pub fn llama2_13b() -> Self {
+    #[cfg(test)]
+    pub(crate) fn llama2_13b() -> Self {
         Self::llama(5120, 13824, 40, 40, 40)
     }
 
     /// LLaMA-2-70B's shape (GQA with 8 key/value heads).
-    pub fn llama2_70b() -> Self {
+    #[cfg(test)]
+    pub(crate) fn llama2_70b() -> Self {
         Self::llama(8192, 28672, 80, 64, 8)
     }
 
+    #[cfg(test)]
     fn llama(
         hidden: usize,
         intermediate: usize,
@@ -119,7 +123,7 @@ impl ModelShape {
     }
 
     /// Weights of one block's vectors (two norms, optional q/k/v biases).
-    pub fn layer_vector_params(&self) -> u64 {
+    pub(crate) fn layer_vector_params(&self) -> u64 {
         let bias = if self.qkv_bias {
             ((self.heads + 2 * self.kv_heads) * self.head_dim) as u64
         } else {
@@ -220,7 +224,8 @@ pub struct DeviceLoad {
 
 impl DeviceLoad {
     /// Weights plus activations.
-    pub fn total_bytes(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn total_bytes(&self) -> u64 {
         self.weight_bytes + self.activation_bytes
     }
 }
@@ -261,7 +266,7 @@ impl Plan {
 
 /// The estimated memory of each part of a model at a precision and batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Footprint {
+pub(crate) struct Footprint {
     /// The embedding table.
     pub embed: u64,
     /// One block's weights.
@@ -311,7 +316,7 @@ impl Footprint {
     }
 
     /// Bytes for the whole model on one device.
-    pub fn single_device(&self, layers: usize) -> u64 {
+    pub(crate) fn single_device(&self, layers: usize) -> u64 {
         self.embed
             + layers as u64 * self.layer
             + self.head_sharing_embed

@@ -270,7 +270,7 @@ pub(crate) fn load(
 }
 
 /// Most items a generated binary dataset may be asked for.
-pub const MAX_GENERATED_ITEMS: usize = 1_000_000;
+pub(crate) const MAX_GENERATED_ITEMS: usize = 1_000_000;
 
 /// The number of items a generated dataset's name asks for (`coinflip_gen/N`),
 /// or the manifest's default; refuses a parameter on a file-backed dataset.

@@ -122,7 +122,7 @@ pub fn cities_items(n: Option<usize>, seed: u64) -> Vec<CityStatement> {
 
 /// An exact decimal: `mantissa / 10^scale`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dec {
+pub(crate) struct Dec {
     pub mantissa: i128,
     pub scale: u32,
 }
@@ -209,20 +209,20 @@ impl fmt::Display for Dec {
 
 /// Integer or decimal operands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NumberKind {
+pub(crate) enum NumberKind {
     Int,
     Dec,
 }
 
 /// Operand size classes (digits before the decimal point).
-pub const DIGIT_CLASSES: [(u32, u32); 3] = [(1, 2), (3, 4), (5, 6)];
+pub(crate) const DIGIT_CLASSES: [(u32, u32); 3] = [(1, 2), (3, 4), (5, 6)];
 
 /// The operations of the Calculation task.
-pub const OPS: [&str; 6] = ["add", "sub", "mul", "div", "mix2", "mix3"];
+pub(crate) const OPS: [&str; 6] = ["add", "sub", "mul", "div", "mix2", "mix3"];
 
 /// One arithmetic item.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CalcItem {
+pub(crate) struct CalcItem {
     /// `int/1-2/add/0`.
     pub id: String,
     /// The expression, e.g. `12 + 7`.
@@ -267,7 +267,7 @@ fn eval(terms: &[Dec], ops: &[char]) -> Dec {
 }
 
 /// One item of a cell, from its own stream.
-pub fn calc_item(
+pub(crate) fn calc_item(
     seed: u64,
     kind: NumberKind,
     digits: (u32, u32),

@@ -279,7 +279,7 @@ pub enum AnswerTransform {
 
 impl DatasetManifest {
     /// Whether `name` names this dataset (its name or one of its aliases).
-    pub fn answers_to(&self, name: &str) -> bool {
+    pub(crate) fn answers_to(&self, name: &str) -> bool {
         self.name == name || self.aliases.iter().any(|a| a == name)
     }
 
@@ -329,7 +329,7 @@ impl DatasetManifest {
 impl DatasetManifest {
     /// Whether examples carry a group id (for group-aware splits): datasets
     /// with a `group_field`, and generated Cities (the city).
-    pub fn has_groups(&self) -> bool {
+    pub(crate) fn has_groups(&self) -> bool {
         self.source
             .as_ref()
             .is_some_and(|s| s.group_field.is_some())

@@ -21,9 +21,9 @@ mod source;
 pub use binary::{BinaryDataset, BinaryOptions};
 pub use error::DatasetError;
 pub use manifest::{registry, DatasetKind, DatasetManifest};
-pub use multiple_choice::{few_shot_prefix, McDataset, McOptions, McQuestion};
+pub use multiple_choice::{McDataset, McOptions, McQuestion};
 pub use noise::NoiseKind;
-pub use prompt::{PromptMode, CD_LEGACY_INSTRUCTION};
+pub use prompt::PromptMode;
 pub use root::DataRoot;
 pub use source::{find_source_files, Candidate, FileProvenance};
 
@@ -76,7 +76,7 @@ pub fn find(name: &str) -> Result<(&'static DatasetManifest, Option<&str>), Data
 
 /// Check a dataset name as a grid writes it, parameter included, without
 /// reading any file: its manifest and canonical name (`coinflip_gen/2000`).
-pub fn check_name(name: &str) -> Result<(&'static DatasetManifest, String), DatasetError> {
+pub(crate) fn check_name(name: &str) -> Result<(&'static DatasetManifest, String), DatasetError> {
     let (manifest, param) = find(name)?;
     match (manifest.kind, &manifest.generator) {
         (DatasetKind::Binary, _) => {

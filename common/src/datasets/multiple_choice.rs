@@ -258,7 +258,7 @@ fn fill(layout: &str, context: Option<&str>, question: &str, answer: Option<&str
 }
 
 /// Header plus every demonstration.
-pub fn few_shot_prefix(spec: &McSpec) -> String {
+pub(crate) fn few_shot_prefix(spec: &McSpec) -> String {
     let mut s = spec.header.clone();
     for d in &spec.demos {
         s.push_str(&fill(

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// The one prompt the released Concept Depth code applied to every dataset: its
 /// probe script overwrites the per-dataset prompt with this sentiment prompt
 /// before building inputs, keeping each dataset's layout and CoT suffix.
-pub const CD_LEGACY_INSTRUCTION: &str =
+pub(crate) const CD_LEGACY_INSTRUCTION: &str =
     "According to the sentence, judge the emotion is Positive or Negative.";
 
 /// Which instruction goes into the model input.

@@ -62,7 +62,7 @@ impl DataRoot {
     }
 
     /// The local directory, or an error for a remote root that was not resolved.
-    pub fn local_dir(&self) -> Result<&Path, DatasetError> {
+    pub(crate) fn local_dir(&self) -> Result<&Path, DatasetError> {
         match self {
             DataRoot::Local(p) => Ok(p),
             other => Err(DatasetError::RemoteRoot {

@@ -24,15 +24,15 @@ use std::time::Duration;
 use toml::Spanned;
 
 /// Most attempts a task may be given.
-pub const MAX_ATTEMPTS: u32 = 100;
+pub(crate) const MAX_ATTEMPTS: u32 = 100;
 /// Longest lease, in seconds (one day).
-pub const MAX_LEASE_TTL_SECS: u64 = 86_400;
+pub(crate) const MAX_LEASE_TTL_SECS: u64 = 86_400;
 /// Most seeds one grid may list.
-pub const MAX_SEEDS: usize = 1_000;
+pub(crate) const MAX_SEEDS: usize = 1_000;
 /// Most cells one grid may expand to.
-pub const MAX_TASKS: usize = 1_000_000;
+pub(crate) const MAX_TASKS: usize = 1_000_000;
 /// Largest model size a grid may declare, in billions of parameters.
-pub const MAX_SIZE_B: f64 = 10_000.0;
+pub(crate) const MAX_SIZE_B: f64 = 10_000.0;
 
 /// A dataset of the grid with what every cell of it shares.
 struct GridDataset {

@@ -3,7 +3,10 @@
 
 /// Expand `${VAR}` and `${VAR:-default}` in `s` using `lookup` (an empty
 /// value counts as unset).
-pub fn expand_env(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn expand_env(
+    s: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(start) = rest.find("${") {

@@ -15,7 +15,7 @@ use toml::Spanned;
 /// The grid file (`version = 1`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GridFile {
+pub(crate) struct GridFile {
     /// Format version; must be 1. Example: `version = 1`.
     pub version: Spanned<u32>,
     /// Sweep name: the storage prefix of every result. Example: `sweep = "full"`.
@@ -59,7 +59,7 @@ pub struct GridFile {
 /// `[storage]`: one URL for everything.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StorageSection {
+pub(crate) struct StorageSection {
     /// `file://DIR`, `s3://BUCKET/PREFIX?endpoint=...`, or `memory://`.
     /// Example: `url = "file://runs"`.
     pub url: Spanned<String>,
@@ -72,7 +72,7 @@ pub struct StorageSection {
 /// `[scheduling]`: lease lifetime and retry policy.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SchedulingSection {
+pub(crate) struct SchedulingSection {
     /// Attempts before a task is marked failed, 1 ..= 100. Example: `max_attempts = 3`.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: Spanned<u32>,
@@ -115,7 +115,7 @@ impl Default for SchedulingSection {
 /// `[extraction]`: capture settings shared by all cells.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExtractionSection {
+pub(crate) struct ExtractionSection {
     /// `residual` or `post_attention_norm`. Example: `site = "post_attention_norm"`.
     #[serde(default = "default_site")]
     pub site: Spanned<Site>,
@@ -141,7 +141,7 @@ impl Default for ExtractionSection {
 /// that cannot read them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DatasetPins {
+pub(crate) struct DatasetPins {
     /// SHA-256 of each raw file, in load order (`sha256sum FILE`).
     pub sha256: Vec<String>,
 }
@@ -149,7 +149,7 @@ pub struct DatasetPins {
 /// One `[[models]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModelEntry {
+pub(crate) struct ModelEntry {
     /// Display name, unique in the grid; not part of any task id. Example: `name = "Qwen1.5-7B"`.
     pub name: Spanned<String>,
     /// Parameter count in billions, in (0, 10000] (orders reports; sizes memory). Example: `size_b = 7.7`.
@@ -166,7 +166,7 @@ pub struct ModelEntry {
 /// `[axes]`: the lists crossed with every model.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AxesSection {
+pub(crate) struct AxesSection {
     /// Dataset names from the registry. Example: `datasets = ["cities", "coinflip"]`.
     pub datasets: Spanned<Vec<Spanned<String>>>,
     /// Precisions: `32`, `16`, `16-f16`, `8` (LLM.int8), `q8_0`. Example: `precisions = ["32", "16", "8"]`.

@@ -22,9 +22,7 @@ pub mod env;
 pub mod file;
 mod located;
 
-pub use build::{MAX_ATTEMPTS, MAX_LEASE_TTL_SECS, MAX_SEEDS, MAX_SIZE_B, MAX_TASKS};
-pub use env::expand_env;
-pub use file::GridFile;
+pub(crate) use file::GridFile;
 
 use crate::spec::{TaskId, TaskSpec};
 use crate::verified::DeviceKind;
@@ -33,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The only grid format version this build reads.
-pub const GRID_VERSION: u32 = 1;
+pub(crate) const GRID_VERSION: u32 = 1;
 
 /// A grid that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]

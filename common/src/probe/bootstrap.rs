@@ -50,7 +50,7 @@ pub struct Bootstrap {
 
 /// Whether each test example of a fold was classified correctly, per layer:
 /// `correct[layer][k]` for the fold's `k`-th test example.
-pub type FoldCorrectness = Vec<Vec<bool>>;
+pub(crate) type FoldCorrectness = Vec<Vec<bool>>;
 
 /// Bootstrap the curve of per-fold, per-layer test correctness
 /// (`folds[f][layer][k]`); `None` when `config.bootstrap` is 0.

@@ -94,7 +94,7 @@ pub fn majority_label(train: &[u8]) -> u8 {
 
 /// Mean and (population, `ddof=0`) standard deviation, skipping NaNs;
 /// `None` when no finite value remains.
-pub fn mean_std(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
+pub(crate) fn mean_std(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
     let v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return None;

@@ -96,7 +96,7 @@ impl Default for SplitConfig {
 }
 
 /// Most folds a k-fold split may ask for.
-pub const MAX_FOLDS: usize = 100;
+pub(crate) const MAX_FOLDS: usize = 100;
 
 impl SplitConfig {
     /// The kind's name as written in grids (`sklearn`, `stratified`, `kfold`, `grouped`).

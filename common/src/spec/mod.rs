@@ -403,7 +403,7 @@ impl TaskSpec {
     }
 
     /// Canonical JSON of the identity fields only: what the id hashes.
-    pub fn identity_json(&self) -> String {
+    pub(crate) fn identity_json(&self) -> String {
         serde_json::to_string(&Identity {
             schema: self.schema,
             kind: self.kind,
@@ -452,7 +452,7 @@ impl TaskSpec {
 }
 
 /// Largest batch size a spec may ask for.
-pub const MAX_BATCH: usize = 4096;
+pub(crate) const MAX_BATCH: usize = 4096;
 
 /// A spec that cannot be executed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

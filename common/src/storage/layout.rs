@@ -25,7 +25,7 @@ pub fn tasks(sweep: &str) -> String {
 }
 
 /// `<sweep>/tasks/<id>/`: one task's directory.
-pub fn task_dir(sweep: &str, id: &TaskId) -> String {
+pub(crate) fn task_dir(sweep: &str, id: &TaskId) -> String {
     format!("{sweep}/tasks/{id}/")
 }
 
@@ -55,7 +55,7 @@ pub fn attempt_features(sweep: &str, id: &TaskId, attempt: &str) -> String {
 }
 
 /// The task whose `metrics.json` a listed key is, if it is one.
-pub fn completed_task(sweep: &str, key: &str) -> Option<TaskId> {
+pub(crate) fn completed_task(sweep: &str, key: &str) -> Option<TaskId> {
     let rest = key.strip_prefix(sweep)?.strip_prefix("/tasks/")?;
     let (id, file) = rest.split_once('/')?;
     (file == "metrics.json").then(|| TaskId(id.to_string()))
@@ -63,12 +63,12 @@ pub fn completed_task(sweep: &str, key: &str) -> Option<TaskId> {
 
 /// Whether a listed key is an attempt's object (under `attempts/`), not the
 /// cell's own.
-pub fn is_attempt_key(key: &str) -> bool {
+pub(crate) fn is_attempt_key(key: &str) -> bool {
     key.contains("/attempts/")
 }
 
 /// Whether a listed key is a features file (the cell's or an attempt's).
-pub fn is_features_key(key: &str) -> bool {
+pub(crate) fn is_features_key(key: &str) -> bool {
     key.ends_with("/features.safetensors")
 }
 
@@ -88,7 +88,7 @@ pub fn schema(sweep: &str) -> String {
 }
 
 /// The task ids of the grid last served.
-pub fn grid_ids(sweep: &str) -> String {
+pub(crate) fn grid_ids(sweep: &str) -> String {
     format!("{sweep}/state/grid.json")
 }
 
@@ -98,7 +98,7 @@ pub fn leases(sweep: &str) -> String {
 }
 
 /// The lock of the coordinator serving the sweep.
-pub fn coordinator_lock(sweep: &str) -> String {
+pub(crate) fn coordinator_lock(sweep: &str) -> String {
     format!("{sweep}/state/coordinator.lock")
 }
 

@@ -27,7 +27,7 @@ impl CoordinatorLock {
     /// or an earlier life of this very process slot (same host and pid, e.g.
     /// pid 1 of a restarted container). Such a lock is taken over at once
     /// instead of after [`LOCK_STALE_MS`].
-    pub fn left_by_a_dead_process(&self, me: &CoordinatorLock) -> bool {
+    pub(crate) fn left_by_a_dead_process(&self, me: &CoordinatorLock) -> bool {
         self.instance != me.instance
             && self.host == me.host
             && (self.pid == me.pid || !process_alive(self.pid))
@@ -53,7 +53,7 @@ fn process_alive(pid: u32) -> bool {
 /// How often a coordinator refreshes its lock.
 pub const LOCK_REFRESH_MS: u64 = 10_000;
 /// After how long without a refresh a lock counts as abandoned.
-pub const LOCK_STALE_MS: u64 = 45_000;
+pub(crate) const LOCK_STALE_MS: u64 = 45_000;
 
 impl Store {
     /// The sweep's lock as found in the store (an unreadable one reads as

@@ -34,10 +34,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub mod layout;
 mod lock;
 
-pub use lock::{CoordinatorLock, LOCK_REFRESH_MS, LOCK_STALE_MS};
+#[cfg(test)]
+use lock::LOCK_STALE_MS;
+pub use lock::{CoordinatorLock, LOCK_REFRESH_MS};
 
 /// Size of each part of a multipart upload (S3 requires ≥ 5 MiB except the last).
-pub const MULTIPART_CHUNK: usize = 16 << 20;
+pub(crate) const MULTIPART_CHUNK: usize = 16 << 20;
 
 /// A storage failure, naming the URL or key involved.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +114,7 @@ struct SchemaMarker {
 
 /// `<sweep>/state/grid.json`: the task ids of the grid a coordinator serves.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct GridIds {
+pub(crate) struct GridIds {
     /// Task ids of the grid, in expansion order.
     pub task_ids: Vec<TaskId>,
 }
@@ -462,7 +464,7 @@ impl Store {
     }
 
     /// Write an object only if nothing is at its key yet.
-    pub async fn put_create(&self, rel: &str, data: Bytes) -> Result<(), StoreError> {
+    pub(crate) async fn put_create(&self, rel: &str, data: Bytes) -> Result<(), StoreError> {
         let key = self.key(rel);
         let opts = PutOptions {
             mode: PutMode::Create,

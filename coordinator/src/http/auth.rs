@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use std::sync::Arc;
 
 /// Name of the session cookie.
-pub const COOKIE: &str = "cd_dashboard";
+pub(crate) const COOKIE: &str = "cd_dashboard";
 
 /// The accepted tokens.
 #[derive(Clone)]
@@ -40,7 +40,7 @@ impl HttpAuth {
     }
 
     /// Whether the request carries an accepted token (bearer header or cookie).
-    pub fn allows(&self, headers: &HeaderMap) -> bool {
+    pub(crate) fn allows(&self, headers: &HeaderMap) -> bool {
         if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
             if let Some(t) = v.strip_prefix("Bearer ") {
                 return self.accepts(t.trim());

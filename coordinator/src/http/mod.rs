@@ -17,7 +17,7 @@
 
 mod auth;
 
-pub use auth::HttpAuth;
+pub(crate) use auth::HttpAuth;
 
 use crate::shared::{unix_ms, Shared};
 use axum::extract::{Form, Path, Query, State};

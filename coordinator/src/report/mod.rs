@@ -63,7 +63,7 @@ pub enum ReportError {
 }
 
 /// Read every completed cell of a sweep.
-pub async fn read_cells(
+pub(crate) async fn read_cells(
     store: &Store,
     sweep: &str,
 ) -> Result<(Vec<CellMetrics>, Vec<String>), StoreError> {
@@ -172,7 +172,7 @@ fn png_copies(_: &[(String, Vec<u8>)]) -> Result<Vec<(String, Vec<u8>)>, ReportE
 }
 
 /// The figures' data as the dashboard reads it.
-pub fn figures_json(cells: &[CellMetrics]) -> String {
+pub(crate) fn figures_json(cells: &[CellMetrics]) -> String {
     serde_json::json!({
         "curves": tables::curves(cells),
         "mc": tables::mc_curves(cells),
@@ -181,7 +181,7 @@ pub fn figures_json(cells: &[CellMetrics]) -> String {
 }
 
 /// Cells of the grid, and the others.
-pub fn split_by_grid(
+pub(crate) fn split_by_grid(
     cells: Vec<CellMetrics>,
     grid: Option<&HashSet<TaskId>>,
 ) -> (Vec<CellMetrics>, Vec<CellMetrics>) {

@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 /// One curve.
-pub struct Line {
+pub(crate) struct Line {
     /// Legend label.
     pub label: String,
     /// x values (relative depth, 0..1).
@@ -56,7 +56,7 @@ impl Line {
 }
 
 /// A chart to render.
-pub struct Chart {
+pub(crate) struct Chart {
     /// Title on top.
     pub title: String,
     /// x-axis label.
@@ -354,7 +354,7 @@ fn csv_row(fields: &[&str]) -> String {
 
 /// A table as a heatmap: rows × columns of values in [0, 1], each cell
 /// coloured and labelled with its value (blank where missing).
-pub struct Heatmap {
+pub(crate) struct Heatmap {
     /// Title on top.
     pub title: String,
     /// What the colour means (legend caption).

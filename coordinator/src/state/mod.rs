@@ -47,9 +47,10 @@ mod persisted;
 pub mod views;
 pub mod workers;
 
-pub use persisted::{PersistedLease, PersistedLeases};
-pub use views::{Dashboard, FailedView, LeaseView, ModelView, Snapshot, WorkerView};
-pub use workers::{fits, WorkerInfo};
+pub(crate) use persisted::PersistedLeases;
+pub(crate) use views::{Dashboard, Snapshot};
+pub use workers::fits;
+pub(crate) use workers::WorkerInfo;
 
 use cd_common::spec::{Precision, TaskId, TaskSpec};
 use cd_common::verified::{self, DeviceKind};
@@ -81,7 +82,7 @@ pub struct FailureRecord {
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TaskState {
+pub(crate) enum TaskState {
     /// Waiting in its queue.
     Pending,
     /// Held by a worker.
@@ -233,7 +234,7 @@ pub enum StateError {
 
 /// Timing limits of the scheduler.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Attempts charged before a task fails.
     pub max_attempts: u32,
     /// A lease lapses this long after its last heartbeat.
@@ -333,14 +334,14 @@ impl Scheduler {
     /// Lease cells only to workers of these device kinds (the grid's
     /// `scheduling.devices`), each only cells whose precision is verified on
     /// its kind.
-    pub fn with_devices(mut self, devices: &[DeviceKind]) -> Scheduler {
+    pub(crate) fn with_devices(mut self, devices: &[DeviceKind]) -> Scheduler {
         self.devices = devices.to_vec();
         self
     }
 
     /// Expire leases whose progress has not moved for `stall` (for
     /// `load` while the model loads, which reports no counts).
-    pub fn with_stall_timeouts(mut self, stall: Duration, load: Duration) -> Scheduler {
+    pub(crate) fn with_stall_timeouts(mut self, stall: Duration, load: Duration) -> Scheduler {
         self.limits.stall_timeout = stall;
         self.limits.load_stall_timeout = load;
         self
@@ -348,7 +349,10 @@ impl Scheduler {
 
     /// Mark tasks complete from the store (resume). Unknown ids (cells of an
     /// older grid) are ignored.
-    pub fn restore_completed<'a>(&mut self, ids: impl IntoIterator<Item = &'a TaskId>) -> usize {
+    pub(crate) fn restore_completed<'a>(
+        &mut self,
+        ids: impl IntoIterator<Item = &'a TaskId>,
+    ) -> usize {
         let mut n = 0;
         for id in ids {
             if let Some(&t) = self.by_id.get(id) {
@@ -363,7 +367,7 @@ impl Scheduler {
 
     /// Restore a task's failure history (resume); a task whose attempts are
     /// exhausted or that failed permanently stays failed.
-    pub fn restore_failures(&mut self, id: &TaskId, history: Vec<FailureRecord>) {
+    pub(crate) fn restore_failures(&mut self, id: &TaskId, history: Vec<FailureRecord>) {
         let Some(&t) = self.by_id.get(id) else { return };
         if self.tasks[t].state != TaskState::Pending {
             return;
@@ -574,7 +578,7 @@ impl Scheduler {
     }
 
     /// Whether a task is already complete (checked before the store is asked).
-    pub fn is_completed(&self, task_id: &TaskId) -> Result<bool, StateError> {
+    pub(crate) fn is_completed(&self, task_id: &TaskId) -> Result<bool, StateError> {
         let &t = self
             .by_id
             .get(task_id)
@@ -585,7 +589,7 @@ impl Scheduler {
     /// Whether `worker_id` may complete `task_id` with `lease` (checked
     /// before the store is asked): its live lease on the task, or the task's
     /// last lapsed lease while nobody else holds it.
-    pub fn authorises(
+    pub(crate) fn authorises(
         &self,
         worker_id: &str,
         lease: &str,
@@ -739,7 +743,7 @@ impl Scheduler {
 
     /// Re-queue or fail every lease whose deadline has passed or whose
     /// progress has stalled; returns the affected tasks with their outcome.
-    pub fn reap(&mut self, now: Instant, at_unix_ms: u64) -> Vec<(TaskId, FailOutcome)> {
+    pub(crate) fn reap(&mut self, now: Instant, at_unix_ms: u64) -> Vec<(TaskId, FailOutcome)> {
         let mut out = Vec::new();
         while let Some(Reverse((deadline, id))) = self.expiry.peek().copied() {
             if deadline > now {
@@ -872,7 +876,7 @@ impl Scheduler {
     }
 
     /// Workers that registered.
-    pub fn worker_count(&self) -> usize {
+    pub(crate) fn worker_count(&self) -> usize {
         self.workers.len()
     }
 
@@ -885,7 +889,7 @@ impl Scheduler {
     }
 
     /// Lift a worker's quarantine (operator command); false when unknown.
-    pub fn readmit(&mut self, worker_id: &str) -> bool {
+    pub(crate) fn readmit(&mut self, worker_id: &str) -> bool {
         match self.workers.get_mut(worker_id) {
             Some(w) => {
                 w.readmit();

@@ -14,7 +14,7 @@ use std::time::Instant;
 /// One live lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PersistedLease {
+pub(crate) struct PersistedLease {
     /// The task.
     pub task_id: TaskId,
     /// Lease id (without the epoch).
@@ -28,7 +28,7 @@ pub struct PersistedLease {
 /// The epoch, the next lease id and every live lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PersistedLeases {
+pub(crate) struct PersistedLeases {
     /// Lease-id epoch.
     pub epoch: u32,
     /// Next lease id to hand out.
@@ -39,7 +39,7 @@ pub struct PersistedLeases {
 
 impl Scheduler {
     /// What a restart needs to keep the leases in flight.
-    pub fn persisted_leases(&self) -> PersistedLeases {
+    pub(crate) fn persisted_leases(&self) -> PersistedLeases {
         let mut leases: Vec<PersistedLease> = self
             .leases
             .values()
@@ -66,7 +66,7 @@ impl Scheduler {
     /// that are still pending (after completed cells and failure histories
     /// were restored), each lapsing one lease lifetime from `now` unless its
     /// worker heartbeats. Returns the number restored.
-    pub fn restore_leases(&mut self, saved: &PersistedLeases, now: Instant) -> usize {
+    pub(crate) fn restore_leases(&mut self, saved: &PersistedLeases, now: Instant) -> usize {
         self.epoch = saved.epoch;
         self.next_lease = self.next_lease.max(saved.next_lease);
         let mut restored = 0;

@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::time::Instant;
 
 /// Longest worker-provided string a view shows (characters).
-pub const MAX_SHOWN: usize = 500;
+pub(crate) const MAX_SHOWN: usize = 500;
 
 /// A worker-provided string made safe to show: control characters replaced,
 /// cut to [`MAX_SHOWN`] characters (HTML escaping is the renderer's job).

@@ -6,12 +6,12 @@ use cd_common::verified::DeviceKind;
 use std::time::{Duration, Instant};
 
 /// Consecutive worker faults after which a worker is quarantined.
-pub const QUARANTINE_AFTER: u32 = 3;
+pub(crate) const QUARANTINE_AFTER: u32 = 3;
 /// How long a first quarantine lasts; each further one doubles it, up to
 /// [`MAX_QUARANTINE`].
-pub const QUARANTINE_BASE: Duration = Duration::from_secs(300);
+pub(crate) const QUARANTINE_BASE: Duration = Duration::from_secs(300);
 /// The longest quarantine.
-pub const MAX_QUARANTINE: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_QUARANTINE: Duration = Duration::from_secs(3600);
 
 /// What a worker advertised when it registered, and what the scheduler has
 /// seen of it since.
@@ -86,7 +86,7 @@ impl Rates {
 impl WorkerInfo {
     /// Build from the advertised devices (name, kind, memory): the CUDA
     /// devices when there are any, otherwise the host memory of the CPUs.
-    pub fn from_devices(host: String, devices: &[(String, DeviceKind, u64)]) -> WorkerInfo {
+    pub(crate) fn from_devices(host: String, devices: &[(String, DeviceKind, u64)]) -> WorkerInfo {
         let cuda: Vec<u64> = devices
             .iter()
             .filter(|(_, kind, _)| *kind == DeviceKind::Cuda)
@@ -142,12 +142,12 @@ impl WorkerInfo {
     }
 
     /// The worker ran a cell to a conclusion: its fault streak ends.
-    pub fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         self.consecutive_faults = 0;
     }
 
     /// Lift a quarantine (operator's re-admission, or its end).
-    pub fn readmit(&mut self) {
+    pub(crate) fn readmit(&mut self) {
         self.quarantined = None;
         self.consecutive_faults = 0;
     }

@@ -12,7 +12,7 @@ use tonic::{Request, Status};
 
 /// Adds `authorization: Bearer <token>` to every request.
 #[derive(Clone)]
-pub struct BearerHeader {
+pub(crate) struct BearerHeader {
     header: Option<AsciiMetadataValue>,
 }
 

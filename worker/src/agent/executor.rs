@@ -29,7 +29,7 @@ struct Job {
 }
 
 /// Handle on the executor thread.
-pub struct Executor {
+pub(crate) struct Executor {
     jobs: mpsc::Sender<Job>,
 }
 

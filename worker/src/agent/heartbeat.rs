@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// Why the heartbeat loop stopped the task.
 #[derive(Debug, Default)]
-pub struct LeaseState {
+pub(crate) struct LeaseState {
     /// The coordinator said the lease is gone.
     pub lost: AtomicBool,
     /// The coordinator refused our credentials.

@@ -44,7 +44,7 @@ pub fn token(args: &AgentArgs) -> Result<Option<String>, AgentError> {
 }
 
 /// Open the devices `--gpus` names.
-pub fn open_devices(gpus: &str) -> Result<Vec<DeviceInfo>, AgentError> {
+pub(crate) fn open_devices(gpus: &str) -> Result<Vec<DeviceInfo>, AgentError> {
     let selection: GpuSelection = gpus
         .parse()
         .map_err(|e: devices::DeviceError| AgentError::Config(e.to_string()))?;

@@ -23,7 +23,7 @@ use cd_proto::exit::worker as exit;
 
 /// Why the agent stopped before its work was done.
 #[derive(Debug, thiserror::Error)]
-pub enum AgentError {
+pub(crate) enum AgentError {
     /// Bad flags or settings.
     #[error("configuration: {0}")]
     Config(String),
@@ -47,7 +47,7 @@ pub enum AgentError {
 
 impl AgentError {
     /// The process exit code for this error (`cd_proto::exit::worker`).
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             AgentError::Config(_) => exit::CONFIG,
             AgentError::Auth(_) => exit::AUTH,

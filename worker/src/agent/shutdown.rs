@@ -5,7 +5,7 @@ use tokio::sync::watch;
 
 /// A shutdown request that any task can wait for or poll.
 #[derive(Clone)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     rx: watch::Receiver<bool>,
 }
 

@@ -264,7 +264,7 @@ pub(crate) fn single_rope(f: &Fields<'_>, top_theta: f64) -> Result<Rope, Engine
 
 impl ModelConfig {
     /// The RoPE parameterisation of one layer.
-    pub fn rope_for(&self, layer: usize) -> &Rope {
+    pub(crate) fn rope_for(&self, layer: usize) -> &Rope {
         match (self.layer_kinds[layer], &self.rope_local) {
             (LayerKind::Sliding, Some(local)) => local,
             _ => &self.rope,

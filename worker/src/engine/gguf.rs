@@ -18,10 +18,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// GGUF architectures we can rebuild (`general.architecture`).
-pub const SUPPORTED_GGUF_ARCHS: &str = "llama, qwen2, gemma, gemma3";
+pub(crate) const SUPPORTED_GGUF_ARCHS: &str = "llama, qwen2, gemma, gemma3";
 
 /// Everything a GGUF file provides.
-pub struct GgufModel {
+pub(crate) struct GgufModel {
     /// An HF-style `config.json` document rebuilt from the metadata.
     pub config_json: Json,
     /// Dequantized weights under HF names, on the CPU.
@@ -318,7 +318,7 @@ fn unpermute_rows(t: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
 
 /// Read a GGUF file: metadata, tokenizer and dequantized weights (stored as
 /// `dtype` on the CPU; the model moves them to their devices).
-pub fn read_gguf(path: &Path, dtype: DType) -> Result<GgufModel, EngineError> {
+pub(crate) fn read_gguf(path: &Path, dtype: DType) -> Result<GgufModel, EngineError> {
     let io = |source| EngineError::Io {
         path: path.to_path_buf(),
         source,

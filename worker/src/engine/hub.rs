@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 /// Where and how to resolve Hub files.
 #[derive(Debug, Clone, Default)]
-pub struct HubOptions {
+pub(crate) struct HubOptions {
     /// Never touch the network: resolve from the cache only.
     pub offline: bool,
     /// The Hub cache directory (the one holding `models--*` folders).
@@ -49,7 +49,7 @@ pub fn cache_dir(explicit: Option<&Path>) -> PathBuf {
 }
 
 /// A Hub repository resolved file by file.
-pub struct HubRepo {
+pub(crate) struct HubRepo {
     repo_id: String,
     revision: String,
     offline: bool,
@@ -129,7 +129,7 @@ impl HubRepo {
 
     /// Local path of `file`, downloading it unless offline. `Ok(None)` when
     /// the repository has no such file (so optional files can be probed).
-    pub fn get_optional(&self, file: &str) -> Result<Option<PathBuf>, EngineError> {
+    pub(crate) fn get_optional(&self, file: &str) -> Result<Option<PathBuf>, EngineError> {
         if let Some(p) = self.cached(file) {
             return Ok(Some(p));
         }

@@ -342,7 +342,7 @@ pub fn load_model(source: &ModelSource, opts: &LoadOptions) -> Result<Model, Eng
 
 impl ModelFiles {
     /// A short description of where the weights are, for errors and logs.
-    pub fn weights_description(&self) -> String {
+    pub(crate) fn weights_description(&self) -> String {
         match &self.weights {
             Weights::Mmap { files, .. } => describe_files(files),
             Weights::InMemory { file, .. } => file.display().to_string(),

@@ -33,7 +33,7 @@ pub mod logit_lens;
 pub mod output;
 pub(crate) mod quant;
 pub mod random_model;
-pub mod tokenizer_gguf;
+pub(crate) mod tokenizer_gguf;
 
 pub use candle_core::Device;
 pub use cd_common::spec::{Pooling, Precision, Site};
@@ -256,7 +256,7 @@ impl Model {
 
     /// How many vectors per text a site yields: `L + 1` for `residual`, `L`
     /// for `post_attention_norm`.
-    pub fn num_capture_layers(&self, site: Site) -> usize {
+    pub(crate) fn num_capture_layers(&self, site: Site) -> usize {
         match site {
             Site::Residual => self.cfg.num_layers + 1,
             Site::PostAttentionNorm => self.cfg.num_layers,

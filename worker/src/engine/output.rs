@@ -180,7 +180,7 @@ fn i64_bytes(values: impl Iterator<Item = i64>, len: usize) -> Vec<u8> {
 }
 
 /// The `__metadata__` map written with the features.
-pub fn metadata_map(file: &FeatureFile<'_>) -> BTreeMap<String, String> {
+pub(crate) fn metadata_map(file: &FeatureFile<'_>) -> BTreeMap<String, String> {
     let (n, l, d) = file.features.dim();
     let m = file.metadata;
     let mut map = m.extra.clone();
@@ -204,7 +204,7 @@ pub fn metadata_map(file: &FeatureFile<'_>) -> BTreeMap<String, String> {
 /// Per-item candidate scores of a multiple-choice cell, for
 /// `mc_scores.safetensors`: candidates of all items laid end to end.
 #[derive(Debug, Clone)]
-pub struct McScoresFile<'a> {
+pub(crate) struct McScoresFile<'a> {
     /// Lens of each `sums` plane (e.g. `faithful`, `normed`).
     pub lenses: &'a [&'a str],
     /// `[lens][layer][candidate]` summed log-probabilities.
@@ -224,7 +224,7 @@ pub struct McScoresFile<'a> {
 /// Write per-item candidate scores (`sums` `[lenses, layers, candidates]`
 /// f32, `n_tokens`/`item` i64, `is_true`/`is_best` u8, one entry per
 /// candidate) atomically, as [`write_features`] does.
-pub fn write_mc_scores(path: &Path, file: &McScoresFile<'_>) -> Result<(), OutputError> {
+pub(crate) fn write_mc_scores(path: &Path, file: &McScoresFile<'_>) -> Result<(), OutputError> {
     let c = file.item.len();
     let shape_err = |what: String| OutputError::Shape {
         path: path.to_path_buf(),

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 /// The shapes [`shape_config`] knows, as `--config` names them.
-pub const SHAPES: &[&str] = &[
+pub(crate) const SHAPES: &[&str] = &[
     "llama2-7b",
     "llama2-13b",
     "llama2-70b",
@@ -137,7 +137,7 @@ pub fn random_weights(
 
 /// A word-level tokenizer over `w0 … w{n-1}` (one token per whitespace-separated
 /// word, no special tokens), so a text of `k` words is exactly `k` tokens.
-pub fn word_tokenizer(n: usize) -> Result<tokenizers::Tokenizer> {
+pub(crate) fn word_tokenizer(n: usize) -> Result<tokenizers::Tokenizer> {
     let vocab: serde_json::Map<String, serde_json::Value> = (0..n)
         .map(|k| (format!("w{k}"), serde_json::Value::from(k)))
         .collect();

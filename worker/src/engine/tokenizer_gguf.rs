@@ -36,7 +36,7 @@ const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 /// A failure to build the tokenizer, with what was expected.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct GgufTokenizerError(pub String);
+pub(crate) struct GgufTokenizerError(pub String);
 
 fn err(msg: impl Into<String>) -> GgufTokenizerError {
     GgufTokenizerError(msg.into())
@@ -225,7 +225,10 @@ fn merges_from_scores(
 
 /// Build the tokenizer described by a GGUF file's metadata. `arch` is
 /// `general.architecture` (it picks Gemma's SentencePiece flavour).
-pub fn tokenizer_from_gguf(content: &Content, arch: &str) -> Result<Tokenizer, GgufTokenizerError> {
+pub(crate) fn tokenizer_from_gguf(
+    content: &Content,
+    arch: &str,
+) -> Result<Tokenizer, GgufTokenizerError> {
     let kind = meta_str(content, "tokenizer.ggml.model")
         .ok_or_else(|| err("no `tokenizer.ggml.model` key: the file carries no tokenizer"))?;
     let mut tokens = string_array(content, "tokenizer.ggml.tokens")?

@@ -71,7 +71,7 @@ impl PipelineError {
     /// version. Another worker may well compute the cell, so it is reported
     /// as a worker fault (not charged to the task; repeated ones quarantine
     /// the worker).
-    pub fn is_worker_fault(&self) -> bool {
+    pub(crate) fn is_worker_fault(&self) -> bool {
         match self {
             PipelineError::Spec(_)
             | PipelineError::Placement { .. }
@@ -87,7 +87,7 @@ impl PipelineError {
 
     /// A failure no retry can fix (bad spec, dataset or probe settings, model
     /// that does not fit): the coordinator should not re-queue it.
-    pub fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         match self {
             PipelineError::Spec(_)
             | PipelineError::Placement { .. }

@@ -49,7 +49,7 @@ use workload::Workload;
 
 /// A finished task.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Root-relative key of the task's `metrics.json`.
     pub metrics_key: String,
     /// True when `metrics.json` already existed and nothing was recomputed.
@@ -58,7 +58,7 @@ pub struct Outcome {
 
 /// Where and how models are loaded.
 #[derive(Debug, Clone)]
-pub struct PipelineOptions {
+pub(crate) struct PipelineOptions {
     /// The worker's devices (one CPU, or CUDA devices in order).
     pub devices: Vec<DeviceInfo>,
     /// Never touch the network for Hub models.
@@ -103,13 +103,13 @@ struct Loaded {
 }
 
 /// Executes tasks one after the other, keeping the last model loaded.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     opts: PipelineOptions,
     loaded: Option<Loaded>,
 }
 
 /// Everything one execution needs besides the spec.
-pub struct TaskContext<'a> {
+pub(crate) struct TaskContext<'a> {
     /// Where results go.
     pub store: &'a Store,
     /// Runtime the (async) storage calls run on; the pipeline itself runs on
@@ -129,7 +129,7 @@ impl Pipeline {
     }
 
     /// Drop the loaded model (after a panic left it in an unknown state).
-    pub fn unload(&mut self) {
+    pub(crate) fn unload(&mut self) {
         self.loaded = None;
     }
 
@@ -139,7 +139,7 @@ impl Pipeline {
     }
 
     /// Run one task to completion and write its results.
-    pub fn execute(
+    pub(crate) fn execute(
         &mut self,
         spec: &TaskSpec,
         ctx: &TaskContext<'_>,

@@ -37,12 +37,12 @@ impl Progress {
     }
 
     /// Ask the task to stop at its next checkpoint; it then writes nothing more.
-    pub fn cancel(&self) {
+    pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
     }
 
     /// Whether [`Progress::cancel`] was called.
-    pub fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
     }
 

@@ -9,7 +9,7 @@ use tokenizers::Tokenizer;
 
 /// The texts a task will run through the model.
 #[derive(Debug, Clone, Copy)]
-pub enum Workload<'a> {
+pub(crate) enum Workload<'a> {
     /// Texts extracted in batches of `batch_size`, longest first.
     Texts {
         /// The dataset's texts.
@@ -25,7 +25,7 @@ pub enum Workload<'a> {
 impl Workload<'_> {
     /// The batch shape of the largest forward pass, in tokens as `tokenizer`
     /// counts them (special tokens included, as the engine adds them).
-    pub fn largest_batch(&self, tokenizer: &Tokenizer) -> Result<BatchShape, String> {
+    pub(crate) fn largest_batch(&self, tokenizer: &Tokenizer) -> Result<BatchShape, String> {
         let count = |text: &str| {
             tokenizer
                 .encode(text, true)

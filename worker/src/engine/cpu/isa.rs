@@ -163,14 +163,14 @@ pub fn check_env() -> Result<Isa, IsaError> {
 /// MLP, one-pass attention, row operations) run f32 work on the CPU: yes,
 /// unless `CD_CPU_KERNELS=0` asks for candle's generic operations (kept
 /// selectable so the two can be compared in one benchmark run). Read once.
-pub fn kernels_enabled() -> bool {
+pub(crate) fn kernels_enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("CD_CPU_KERNELS").map_or(true, |v| v != "0"))
 }
 
 /// The set the kernels use in this process (read once). A bad `CD_CPU_ISA`
 /// that [`check_env`] did not stop falls back to the detected set, loudly.
-pub fn active() -> Isa {
+pub(crate) fn active() -> Isa {
     static ACTIVE: OnceLock<Isa> = OnceLock::new();
     *ACTIVE.get_or_init(|| match check_env() {
         Ok(isa) => isa,
