@@ -175,6 +175,22 @@ pub struct BatchShape {
     pub seq: usize,
 }
 
+impl BatchShape {
+    /// Whether a plan made for `self` also holds a pass of `other`: no more
+    /// rows and no more tokens per row (activation memory grows with both).
+    pub(crate) fn covers(self, other: BatchShape) -> bool {
+        other.batch <= self.batch && other.seq <= self.seq
+    }
+
+    /// The smallest shape that covers both.
+    pub(crate) fn union(self, other: BatchShape) -> BatchShape {
+        BatchShape {
+            batch: self.batch.max(other.batch),
+            seq: self.seq.max(other.seq),
+        }
+    }
+}
+
 /// A device as the planner sees it: a name and the bytes it may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceBudget {
@@ -590,6 +606,19 @@ fn gib(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_covers_only_batches_no_wider_and_no_longer() {
+        let plan = BatchShape { batch: 8, seq: 100 };
+        assert!(plan.covers(BatchShape { batch: 8, seq: 100 }));
+        assert!(plan.covers(BatchShape { batch: 1, seq: 20 }));
+        assert!(!plan.covers(BatchShape { batch: 9, seq: 20 }));
+        assert!(!plan.covers(BatchShape { batch: 2, seq: 101 }));
+        // Re-planning for a longer task keeps the earlier, wider batch.
+        let next = plan.union(BatchShape { batch: 4, seq: 300 });
+        assert_eq!(next, BatchShape { batch: 8, seq: 300 });
+        assert!(next.covers(plan) && next.covers(BatchShape { batch: 4, seq: 300 }));
+    }
 
     const GB80: u64 = 80 * (1 << 30);
     const B32X256: BatchShape = BatchShape {

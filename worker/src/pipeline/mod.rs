@@ -41,6 +41,7 @@ mod progress;
 mod upload;
 mod workload;
 
+use crate::placement::BatchShape;
 use cd_proto::v1::TaskPhase as Phase;
 pub use error::PipelineError;
 pub use progress::Progress;
@@ -100,6 +101,9 @@ struct Loaded {
     precision: Precision,
     name: String,
     model: Model,
+    /// The largest batch its CUDA placement was planned for (`None` on the
+    /// CPU, where nothing is planned).
+    planned_for: Option<BatchShape>,
 }
 
 /// Executes tasks one after the other, keeping the last model loaded.
@@ -237,20 +241,45 @@ impl Pipeline {
 
     /// Load the spec's model unless it is the one already loaded; on CUDA
     /// devices its placement is planned for the workload's largest batch.
+    /// A loaded model is reused when its placement was planned for a batch
+    /// at least as large as this workload's; otherwise it is placed again
+    /// for the larger of the two, so that a later task with longer texts
+    /// cannot run out of device memory on a plan made for shorter ones.
     fn ensure_model(
         &mut self,
         spec: &TaskSpec,
         workload: Workload<'_>,
     ) -> Result<(), PipelineError> {
+        let name = spec.model.name.clone();
+        let placement_err = |message| PipelineError::Placement {
+            model: name.clone(),
+            message,
+        };
+        let mut plan_at_least = None;
         if let Some(l) = &self.loaded {
             if l.source == spec.model.source && l.precision == spec.precision {
-                tracing::debug!(model = %l.name, "reusing loaded model");
-                return Ok(());
+                let Some(planned) = l.planned_for else {
+                    tracing::debug!(model = %l.name, "reusing loaded model");
+                    return Ok(());
+                };
+                let needed = workload
+                    .largest_batch(l.model.tokenizer())
+                    .map_err(placement_err)?;
+                if planned.covers(needed) {
+                    tracing::debug!(model = %l.name, "reusing loaded model");
+                    return Ok(());
+                }
+                tracing::info!(
+                    model = %l.name,
+                    planned_batch = planned.batch, planned_tokens = planned.seq,
+                    batch = needed.batch, tokens = needed.seq,
+                    "placing the model again: this task's largest batch exceeds its plan"
+                );
+                plan_at_least = Some(planned);
             }
         }
         // Free the old model first: two large models rarely fit side by side.
         self.loaded = None;
-        let name = spec.model.name.clone();
         let engine_err = |source| PipelineError::Engine {
             model: name.clone(),
             source,
@@ -270,20 +299,17 @@ impl Pipeline {
         };
         tracing::info!(model = %name, precision = %spec.precision, "loading model");
         let files = open_model(&spec.model.source, &load).map_err(engine_err)?;
+        let mut planned_for = None;
         let devices = if self.opts.devices.iter().any(DeviceInfo::is_cuda) {
             let batch = workload
                 .largest_batch(&files.tokenizer)
-                .map_err(|message| PipelineError::Placement {
-                    model: name.clone(),
-                    message,
-                })?;
+                .map_err(placement_err)?;
+            let batch = plan_at_least.map_or(batch, |p| p.union(batch));
+            planned_for = Some(batch);
             tracing::info!(model = %name, batch = batch.batch, tokens = batch.seq, "planning placement for the largest batch");
             let (_, map) =
                 crate::placement::place(&files.config, spec.precision, batch, &self.opts.devices)
-                    .map_err(|e| PipelineError::Placement {
-                    model: name.clone(),
-                    message: e.to_string(),
-                })?;
+                    .map_err(|e| placement_err(e.to_string()))?;
             map
         } else {
             DeviceMap::single(first.device.clone(), files.config.num_layers)
@@ -294,6 +320,7 @@ impl Pipeline {
             precision: spec.precision,
             name,
             model,
+            planned_for,
         });
         Ok(())
     }
