@@ -37,23 +37,21 @@ impl Pipeline {
         ctx: &TaskContext<'_>,
         timings: &mut BTreeMap<String, f64>,
     ) -> Result<BinaryDataset, PipelineError> {
-        let (spec, progress) = (task.spec, ctx.progress);
-        progress.set_phase(Phase::LoadData);
-        let t = Instant::now();
-        let root = self.data_root(task, ctx)?;
+        let spec = task.spec;
         let opts = BinaryOptions {
             prompt_mode: spec.prompt_mode,
             noise: spec.noise,
             seed: spec.seed,
             max_per_class: None,
         };
-        let data =
-            datasets::load_binary_of(task.dataset.manifest, task.dataset.param, &root, &opts)?;
-        check_dataset_identity(&spec.dataset, &data.provenance)?;
-        timings.insert("load_data".to_string(), t.elapsed().as_secs_f64());
-        tracing::info!(dataset = %spec.dataset.name, examples = data.len(), "dataset loaded");
-        progress.check()?;
-        Ok(data)
+        self.load_phase(task, ctx, timings, |root| {
+            Ok(datasets::load_binary_of(
+                task.dataset.manifest,
+                task.dataset.param,
+                root,
+                &opts,
+            )?)
+        })
     }
 
     /// The `load_data` phase of a multiple-choice task.
@@ -64,21 +62,75 @@ impl Pipeline {
         ctx: &TaskContext<'_>,
         timings: &mut BTreeMap<String, f64>,
     ) -> Result<McDataset, PipelineError> {
-        let (spec, progress) = (task.spec, ctx.progress);
-        progress.set_phase(Phase::LoadData);
-        let t = Instant::now();
-        let root = self.data_root(task, ctx)?;
         let opts = McOptions {
-            seed: spec.seed,
+            seed: task.spec.seed,
             max_items: mc_cfg.max_items,
             ..McOptions::default()
         };
-        let data = datasets::load_mc_of(task.dataset.manifest, task.dataset.param, &root, &opts)?;
-        check_dataset_identity(&spec.dataset, &data.provenance)?;
+        self.load_phase(task, ctx, timings, |root| {
+            Ok(datasets::load_mc_of(
+                task.dataset.manifest,
+                task.dataset.param,
+                root,
+                &opts,
+            )?)
+        })
+    }
+
+    /// What both kinds of task do around reading their dataset: enter the
+    /// phase, make the data root local, `read` it, refuse files other than
+    /// the ones the task's identity names, time it, stop if cancelled.
+    fn load_phase<D: LoadedData>(
+        &self,
+        task: &ResolvedTask<'_>,
+        ctx: &TaskContext<'_>,
+        timings: &mut BTreeMap<String, f64>,
+        read: impl FnOnce(&DataRoot) -> Result<D, PipelineError>,
+    ) -> Result<D, PipelineError> {
+        ctx.progress.set_phase(Phase::LoadData);
+        let t = Instant::now();
+        let root = self.data_root(task, ctx)?;
+        let data = read(&root)?;
+        check_dataset_identity(&task.spec.dataset, data.provenance())?;
         timings.insert("load_data".to_string(), t.elapsed().as_secs_f64());
-        tracing::info!(dataset = %spec.dataset.name, items = data.items.len(), "dataset loaded");
-        progress.check()?;
+        tracing::info!(
+            dataset = %task.spec.dataset.name,
+            size = data.size(),
+            unit = D::UNIT,
+            "dataset loaded"
+        );
+        ctx.progress.check()?;
         Ok(data)
+    }
+}
+
+/// A dataset as the `load_data` phase sees it.
+trait LoadedData {
+    /// What [`LoadedData::size`] counts.
+    const UNIT: &'static str;
+    /// The files it was read from.
+    fn provenance(&self) -> &DatasetProvenance;
+    /// How many examples or items it holds.
+    fn size(&self) -> usize;
+}
+
+impl LoadedData for BinaryDataset {
+    const UNIT: &'static str = "examples";
+    fn provenance(&self) -> &DatasetProvenance {
+        &self.provenance
+    }
+    fn size(&self) -> usize {
+        self.len()
+    }
+}
+
+impl LoadedData for McDataset {
+    const UNIT: &'static str = "items";
+    fn provenance(&self) -> &DatasetProvenance {
+        &self.provenance
+    }
+    fn size(&self) -> usize {
+        self.items.len()
     }
 }
 
