@@ -66,7 +66,11 @@ noise = ["none", "prefix-aaa-bbb"]
 }
 
 fn agent_args(coordinator: &str, token_file: &Path, id: &str) -> AgentArgs {
-    Cli::parse_from([
+    agent_args_with(coordinator, token_file, id, &[])
+}
+
+fn agent_args_with(coordinator: &str, token_file: &Path, id: &str, extra: &[&str]) -> AgentArgs {
+    let mut argv = vec![
         "cd-worker",
         "--coordinator",
         coordinator,
@@ -77,8 +81,68 @@ fn agent_args(coordinator: &str, token_file: &Path, id: &str) -> AgentArgs {
         "--gpus",
         "cpu",
         "--idle-exit",
-    ])
-    .agent
+    ];
+    argv.extend_from_slice(extra);
+    Cli::parse_from(argv).agent
+}
+
+/// Six seeds of a Cities-format dataset read from the files under `data`.
+fn cities_grid(store: &str, models: &Path, data: &Path) -> Grid {
+    let text = format!(
+        r#"
+version = 1
+sweep = "inproc"
+data_root = "{data}"
+[storage]
+url = "{store}"
+upload_features = false
+[scheduling]
+max_attempts = 2
+lease_ttl_secs = 30
+heartbeat_interval_secs = 1
+[extraction]
+batch_size = 8
+[probe]
+split = {{ kind = "grouped", k = 3 }}
+[[models]]
+name = "tiny-qwen2"
+size_b = 0.001
+source = {{ kind = "dir", path = "{qwen}" }}
+[axes]
+datasets = ["cities"]
+precisions = ["32"]
+seeds = [0, 1, 2, 3, 4, 5]
+"#,
+        data = data.display(),
+        qwen = models.join("qwen2_bias_tied").display(),
+    );
+    Grid::parse(&text, Path::new("inproc-cities.toml")).expect("the test grid is valid")
+}
+
+/// `GET /api/state` of the coordinator's HTTP port, as JSON.
+async fn dashboard_state(http: std::net::SocketAddr) -> serde_json::Value {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(http).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // HTTP/1.0: the whole body, never chunked.
+        write!(
+            conn,
+            "GET /api/state HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+        assert!(
+            head.starts_with("HTTP/1.") && head.contains(" 200 "),
+            "{head}"
+        );
+        serde_json::from_str(body).unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 /// Start `n` agents; wait for all of them and return their exit codes.
@@ -199,5 +263,76 @@ async fn a_lease_taken_by_a_vanished_client_is_run_by_the_agents_after_it_lapses
         "the lapsed cell was run again"
     );
     assert_eq!(done, expected);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_whose_copy_of_the_data_differs_is_quarantined_and_charges_no_cell() {
+    let Some(models) = tiny_models() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let data = tmp.path().join("data");
+    cd_tests::fixtures::cities_standin(&data);
+    // Another node's copy: the same file with one statement edited.
+    let stale = tmp.path().join("stale");
+    cd_tests::fixtures::cities_standin(&stale);
+    let csv = std::fs::read_to_string(stale.join("cities.csv")).unwrap();
+    std::fs::write(stale.join("cities.csv"), csv.replacen("Paris", "Parys", 1)).unwrap();
+
+    let store = format!("memory://inproc-stale-{}", std::process::id());
+    let grid = cities_grid(&store, &models, &data);
+    let expected: BTreeSet<String> = grid.task_ids().into_iter().map(|id| id.0).collect();
+    assert_eq!(expected.len(), 6);
+    let running = server::start(ServerConfig::for_grid(grid, TOKEN))
+        .await
+        .unwrap();
+    let url = format!("http://{}", running.grpc_addr);
+
+    // The node with the stale copy joins alone: every cell it takes fails
+    // the identity check, until it is quarantined.
+    let args = agent_args_with(
+        &url,
+        &token_file,
+        "stale-copy",
+        &["--data-root", stale.to_str().unwrap()],
+    );
+    let stale_agent = tokio::spawn(run_in_process(args));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (worker, state) = loop {
+        let state = dashboard_state(running.http_addr).await;
+        let worker = state["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == "stale-copy" && w["state"] == "quarantined")
+            .cloned();
+        if let Some(w) = worker {
+            break (w, state);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stale node was not quarantined: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let why = worker["last_error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("cities") && why.contains("other data"),
+        "the quarantine should name the dataset whose files differ: {worker}"
+    );
+    assert_eq!(
+        (&state["counts"]["failed"], &state["counts"]["completed"]),
+        (&serde_json::json!(0), &serde_json::json!(0)),
+        "a node's stale data was charged to cells: {state}"
+    );
+
+    // A node with the right files finishes every cell, each once.
+    let codes = run_agents(&url, &token_file, 1).await;
+    assert_eq!(codes, [0]);
+    assert_eq!(completed_ids(&store).await, expected);
+    let state = dashboard_state(running.http_addr).await;
+    assert_eq!(state["counts"]["failed"], 0, "{state}");
+    stale_agent.abort();
     running.shutdown().await.unwrap();
 }
