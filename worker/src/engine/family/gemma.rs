@@ -9,15 +9,10 @@
 //! Its checkpoints also give an explicit `head_dim` (256 ≠ d / heads), which
 //! the generic config reading already honours.
 
-use super::llama::DecoderLayer;
 use super::{sqrt_hidden_rounded, Family};
 use crate::engine::activation::Act;
-use crate::engine::config::ModelConfig;
-use crate::engine::layers::{Block, NormScale};
-use crate::engine::quant::Numerics;
-use crate::engine::EngineError;
+use crate::engine::layers::NormScale;
 use candle_core::DType;
-use candle_nn::VarBuilder;
 
 /// The Gemma (1) family.
 pub(crate) struct Gemma;
@@ -49,20 +44,6 @@ impl Family for Gemma {
 
     fn embedding_scale(&self, hidden_size: usize, dtype: DType) -> Option<f64> {
         Some(sqrt_hidden_rounded(hidden_size, dtype))
-    }
-
-    fn load_block(
-        &self,
-        vb: &VarBuilder,
-        cfg: &ModelConfig,
-        num: &Numerics,
-    ) -> Result<Box<dyn Block>, EngineError> {
-        Ok(Box::new(DecoderLayer::load(
-            vb,
-            cfg,
-            self.norm_scale(),
-            num,
-        )?))
     }
 }
 

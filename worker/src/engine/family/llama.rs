@@ -33,20 +33,6 @@ impl Family for Llama {
     fn model_types(&self) -> &'static [&'static str] {
         &["llama", "mistral"]
     }
-
-    fn load_block(
-        &self,
-        vb: &VarBuilder,
-        cfg: &ModelConfig,
-        num: &Numerics,
-    ) -> Result<Box<dyn Block>, EngineError> {
-        Ok(Box::new(DecoderLayer::load(
-            vb,
-            cfg,
-            self.norm_scale(),
-            num,
-        )?))
-    }
 }
 
 /// One LLaMA-shaped decoder layer.

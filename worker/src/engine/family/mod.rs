@@ -134,13 +134,17 @@ pub(crate) trait Family: Sync {
         None
     }
 
-    /// Build one decoder layer from `vb` (already at `model.layers.{i}`).
+    /// Build one decoder layer from `vb` (already at `model.layers.{i}`):
+    /// LLaMA's layer with this family's norm parameterisation.
     fn load_block(
         &self,
         vb: &VarBuilder,
         cfg: &ModelConfig,
         num: &Numerics,
-    ) -> Result<Box<dyn Block>, EngineError>;
+    ) -> Result<Box<dyn Block>, EngineError> {
+        let layer = llama::DecoderLayer::load(vb, cfg, self.norm_scale(), num)?;
+        Ok(Box::new(layer))
+    }
 }
 
 /// `sqrt(d)` rounded to the activation dtype, as transformers computes

@@ -5,13 +5,9 @@
 //! `use_sliding_window`, and then (without a `layer_types` list) only to
 //! layers from `max_window_layers` on.
 
-use super::llama::DecoderLayer;
 use super::Family;
-use crate::engine::config::{Fields, LayerKind, ModelConfig};
-use crate::engine::layers::Block;
-use crate::engine::quant::Numerics;
+use crate::engine::config::{Fields, LayerKind};
 use crate::engine::EngineError;
-use candle_nn::VarBuilder;
 
 /// The Qwen2 family.
 pub(crate) struct Qwen2;
@@ -57,19 +53,5 @@ impl Family for Qwen2 {
     /// q/k/v always carry biases, `o_proj` never (whatever `attention_bias` says).
     fn attention_biases(&self, _attention_bias: bool) -> (bool, bool) {
         (true, false)
-    }
-
-    fn load_block(
-        &self,
-        vb: &VarBuilder,
-        cfg: &ModelConfig,
-        num: &Numerics,
-    ) -> Result<Box<dyn Block>, EngineError> {
-        Ok(Box::new(DecoderLayer::load(
-            vb,
-            cfg,
-            self.norm_scale(),
-            num,
-        )?))
     }
 }
