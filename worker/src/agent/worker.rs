@@ -54,6 +54,11 @@ fn attempt_tag(lease_id: &str) -> String {
 /// The longest the agent waits between two lease requests when idle.
 const MAX_IDLE_WAIT: Duration = Duration::from_secs(30);
 
+/// How often a quarantined agent asks again: often enough that an operator's
+/// re-admission takes effect, and an `--idle-exit` agent leaves, within
+/// seconds (a lease request is one cheap RPC), not at the end of a long wait.
+const QUARANTINE_POLL: Duration = Duration::from_secs(5);
+
 /// A call that did not succeed and is not worth retrying.
 enum CallError {
     /// The coordinator does not know the worker or the lease.
@@ -313,10 +318,11 @@ impl Agent {
                     return Ok(exit::OK);
                 }
                 None if !resp.quarantined.is_empty() => {
-                    // Quarantined after repeated worker faults: wait, then ask
-                    // again (an operator may re-admit the worker sooner).
-                    let wait =
-                        Duration::from_millis(resp.quarantined_for_ms.max(1000)).min(MAX_IDLE_WAIT);
+                    // Quarantined after repeated worker faults: ask again
+                    // soon (an operator may re-admit the worker, or the sweep
+                    // may end), never later than the quarantine's end.
+                    let wait = Duration::from_millis(resp.quarantined_for_ms.max(1000))
+                        .min(QUARANTINE_POLL);
                     tracing::warn!(
                         why = %resp.quarantined,
                         left_secs = resp.quarantined_for_ms / 1000,
