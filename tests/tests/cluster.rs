@@ -251,45 +251,6 @@ fn storage_outage_is_retried_and_nothing_is_half_written() {
 }
 
 #[test]
-fn duplicate_and_unbacked_completions_change_nothing() {
-    let Some(models) = tiny_models() else { return };
-    let grid = tiny_grid(&models, &["llama_gqa_rope3"], 40, &["none"], &[0, 1]);
-    let mut cluster = ClusterBuilder::new(grid).start().unwrap();
-    // A client that leases a task and claims it complete without writing a result.
-    cluster.register_client("liar").unwrap();
-    let lease = cluster.lease_as("liar").unwrap().expect("a task to lease");
-    let accepted = cluster
-        .complete_as("liar", &lease.lease_id, &lease.task_id)
-        .unwrap();
-    assert!(
-        !accepted,
-        "a completion without metrics.json in storage was accepted"
-    );
-    assert_eq!(cluster.status().unwrap().completed, 0);
-
-    cluster.start_worker("w0", &[]).unwrap();
-    let done = assert_sweep_completes(&cluster, DONE_TIMEOUT);
-    let files = assert_every_cell_once(&cluster);
-    // Now the same completion again, late and duplicated.
-    for _ in 0..2 {
-        let accepted = cluster
-            .complete_as("liar", &lease.lease_id, &lease.task_id)
-            .unwrap();
-        assert!(!accepted, "a duplicate completion was recorded");
-    }
-    let after = cluster.status().unwrap();
-    assert_eq!(
-        (after.completed, after.failed, after.total),
-        (done.completed, done.failed, done.total)
-    );
-    assert_eq!(
-        cluster.metrics_files(SWEEP),
-        files,
-        "a duplicate completion changed stored results"
-    );
-}
-
-#[test]
 fn workers_with_a_wrong_or_missing_token_are_refused() {
     let Some(models) = tiny_models() else { return };
     let grid = tiny_grid(&models, &["llama_gqa_rope3"], 40, &["none"], &[0]);

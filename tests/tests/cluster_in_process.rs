@@ -15,7 +15,7 @@ use cd_proto::v1::{device, Device, LeaseRequest, RegisterRequest};
 use cd_tests::tiny_models;
 use cd_worker::agent::{run_in_process, AgentArgs};
 use clap::Parser;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -165,6 +165,90 @@ async fn run_agents(coordinator: &str, token_file: &Path, n: usize) -> Vec<i32> 
     codes
 }
 
+/// A client driven by hand: registered as `worker` with one CPU, holding
+/// the lease it was just given.
+async fn hand_driven_lease(url: &str, worker: &str) -> (Client, cd_proto::v1::Lease) {
+    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
+    let channel = tonic::transport::Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = CoordinatorClient::with_interceptor(
+        channel,
+        Box::new(move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", header.clone());
+            Ok(req)
+        }) as Auth,
+    );
+    client
+        .register(RegisterRequest {
+            worker_id: worker.into(),
+            host: "nowhere".into(),
+            devices: vec![Device {
+                name: "cpu".into(),
+                memory_bytes: 64 << 30,
+                kind: device::Kind::Cpu as i32,
+            }],
+            version: "test".into(),
+        })
+        .await
+        .unwrap();
+    let lease = client
+        .lease_task(LeaseRequest {
+            worker_id: worker.into(),
+            loaded_model: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .lease
+        .expect("a task to lease");
+    (client, lease)
+}
+
+type Auth =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync>;
+type Client = CoordinatorClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>,
+>;
+
+/// Claim `lease` complete as `worker` (no result was written by it);
+/// whether the coordinator accepted the claim.
+async fn claim_complete(client: &mut Client, worker: &str, lease: &cd_proto::v1::Lease) -> bool {
+    client
+        .complete_task(cd_proto::v1::CompleteRequest {
+            worker_id: worker.into(),
+            lease_id: lease.lease_id.clone(),
+            task_id: lease.task_id.clone(),
+            metrics_key: format!("inproc/tasks/{}/metrics.json", lease.task_id),
+            elapsed_ms: 1,
+        })
+        .await
+        .map(|r| r.into_inner().accepted)
+        .unwrap_or(false)
+}
+
+/// The coordinator's counts.
+async fn sweep_status(client: &mut Client) -> cd_proto::v1::SweepStatusResponse {
+    client
+        .sweep_status(cd_proto::v1::SweepStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Every stored `metrics.json` of the sweep: task id → its content.
+async fn stored_metrics(store_url: &str) -> BTreeMap<String, serde_json::Value> {
+    let store = Store::open(store_url).unwrap();
+    let mut out = BTreeMap::new();
+    for id in store.list_completed("inproc").await.unwrap() {
+        let m = store.get_metrics("inproc", &id).await.unwrap().unwrap();
+        out.insert(id.0, m);
+    }
+    out
+}
+
 async fn completed_ids(store_url: &str) -> BTreeSet<String> {
     Store::open(store_url)
         .unwrap()
@@ -218,41 +302,7 @@ async fn a_lease_taken_by_a_vanished_client_is_run_by_the_agents_after_it_lapses
     let url = format!("http://{}", running.grpc_addr);
 
     // A client registers, takes a lease and is never heard of again.
-    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-    let channel = tonic::transport::Channel::from_shared(url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client =
-        CoordinatorClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", header.clone());
-            Ok(req)
-        });
-    client
-        .register(RegisterRequest {
-            worker_id: "vanished".into(),
-            host: "nowhere".into(),
-            devices: vec![Device {
-                name: "cpu".into(),
-                memory_bytes: 64 << 30,
-                kind: device::Kind::Cpu as i32,
-            }],
-            version: "test".into(),
-        })
-        .await
-        .unwrap();
-    let taken = client
-        .lease_task(LeaseRequest {
-            worker_id: "vanished".into(),
-            loaded_model: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .lease
-        .expect("a lease for the vanishing client");
-    drop(client);
+    let taken = hand_driven_lease(&url, "vanished").await.1;
 
     // The agents run the other cells, then the lapsed one, and stop.
     let codes = run_agents(&url, &token_file, 2).await;
@@ -334,5 +384,54 @@ async fn an_agent_whose_copy_of_the_data_differs_is_quarantined_and_charges_no_c
     let state = dashboard_state(running.http_addr).await;
     assert_eq!(state["counts"]["failed"], 0, "{state}");
     stale_agent.abort();
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicate_and_unbacked_completions_change_nothing() {
+    let Some(models) = tiny_models() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let store = format!("memory://inproc-liar-{}", std::process::id());
+    // The liar's lease lapses after 2 s; the agent then runs that cell too.
+    let grid = grid(&store, &models, tmp.path(), 2);
+    let running = server::start(ServerConfig::for_grid(grid, TOKEN))
+        .await
+        .unwrap();
+    let url = format!("http://{}", running.grpc_addr);
+
+    // A client leases a task and claims it complete without writing a result.
+    let (mut liar, lease) = hand_driven_lease(&url, "liar").await;
+    assert!(
+        !claim_complete(&mut liar, "liar", &lease).await,
+        "a completion without metrics.json in storage was accepted"
+    );
+    assert_eq!(sweep_status(&mut liar).await.completed, 0);
+
+    // An agent runs the sweep, the liar's cell included once its lease lapses.
+    assert_eq!(run_agents(&url, &token_file, 1).await, [0]);
+    let done = sweep_status(&mut liar).await;
+    assert_eq!((done.completed, done.failed), (done.total, 0), "{done:?}");
+    let files = stored_metrics(&store).await;
+    assert_eq!(files.len() as u64, done.total);
+
+    // The same completion again, late and duplicated.
+    for _ in 0..2 {
+        assert!(
+            !claim_complete(&mut liar, "liar", &lease).await,
+            "a duplicate completion was recorded"
+        );
+    }
+    let after = sweep_status(&mut liar).await;
+    assert_eq!(
+        (after.completed, after.failed, after.total),
+        (done.completed, done.failed, done.total)
+    );
+    assert_eq!(
+        stored_metrics(&store).await,
+        files,
+        "a duplicate completion changed stored results"
+    );
     running.shutdown().await.unwrap();
 }
