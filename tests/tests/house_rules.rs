@@ -287,3 +287,73 @@ fn store_keys_are_spelled_only_in_the_layout_module() {
     // The check sees a key where the layout module spells one.
     assert!(!store_keys_spelled(&[layout]).is_empty());
 }
+
+/// Lines of product code (comments aside, before a file's unit tests) in
+/// `files` that contain any of `needles`.
+fn code_mentioning(files: &[std::path::PathBuf], needles: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (i, line) in text.lines().take(code_lines(&text)).enumerate() {
+            let code = line.trim_start();
+            if !code.starts_with("//") && needles.iter().any(|n| code.contains(n)) {
+                found.push(format!("{}:{}: {}", f.display(), i + 1, code));
+            }
+        }
+    }
+    found
+}
+
+fn engine_files(under: &str) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    rust_files(
+        &workspace_root().join("worker/src/engine").join(under),
+        &mut files,
+    );
+    files
+}
+
+/// The architecture variants, as code names them.
+const ARCH_VARIANTS: [&str; 3] = ["Arch::Llama", "Arch::Qwen2", "Arch::Gemma"];
+
+#[test]
+fn only_the_families_name_an_architecture() {
+    // A family's quirks live in its file (engine/family/); everything else
+    // asks `cfg.arch.family()` and never names a variant. `config.rs`
+    // declares the enum.
+    let engine = workspace_root().join("worker/src/engine");
+    let (family, config) = (engine.join("family"), engine.join("config.rs"));
+    let mut files = Vec::new();
+    rust_files(&workspace_root().join("worker/src"), &mut files);
+    files.retain(|f| !f.starts_with(&family) && *f != config);
+    let offenders = code_mentioning(&files, &ARCH_VARIANTS);
+    assert!(
+        offenders.is_empty(),
+        "move these architecture switches into a Family method (engine/family/):\n{}",
+        offenders.join("\n")
+    );
+    // The check sees the one match there is.
+    assert!(!code_mentioning(&engine_files("family"), &ARCH_VARIANTS).is_empty());
+}
+
+#[test]
+fn the_cpu_fast_path_imports_nothing_above_it() {
+    // engine/cpu/ is called by the layers and imports only itself and the
+    // activation enum, a leaf: the kernels can be read and tested alone.
+    let above = [
+        "engine::layers",
+        "engine::family",
+        "engine::config",
+        "engine::quant",
+        "engine::Model",
+        "super::super",
+    ];
+    let offenders = code_mentioning(&engine_files("cpu"), &above);
+    assert!(
+        offenders.is_empty(),
+        "engine/cpu/ must not depend on the engine above it:\n{}",
+        offenders.join("\n")
+    );
+    // The check sees such an import where one exists (the layers use the CPU path).
+    assert!(!code_mentioning(&engine_files("layers"), &["engine::config"]).is_empty());
+}
