@@ -16,10 +16,12 @@ impl ModelConfig {
             field: "(document)".into(),
             message: format!("not valid JSON: {e}"),
         })?;
-        // Multimodal Gemma-3 checkpoints nest the language model's config.
+        // A multimodal checkpoint of some families nests the language
+        // model's config under `text_config`.
         let model_type = root.get("model_type").and_then(Value::as_str).unwrap_or("");
-        let v = match (model_type, root.get("text_config")) {
-            ("gemma3", Some(tc)) if tc.is_object() => tc,
+        let outer = Arch::from_model_type(model_type);
+        let v = match (outer, root.get("text_config")) {
+            (Some(arch), Some(tc)) if tc.is_object() && arch.family().nests_text_config() => tc,
             _ => &root,
         };
         let f = Fields::new(v, path_for_errors);

@@ -45,6 +45,12 @@ impl Family for Gemma3 {
         &["gemma3_text", "gemma3"]
     }
 
+    /// `Gemma3ForConditionalGeneration` (`model_type` `gemma3`) nests the
+    /// text model's config.
+    fn nests_text_config(&self) -> bool {
+        true
+    }
+
     fn default_rope_theta(&self) -> f64 {
         1_000_000.0
     }

@@ -67,6 +67,13 @@ pub(crate) trait Family: Sync {
     /// The HF `model_type` values this family reads.
     fn model_types(&self) -> &'static [&'static str];
 
+    /// Whether a multimodal checkpoint of this family (its top-level
+    /// `model_type` one of ours) keeps the language model's config under
+    /// `text_config`.
+    fn nests_text_config(&self) -> bool {
+        false
+    }
+
     /// `rope_theta` when the config does not say.
     fn default_rope_theta(&self) -> f64 {
         10_000.0
