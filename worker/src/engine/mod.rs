@@ -302,7 +302,9 @@ impl Model {
         };
         let softcap = self.cfg.final_logit_softcapping.map(|c| c as f32);
         let w = self.lm_head_f32()?;
-        if states.device().is_cpu() && cpu_isa::kernels_enabled() && PackedMatrix::supported() {
+        // The head (f32, on the head's device with `states`) takes the packed
+        // kernel when a projection weight there would.
+        if cpu::packs_weight(&w) {
             let slot = &self.lm_head_packed[usize::from(bf16)];
             let packed = match slot.get() {
                 Some(p) => p,

@@ -115,35 +115,42 @@ pub(crate) fn pack_bf16(w: &Tensor) -> candle_core::Result<Bf16Panels> {
     Ok(Bf16Panels::pack(&bits, n, k))
 }
 
-/// `x·Wᵀ` through the packed kernel; `x` is a contiguous `[m, k]` f32 matrix on the CPU.
-pub(crate) fn packed_matmul(x: &Tensor, w: &PackedMatrix) -> candle_core::Result<Tensor> {
-    let (m, k) = x.dims2()?;
-    if k != w.in_features() {
-        candle_core::bail!(
-            "[{m}, {k}] input to a projection of {} features",
-            w.in_features()
-        )
-    }
+/// `kernel` over the rows of `x`, a contiguous `[m, k]` f32 matrix on the
+/// CPU (handed to it as one slice and `m`); its `[m, n]` output as a tensor.
+fn over_rows(
+    x: &Tensor,
+    n: usize,
+    kernel: impl FnOnce(&[f32], usize) -> Vec<f32>,
+) -> candle_core::Result<Tensor> {
+    let m = x.dim(0)?;
     let y = {
         let (storage, layout) = x.storage_and_layout();
-        w.matmul_t(f32_slice(&storage, layout)?, m)
+        kernel(f32_slice(&storage, layout)?, m)
     };
-    Tensor::from_vec(y, (m, w.out_features()), x.device())
+    Tensor::from_vec(y, (m, n), x.device())
+}
+
+/// Refuse an `[m, k]` input to a projection that takes `features` columns.
+fn check_width(x: &Tensor, features: usize) -> candle_core::Result<()> {
+    let (m, k) = x.dims2()?;
+    if k != features {
+        candle_core::bail!("[{m}, {k}] input to a projection of {features} features")
+    }
+    Ok(())
+}
+
+/// `x·Wᵀ` through the packed kernel; `x` is a contiguous `[m, k]` f32 matrix on the CPU.
+pub(crate) fn packed_matmul(x: &Tensor, w: &PackedMatrix) -> candle_core::Result<Tensor> {
+    check_width(x, w.in_features())?;
+    over_rows(x, w.out_features(), |rows, m| w.matmul_t(rows, m))
 }
 
 /// `x·Wᵀ` on the AMX tiles (input rows rounded to bf16, f32 sums); `x` is a
 /// contiguous `[m, k]` f32 matrix on the CPU.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn bf16_matmul(x: &Tensor, w: &Bf16Panels) -> candle_core::Result<Tensor> {
-    let (m, k) = x.dims2()?;
-    if k != w.k() {
-        candle_core::bail!("[{m}, {k}] input to a projection of {} features", w.k())
-    }
-    let y = {
-        let (storage, layout) = x.storage_and_layout();
-        w.matmul_t(f32_slice(&storage, layout)?, m)
-    };
-    Tensor::from_vec(y, (m, w.n()), x.device())
+    check_width(x, w.k())?;
+    over_rows(x, w.n(), |rows, m| w.matmul_t(rows, m))
 }
 
 /// `act(x·Gᵀ) ⊙ (x·Uᵀ)` through the packed kernel, for `x` `[..., k]` f32
@@ -155,15 +162,10 @@ pub(crate) fn packed_gated(
     act: Act,
 ) -> candle_core::Result<Tensor> {
     let (x2, dims) = as_rows(x)?;
-    let m = x2.dim(0)?;
-    let y = {
-        let (storage, layout) = x2.storage_and_layout();
-        packed_gemm::matmul_gated(g, u, act, f32_slice(&storage, layout)?, m)
-    };
-    from_rows(
-        Tensor::from_vec(y, (m, g.out_features()), x.device())?,
-        dims,
-    )
+    let y = over_rows(&x2, g.out_features(), |rows, m| {
+        packed_gemm::matmul_gated(g, u, act, rows, m)
+    })?;
+    from_rows(y, dims)
 }
 
 /// `act(x·Gᵀ) ⊙ (x·Uᵀ)` on the AMX tiles, for `x` `[..., k]` f32 on the
@@ -176,12 +178,10 @@ pub(crate) fn bf16_gated(
     act: Act,
 ) -> candle_core::Result<Tensor> {
     let (x2, dims) = as_rows(x)?;
-    let m = x2.dim(0)?;
-    let y = {
-        let (storage, layout) = x2.storage_and_layout();
-        packed_gemm::matmul_gated_bf16(g, u, act, f32_slice(&storage, layout)?, m)
-    };
-    from_rows(Tensor::from_vec(y, (m, g.n()), x.device())?, dims)
+    let y = over_rows(&x2, g.n(), |rows, m| {
+        packed_gemm::matmul_gated_bf16(g, u, act, rows, m)
+    })?;
+    from_rows(y, dims)
 }
 
 /// The inputs of [`attention_tensors`] besides queries, keys and values.
