@@ -255,7 +255,9 @@ impl Pipeline {
             model: name.clone(),
             message,
         };
-        let mut plan_at_least = None;
+        // Set when the loaded model is placed again: the union of its plan and
+        // this workload's largest batch (already measured with the same tokenizer).
+        let mut replan_for = None;
         if let Some(l) = &self.loaded {
             if l.source == spec.model.source && l.precision == spec.precision {
                 let Some(planned) = l.planned_for else {
@@ -275,7 +277,7 @@ impl Pipeline {
                     batch = needed.batch, tokens = needed.seq,
                     "placing the model again: this task's largest batch exceeds its plan"
                 );
-                plan_at_least = Some(planned);
+                replan_for = Some(planned.union(needed));
             }
         }
         // Free the old model first: two large models rarely fit side by side.
@@ -301,10 +303,12 @@ impl Pipeline {
         let files = open_model(&spec.model.source, &load).map_err(engine_err)?;
         let mut planned_for = None;
         let devices = if self.opts.devices.iter().any(DeviceInfo::is_cuda) {
-            let batch = workload
-                .largest_batch(&files.tokenizer)
-                .map_err(placement_err)?;
-            let batch = plan_at_least.map_or(batch, |p| p.union(batch));
+            let batch = match replan_for {
+                Some(batch) => batch,
+                None => workload
+                    .largest_batch(&files.tokenizer)
+                    .map_err(placement_err)?,
+            };
             planned_for = Some(batch);
             tracing::info!(model = %name, batch = batch.batch, tokens = batch.seq, "planning placement for the largest batch");
             let (_, map) =
