@@ -16,7 +16,7 @@ use cd_tests::tiny_models;
 use cd_worker::agent::{run_in_process, AgentArgs};
 use clap::Parser;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "in-process-token";
@@ -63,6 +63,23 @@ noise = ["none", "prefix-aaa-bbb"]
         qwen = models.join("qwen2_bias_tied").display(),
     );
     Grid::parse(&text, Path::new("inproc.toml")).expect("the test grid is valid")
+}
+
+/// A scratch directory holding the agents' token file, and that file's path.
+fn scratch() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    (tmp, token_file)
+}
+
+/// A coordinator serving `grid`, and the gRPC URL agents dial.
+async fn coordinator(grid: Grid) -> (server::Running, String) {
+    let running = server::start(ServerConfig::for_grid(grid, TOKEN))
+        .await
+        .unwrap();
+    let url = format!("http://{}", running.grpc_addr);
+    (running, url)
 }
 
 fn agent_args(coordinator: &str, token_file: &Path, id: &str) -> AgentArgs {
@@ -263,19 +280,14 @@ async fn completed_ids(store_url: &str) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_agents_in_one_process_finish_a_sweep() {
     let Some(models) = tiny_models() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let token_file = tmp.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
+    let (tmp, token_file) = scratch();
     let store = format!("memory://inproc-sweep-{}", std::process::id());
     let grid = grid(&store, &models, tmp.path(), 30);
     let expected: BTreeSet<String> = grid.task_ids().into_iter().map(|id| id.0).collect();
     assert_eq!(expected.len(), 4);
 
     let started = Instant::now();
-    let running = server::start(ServerConfig::for_grid(grid, TOKEN))
-        .await
-        .unwrap();
-    let url = format!("http://{}", running.grpc_addr);
+    let (running, url) = coordinator(grid).await;
     let codes = run_agents(&url, &token_file, 3).await;
     assert_eq!(
         codes,
@@ -290,16 +302,11 @@ async fn three_agents_in_one_process_finish_a_sweep() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lease_taken_by_a_vanished_client_is_run_by_the_agents_after_it_lapses() {
     let Some(models) = tiny_models() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let token_file = tmp.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
+    let (tmp, token_file) = scratch();
     let store = format!("memory://inproc-lapse-{}", std::process::id());
     let grid = grid(&store, &models, tmp.path(), 2);
     let expected: BTreeSet<String> = grid.task_ids().into_iter().map(|id| id.0).collect();
-    let running = server::start(ServerConfig::for_grid(grid, TOKEN))
-        .await
-        .unwrap();
-    let url = format!("http://{}", running.grpc_addr);
+    let (running, url) = coordinator(grid).await;
 
     // A client registers, takes a lease and is never heard of again.
     let taken = hand_driven_lease(&url, "vanished").await.1;
@@ -319,9 +326,7 @@ async fn a_lease_taken_by_a_vanished_client_is_run_by_the_agents_after_it_lapses
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_whose_copy_of_the_data_differs_is_quarantined_and_charges_no_cell() {
     let Some(models) = tiny_models() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let token_file = tmp.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
+    let (tmp, token_file) = scratch();
     let data = tmp.path().join("data");
     cd_tests::fixtures::cities_standin(&data);
     // Another node's copy: the same file with one statement edited.
@@ -334,10 +339,7 @@ async fn an_agent_whose_copy_of_the_data_differs_is_quarantined_and_charges_no_c
     let grid = cities_grid(&store, &models, &data);
     let expected: BTreeSet<String> = grid.task_ids().into_iter().map(|id| id.0).collect();
     assert_eq!(expected.len(), 6);
-    let running = server::start(ServerConfig::for_grid(grid, TOKEN))
-        .await
-        .unwrap();
-    let url = format!("http://{}", running.grpc_addr);
+    let (running, url) = coordinator(grid).await;
 
     // The node with the stale copy joins alone: every cell it takes fails
     // the identity check, until it is quarantined.
@@ -390,16 +392,11 @@ async fn an_agent_whose_copy_of_the_data_differs_is_quarantined_and_charges_no_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duplicate_and_unbacked_completions_change_nothing() {
     let Some(models) = tiny_models() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let token_file = tmp.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
+    let (tmp, token_file) = scratch();
     let store = format!("memory://inproc-liar-{}", std::process::id());
     // The liar's lease lapses after 2 s; the agent then runs that cell too.
     let grid = grid(&store, &models, tmp.path(), 2);
-    let running = server::start(ServerConfig::for_grid(grid, TOKEN))
-        .await
-        .unwrap();
-    let url = format!("http://{}", running.grpc_addr);
+    let (running, url) = coordinator(grid).await;
 
     // A client leases a task and claims it complete without writing a result.
     let (mut liar, lease) = hand_driven_lease(&url, "liar").await;
