@@ -479,7 +479,9 @@ fn an_instruction_set_the_cpu_cannot_run_is_a_configuration_error() {
     let o = run("sse9");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("CD_CPU_ISA=\"sse9\" is not one of auto, amx, avx512, avx2, generic"),
+        stderr(&o).contains(
+            "CD_CPU_ISA=\"sse9\" is not one of auto, amx, avx512bf16, avx512, avx2, generic"
+        ),
         "{}",
         stderr(&o)
     );

@@ -125,26 +125,35 @@ fn reduced_precisions_stay_close_to_f32_on_tiny_gemma3() {
     );
 }
 
-/// On a CPU with AMX tiles, precision `16` runs its projections there; the
-/// same floors must hold on the path every other CPU takes (candle's bf16
-/// operations), so this binary runs its SmolLM2 test again with the tiles
-/// turned off (`CD_CPU_ISA=avx512`; the choice is made once per process).
+/// On a CPU with AMX tiles or AVX512-BF16, precision `16` runs its
+/// projections on the engine's bf16 kernel; the same floors must hold on
+/// every lower path this CPU has (AVX512-BF16 pairs under AMX, candle's bf16
+/// operations everywhere else), so this binary runs its SmolLM2 test again
+/// under each (`CD_CPU_ISA`; the choice is made once per process).
 #[test]
-fn bf16_without_amx_tiles_stays_close_to_f32_too() {
+fn bf16_on_every_lower_path_stays_close_to_f32_too() {
     use cd_worker::engine::cpu::isa::Isa;
-    if Isa::detected() != Isa::Amx || smollm2_path().is_none() {
+    let best = Isa::detected();
+    let lower: Vec<&str> = [(Isa::Avx512Bf16, "avx512bf16"), (Isa::Avx512, "avx512")]
+        .into_iter()
+        .filter(|&(isa, _)| isa < best)
+        .map(|(_, name)| name)
+        .collect();
+    if lower.is_empty() || smollm2_path().is_none() {
         eprintln!("skipped: the test above already ran the only bf16 path this machine has");
         return;
     }
-    let (text, _) = rerun_with_isa(
-        "avx512",
-        &[
-            "reduced_precisions_stay_close_to_f32_on_smollm2",
-            "--exact",
-            "--nocapture",
-        ],
-    );
-    assert!(text.contains("test result: ok. 1 passed"), "{text}");
+    for isa in lower {
+        let (text, _) = rerun_with_isa(
+            isa,
+            &[
+                "reduced_precisions_stay_close_to_f32_on_smollm2",
+                "--exact",
+                "--nocapture",
+            ],
+        );
+        assert!(text.contains("test result: ok. 1 passed"), "{isa}: {text}");
+    }
 }
 
 /// The device check (`cd-bench random --check` runs the same comparison on a

@@ -149,10 +149,10 @@ impl Model {
         };
         cd_common::verified::check(precision, kind).map_err(EngineError::DeviceMap)?;
         let all_cpu = every_device().all(Device::is_cpu);
-        let num = Numerics::of(precision).on_cpu_tiles(precision, all_cpu);
+        let num = Numerics::of(precision).on_cpu_bf16_kernels(precision, all_cpu);
         let vb = vb.set_dtype(num.weight_dtype());
-        // Read in the weights' dtype, then held in the activations' (the AMX
-        // path's embeddings: bf16 values in f32).
+        // Read in the weights' dtype, then held in the activations' (the bf16
+        // kernels' embeddings: bf16 values in f32).
         let as_act = |t: Tensor| t.to_dtype(num.act_dtype);
         let root = ["model", "model.language_model", "language_model.model"]
             .into_iter()

@@ -4,7 +4,7 @@
 //! | precision | weights                                   | activations |
 //! |-----------|-------------------------------------------|-------------|
 //! | `32`      | f32                                       | f32         |
-//! | `16`      | bf16                                      | bf16; on CPUs with AMX: bf16 into each projection, f32 sums and f32 between projections |
+//! | `16`      | bf16                                      | bf16; on CPUs with AVX512-BF16 or AMX: bf16 into each projection, f32 sums and f32 between projections |
 //! | `16-f16`  | f16                                       | f16         |
 //! | `8`       | LLM.int8: int8 per output row for every q/k/v/o/gate/up/down matrix | f16 (int8 per token inside each projection, outlier columns in f16) |
 //! | `q8_0`    | Q8_0 for every q/k/v/o/gate/up/down matrix | f32         |
@@ -28,18 +28,19 @@ pub(crate) struct Numerics {
     pub quantize_linear: bool,
     /// Whether projection matrices are LLM.int8 (`super::int8`).
     pub int8: bool,
-    /// Precision `16` on AMX tiles (`super::cpu::packed_gemm::amx`): weights
+    /// Precision `16` on the CPU's bf16 kernels (`super::cpu::packed_gemm::bf16`:
+    /// AVX512-BF16 pairs or AMX tiles): weights
     /// stored in bf16, projections on bf16 inputs with f32 accumulation,
     /// everything between them in f32 (`act_dtype` is then f32).
-    pub bf16_tiles: bool,
+    pub bf16_packed: bool,
 }
 
 impl Numerics {
-    /// The dtype weights are read in: bf16 for the AMX path (rounded as a
+    /// The dtype weights are read in: bf16 for the bf16 kernels (rounded as a
     /// bf16 checkpoint stores them), else the activations' (f32 for Q8_0,
     /// which quantises from f32).
     pub(crate) fn weight_dtype(&self) -> DType {
-        if self.bf16_tiles {
+        if self.bf16_packed {
             DType::BF16
         } else if self.quantize_linear {
             DType::F32
@@ -48,19 +49,19 @@ impl Numerics {
         }
     }
 
-    /// Precision `16` on AMX tiles, where the process has them and every
+    /// Precision `16` on the bf16 kernels, where the process has one and every
     /// layer runs on the CPU with the engine's kernels; `self` otherwise.
-    pub(crate) fn on_cpu_tiles(self, precision: Precision, all_cpu: bool) -> Numerics {
+    pub(crate) fn on_cpu_bf16_kernels(self, precision: Precision, all_cpu: bool) -> Numerics {
         let tiles = precision == Precision::Bf16
             && all_cpu
             && super::cpu::isa::kernels_enabled()
-            && super::cpu::isa::active() == super::cpu::isa::Isa::Amx;
+            && super::cpu::packed_gemm::bf16_kernels_run();
         if !tiles {
             return self;
         }
         Numerics {
             act_dtype: DType::F32,
-            bf16_tiles: true,
+            bf16_packed: true,
             ..self
         }
     }
@@ -71,31 +72,31 @@ impl Numerics {
                 act_dtype: DType::F32,
                 quantize_linear: false,
                 int8: false,
-                bf16_tiles: false,
+                bf16_packed: false,
             },
             Precision::Bf16 => Numerics {
                 act_dtype: DType::BF16,
                 quantize_linear: false,
                 int8: false,
-                bf16_tiles: false,
+                bf16_packed: false,
             },
             Precision::F16 => Numerics {
                 act_dtype: DType::F16,
                 quantize_linear: false,
                 int8: false,
-                bf16_tiles: false,
+                bf16_packed: false,
             },
             Precision::Q8_0 => Numerics {
                 act_dtype: DType::F32,
                 quantize_linear: true,
                 int8: false,
-                bf16_tiles: false,
+                bf16_packed: false,
             },
             Precision::Int8 => Numerics {
                 act_dtype: DType::F16,
                 quantize_linear: false,
                 int8: true,
-                bf16_tiles: false,
+                bf16_packed: false,
             },
         }
     }

@@ -152,7 +152,7 @@ pub(crate) fn attention(
         unsafe {
             match isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 | Isa::Amx => head_group_avx512(q, k, v, &unit, buf),
+                Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => head_group_avx512(q, k, v, &unit, buf),
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx2 => head_group_avx2(q, k, v, &unit, buf),
                 _ => head_group(q, k, v, &unit, buf),

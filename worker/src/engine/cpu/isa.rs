@@ -13,6 +13,7 @@
 //! |---|---|
 //! | unset or `auto` | the best below that the CPU has |
 //! | `amx` | `avx512`, and bf16 projections (precision `16`) on AMX tiles |
+//! | `avx512bf16` | `avx512`, and bf16 projections on AVX512-BF16 `vdpbf16ps` |
 //! | `avx512` | AVX-512F: 8 × 48 register tiles, 16-lane epilogues |
 //! | `avx2` | AVX2 + FMA: 6 × 16 register tiles, 8-lane epilogues |
 //! | `generic` | none of the packed kernels: candle's portable matmul, the engine's row operations compiled for the baseline target |
@@ -35,6 +36,9 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512 Foundation (16 f32 lanes, 32 registers).
     Avx512,
+    /// AVX-512F plus AVX512-BF16: f32 work as [`Isa::Avx512`], bf16
+    /// projections on `vdpbf16ps` (pairs of bf16 products into f32 lanes).
+    Avx512Bf16,
     /// AVX-512F plus AMX-BF16 tiles granted to this process: f32 work as
     /// [`Isa::Avx512`], bf16 projections on the tiles.
     Amx,
@@ -44,7 +48,7 @@ pub enum Isa {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IsaError {
     /// Not one of the names the variable takes.
-    #[error("{ENV}={0:?} is not one of auto, amx, avx512, avx2, generic")]
+    #[error("{ENV}={0:?} is not one of auto, amx, avx512bf16, avx512, avx2, generic")]
     Unknown(String),
     /// A known set this CPU does not have.
     #[error("{ENV}={asked} asks for kernels this CPU lacks: it supports at most {best}")]
@@ -63,6 +67,7 @@ impl Isa {
             Isa::Generic => "generic",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Avx512Bf16 => "avx512bf16",
             Isa::Amx => "amx",
         }
     }
@@ -75,6 +80,8 @@ impl Isa {
             if has!("avx512f") {
                 return if amx_bf16_granted() {
                     Isa::Amx
+                } else if has!("avx512bf16") {
+                    Isa::Avx512Bf16
                 } else {
                     Isa::Avx512
                 };
@@ -142,6 +149,7 @@ pub fn resolve(value: Option<&str>, best: Isa) -> Result<Isa, IsaError> {
     let asked = match value.map(str::trim) {
         None | Some("") | Some("auto") => return Ok(best),
         Some("amx") => Isa::Amx,
+        Some("avx512bf16") => Isa::Avx512Bf16,
         Some("avx512") => Isa::Avx512,
         Some("avx2") => Isa::Avx2,
         Some("generic") => Isa::Generic,
@@ -190,7 +198,9 @@ mod tests {
     fn names_resolve_to_sets_no_better_than_the_cpu() {
         assert_eq!(resolve(None, Isa::Avx512), Ok(Isa::Avx512));
         assert_eq!(resolve(Some("avx512"), Isa::Amx), Ok(Isa::Avx512));
-        assert!(resolve(Some("amx"), Isa::Avx512).is_err());
+        assert_eq!(resolve(Some("avx512bf16"), Isa::Amx), Ok(Isa::Avx512Bf16));
+        assert!(resolve(Some("amx"), Isa::Avx512Bf16).is_err());
+        assert!(resolve(Some("avx512bf16"), Isa::Avx512).is_err());
         assert_eq!(resolve(Some("auto"), Isa::Avx2), Ok(Isa::Avx2));
         assert_eq!(resolve(Some(" avx2 "), Isa::Avx512), Ok(Isa::Avx2));
         assert_eq!(resolve(Some("generic"), Isa::Avx2), Ok(Isa::Generic));
@@ -204,7 +214,7 @@ mod tests {
         let err = resolve(Some("AVX512"), Isa::Avx512).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "CD_CPU_ISA=\"AVX512\" is not one of auto, amx, avx512, avx2, generic"
+            "CD_CPU_ISA=\"AVX512\" is not one of auto, amx, avx512bf16, avx512, avx2, generic"
         );
         let err = resolve(Some("avx2"), Isa::Generic).unwrap_err();
         assert_eq!(

@@ -1,4 +1,5 @@
-//! The CPU fast path: the engine's own kernels for f32 (and bf16-on-AMX)
+//! The CPU fast path: the engine's own kernels for f32 (and bf16 where the
+//! CPU has AVX512-BF16 or AMX)
 //! work on the CPU, and the glue between them and candle tensors.
 //!
 //! Everything here runs on candle's CPU thread pool (one pool for the
@@ -8,7 +9,8 @@
 //! - [`isa`]: which instruction set the kernels use, chosen once per process
 //!   (`CD_CPU_ISA`), and the `CD_CPU_KERNELS` switch, read once.
 //! - [`packed_gemm`]: projections on weights packed once at load (f32
-//!   panels; bf16 tiles on AMX), the fused gated MLP, vector exponentials.
+//!   panels; bf16 panels for `vdpbf16ps` or AMX tiles), the fused gated
+//!   MLP, vector exponentials.
 //! - [`attention`]: softmax attention straight from the projections' row
 //!   layout, texts packed end to end kept apart by [`Segment`]s.
 //! - [`rows`]: residual adds and RMSNorm, row by row.
@@ -29,7 +31,7 @@ pub(crate) use attention::Segment;
 use crate::engine::activation::Act;
 use candle_core::{DType, Layout, Storage, Tensor};
 #[cfg(target_arch = "x86_64")]
-use packed_gemm::amx::Bf16Panels;
+use packed_gemm::bf16::Bf16Panels;
 use packed_gemm::PackedMatrix;
 
 /// Whether work on `x` takes the engine's CPU kernels: f32 on the CPU, with
@@ -100,7 +102,7 @@ pub(crate) fn pack(w: &Tensor) -> candle_core::Result<PackedMatrix> {
     Ok(PackedMatrix::pack(f32_slice(&storage, layout)?, n, k))
 }
 
-/// Pack a CPU `[out, inp]` weight in bf16 for the AMX tiles (rounded to
+/// Pack a CPU `[out, inp]` weight in bf16 for the bf16 kernels (rounded to
 /// bf16 if it is not already).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn pack_bf16(w: &Tensor) -> candle_core::Result<Bf16Panels> {
@@ -145,7 +147,7 @@ pub(crate) fn packed_matmul(x: &Tensor, w: &PackedMatrix) -> candle_core::Result
     over_rows(x, w.out_features(), |rows, m| w.matmul_t(rows, m))
 }
 
-/// `x·Wᵀ` on the AMX tiles (input rows rounded to bf16, f32 sums); `x` is a
+/// `x·Wᵀ` on the bf16 kernels (input rows rounded to bf16, f32 sums); `x` is a
 /// contiguous `[m, k]` f32 matrix on the CPU.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn bf16_matmul(x: &Tensor, w: &Bf16Panels) -> candle_core::Result<Tensor> {
@@ -168,7 +170,7 @@ pub(crate) fn packed_gated(
     from_rows(y, dims)
 }
 
-/// `act(x·Gᵀ) ⊙ (x·Uᵀ)` on the AMX tiles, for `x` `[..., k]` f32 on the
+/// `act(x·Gᵀ) ⊙ (x·Uᵀ)` on the bf16 kernels, for `x` `[..., k]` f32 on the
 /// CPU; the result has `x`'s leading dimensions.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn bf16_gated(

@@ -77,7 +77,9 @@ pub(crate) fn add_rms_norm(
                 unsafe {
                     match isa {
                         #[cfg(target_arch = "x86_64")]
-                        Isa::Avx512 | Isa::Amx => norm_row_avx512(src, residual, ad, dst, eps),
+                        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
+                            norm_row_avx512(src, residual, ad, dst, eps)
+                        }
                         #[cfg(target_arch = "x86_64")]
                         Isa::Avx2 => norm_row_avx2(src, residual, ad, dst, eps),
                         _ => norm_row(src, residual, ad, dst, eps),

@@ -4,7 +4,7 @@
 use crate::engine::activation::Act;
 use crate::engine::cpu;
 #[cfg(target_arch = "x86_64")]
-use crate::engine::cpu::packed_gemm::amx::Bf16Panels;
+use crate::engine::cpu::packed_gemm::bf16::Bf16Panels;
 use crate::engine::cpu::packed_gemm::PackedMatrix;
 use crate::engine::int8::Int8Weight;
 use crate::engine::quant::{self, Numerics};
@@ -26,21 +26,22 @@ enum Weight {
     Int8(Int8Weight),
     /// f32 on a CPU with AVX2/FMA: laid out once for the packed kernel.
     Packed(PackedMatrix),
-    /// bf16 on a CPU with AMX tiles (precision `16`, `Numerics::bf16_tiles`).
+    /// bf16 on a CPU with AVX512-BF16 or AMX (precision `16`,
+    /// `Numerics::bf16_packed`).
     #[cfg(target_arch = "x86_64")]
     PackedBf16(Bf16Panels),
 }
 
-/// A projection for the AMX tiles (`Numerics::bf16_tiles`).
+/// A projection for the bf16 kernels (`Numerics::bf16_packed`).
 #[cfg(target_arch = "x86_64")]
-fn bf16_tiles_weight(w: &Tensor) -> candle_core::Result<Weight> {
+fn bf16_packed_weight(w: &Tensor) -> candle_core::Result<Weight> {
     Ok(Weight::PackedBf16(cpu::pack_bf16(w)?))
 }
 
-/// Never asked for: `bf16_tiles` needs the AMX instruction set, x86-64 only.
+/// Never asked for: `bf16_packed` needs AVX512-BF16 or AMX, x86-64 only.
 #[cfg(not(target_arch = "x86_64"))]
-fn bf16_tiles_weight(_: &Tensor) -> candle_core::Result<Weight> {
-    candle_core::bail!("AMX tiles exist only on x86-64")
+fn bf16_packed_weight(_: &Tensor) -> candle_core::Result<Weight> {
+    candle_core::bail!("the bf16 kernels exist only on x86-64")
 }
 
 impl Linear {
@@ -61,8 +62,8 @@ impl Linear {
             Weight::Int8(Int8Weight::quantize(&w).map_err(EngineError::weight(&wname))?)
         } else if num.quantize_linear {
             Weight::Quant(quant::q8_0(&w).map_err(EngineError::weight(&wname))?)
-        } else if num.bf16_tiles {
-            bf16_tiles_weight(&w).map_err(EngineError::weight(&wname))?
+        } else if num.bf16_packed {
+            bf16_packed_weight(&w).map_err(EngineError::weight(&wname))?
         } else if cpu::packs_weight(&w) {
             Weight::Packed(cpu::pack(&w).map_err(EngineError::weight(&wname))?)
         } else {

@@ -36,11 +36,11 @@ use super::isa::{self, Isa};
 use crate::engine::activation::Act;
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod amx;
-#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod bf16;
 #[cfg(test)]
 mod tests;
 
@@ -84,7 +84,7 @@ struct Geometry {
 impl Geometry {
     fn of(isa: Isa) -> Geometry {
         match isa {
-            Isa::Avx512 | Isa::Amx => Geometry { rows: 8, panels: 3 },
+            Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => Geometry { rows: 8, panels: 3 },
             _ => Geometry { rows: 6, panels: 1 },
         }
     }
@@ -338,23 +338,45 @@ fn matmul_gated_on(
     y
 }
 
-/// [`matmul_gated`] for bf16 weights on AMX tiles ([`amx`]): both products
-/// of each 32 × 32 block in f32, combined before they are stored.
+/// Whether bf16 projections run on one of the CPU's bf16 kernels in this
+/// process ([`bf16::available`]; never off x86-64).
+pub(crate) fn bf16_kernels_run() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return bf16::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// [`matmul_gated`] for bf16 weights ([`bf16`]): both products of each
+/// 32 × 32 block in f32, combined before they are stored.
 ///
-/// Panics unless the AMX tiles run in this process ([`amx::available`]).
+/// Panics unless a bf16 kernel runs in this process ([`bf16::available`]).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn matmul_gated_bf16(
-    g: &amx::Bf16Panels,
-    u: &amx::Bf16Panels,
+    g: &bf16::Bf16Panels,
+    u: &bf16::Bf16Panels,
     gate: Act,
     x: &[f32],
     m: usize,
 ) -> Vec<f32> {
-    use amx::BLOCK;
+    matmul_gated_bf16_on(bf16::Bf16Kernel::active(), g, u, gate, x, m)
+}
+
+/// [`matmul_gated_bf16`] on `kernel`.
+#[cfg(target_arch = "x86_64")]
+fn matmul_gated_bf16_on(
+    kernel: Option<bf16::Bf16Kernel>,
+    g: &bf16::Bf16Panels,
+    u: &bf16::Bf16Panels,
+    gate: Act,
+    x: &[f32],
+    m: usize,
+) -> Vec<f32> {
+    use bf16::BLOCK;
     let n = g.n();
     let mut y: Vec<f32> = Vec::with_capacity(m * n);
     let out = SharedOut(y.as_mut_ptr());
-    g.for_each_block(x, m, &[g, u], |row, col, rows, cols, blocks| {
+    g.for_each_block(kernel, x, m, &[g, u], |row, col, rows, cols, blocks| {
         for r in 0..rows {
             let (gr, ur) = (
                 &blocks[0][r * BLOCK..][..BLOCK],
@@ -364,7 +386,7 @@ pub(crate) fn matmul_gated_bf16(
             let dst = out.at((row + r) * n + col);
             if let Act::Silu = gate {
                 for c0 in (0..cols).step_by(NR) {
-                    // SAFETY: AMX implies AVX-512F; 16 floats from `c0` in
+                    // SAFETY: both bf16 kernels imply AVX-512F; 16 floats from `c0` in
                     // each block row; `dst` has `cols` elements of this block's.
                     unsafe {
                         avx512::silu_times(
@@ -412,7 +434,9 @@ unsafe fn tile(
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Amx => avx512::tile(rows, a.as_ptr(), k, b.as_ptr(), c, ldc, cols),
+            Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
+                avx512::tile(rows, a.as_ptr(), k, b.as_ptr(), c, ldc, cols)
+            }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => avx2::tile(rows, a.as_ptr(), k, b.as_ptr(), c, ldc, cols),
             _ => unreachable!("no packed kernel for {isa} (asserted by the callers)"),
@@ -433,7 +457,9 @@ unsafe fn silu_times(isa: Isa, g: &[f32], u: &[f32], dst: *mut f32, cols: usize)
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Amx => avx512::silu_times(g.as_ptr(), u.as_ptr(), dst, cols),
+            Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
+                avx512::silu_times(g.as_ptr(), u.as_ptr(), dst, cols)
+            }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => avx2::silu_times(g.as_ptr(), u.as_ptr(), dst, cols),
             _ => unreachable!("no packed kernel for {isa} (asserted by the callers)"),
@@ -452,7 +478,7 @@ fn sum_exp_shifted_on(isa: Isa, row: &[f32], max: f32) -> f32 {
     // SAFETY: the CPU runs `isa` (asserted above); loads stay inside `row`.
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Amx => unsafe { avx512::sum_exp_shifted(row, max) },
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => unsafe { avx512::sum_exp_shifted(row, max) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { avx2::sum_exp_shifted(row, max) },
         _ => {
@@ -476,7 +502,9 @@ pub(crate) fn exp_shifted_in_place(row: &mut [f32], max: f32) -> f32 {
     // SAFETY: `active` never exceeds what the CPU has.
     match isa::active() {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Amx => unsafe { avx512::exp_shifted_in_place(row, max) },
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => unsafe {
+            avx512::exp_shifted_in_place(row, max)
+        },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { avx2::exp_shifted_in_place(row, max) },
         _ => {

@@ -257,23 +257,37 @@ fn bf16_rounding_matches_the_half_crate() {
         f32::MIN_POSITIVE,
     ]);
     for x in xs {
-        assert_eq!(amx::to_bf16(x), half::bf16::from_f32(x).to_bits(), "{x:e}");
+        assert_eq!(bf16::to_bf16(x), half::bf16::from_f32(x).to_bits(), "{x:e}");
     }
-    assert!(half::bf16::from_bits(amx::to_bf16(f32::NAN)).is_nan());
+    assert!(half::bf16::from_bits(bf16::to_bf16(f32::NAN)).is_nan());
+}
+
+/// The bf16 kernels this process can run: AMX tiles on [`Isa::Amx`], and
+/// the `vdpbf16ps` pairs there too (their CPUs have AVX512-BF16).
+#[cfg(target_arch = "x86_64")]
+fn bf16_kernels_here() -> Vec<bf16::Bf16Kernel> {
+    let isa = isa::active();
+    [Isa::Amx, Isa::Avx512Bf16]
+        .into_iter()
+        .filter(|&k| k <= isa)
+        .filter_map(bf16::Bf16Kernel::of)
+        .collect()
 }
 
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn amx_tiles_match_the_triple_loop_on_bf16_inputs() {
-    if !amx::available() {
-        eprintln!("skipped: no AMX tiles in this process (CD_CPU_ISA or the CPU)");
+fn bf16_kernels_match_the_triple_loop_on_bf16_inputs() {
+    let kernels = bf16_kernels_here();
+    if kernels.is_empty() {
+        eprintln!("skipped: no bf16 kernel in this process (CD_CPU_ISA or the CPU)");
         return;
     }
-    // Rows and columns around the 16-row tile and the 32 × 32 block, k
-    // around the 32-value k-block.
+    // Rows and columns around the 8-row and 16-row tiles and the 32 × 32
+    // block, k around the 32-value k-block.
     for &(m, n, k) in &[
         (1, 1, 1),
         (5, 17, 3),
+        (9, 16, 32),
         (16, 16, 32),
         (33, 47, 70),
         (64, 96, 576),
@@ -286,26 +300,27 @@ fn amx_tiles_match_the_triple_loop_on_bf16_inputs() {
         };
         let x = matrix(m, k, 21 + m as u64);
         let w = round(matrix(n, k, 22 + n as u64));
-        let packed = amx::Bf16Panels::pack(&bf16_bits(&w), n, k);
-        let y = packed.matmul_t(&x, m);
+        let packed = bf16::Bf16Panels::pack(&bf16_bits(&w), n, k);
         let want = reference(&round(x.clone()), &w, m, n, k);
-        let (worst, scale) = worst_error(&y, &want);
-        assert!(
-            worst <= 1e-5 * scale,
-            "[{m}, {n}, {k}]: worst {worst:e} against {scale:e}"
-        );
-
         let u = round(matrix(n, k, 23));
-        let up = amx::Bf16Panels::pack(&bf16_bits(&u), n, k);
+        let up = bf16::Bf16Panels::pack(&bf16_bits(&u), n, k);
         let want_u = reference(&round(x.clone()), &u, m, n, k);
-        let gated = matmul_gated_bf16(&packed, &up, Act::Silu, &x, m);
-        for (i, v) in gated.iter().enumerate() {
-            let a = want[i];
-            let want = a / (1.0 + (-a).exp()) * want_u[i];
+        for &kernel in &kernels {
+            let y = packed.matmul_t_on(Some(kernel), &x, m);
+            let (worst, scale) = worst_error(&y, &want);
             assert!(
-                (*v as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                "gated [{m}, {n}, {k}] element {i}: {v} against {want}"
+                worst <= 1e-5 * scale,
+                "{kernel:?} [{m}, {n}, {k}]: worst {worst:e} against {scale:e}"
             );
+            let gated = matmul_gated_bf16_on(Some(kernel), &packed, &up, Act::Silu, &x, m);
+            for (i, v) in gated.iter().enumerate() {
+                let a = want[i];
+                let want = a / (1.0 + (-a).exp()) * want_u[i];
+                assert!(
+                    (*v as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{kernel:?} gated [{m}, {n}, {k}] element {i}: {v} against {want}"
+                );
+            }
         }
     }
 }

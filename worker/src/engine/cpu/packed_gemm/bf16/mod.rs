@@ -1,79 +1,93 @@
-//! `y = x·Wᵀ` with bf16 inputs and f32 accumulation on Intel AMX tiles
-//! (precision `16` on CPUs with AMX-BF16).
+//! `y = x·Wᵀ` with bf16 inputs and f32 accumulation on the CPU (precision
+//! `16` on CPUs with AVX512-BF16 or AMX-BF16): the weights' layout, the
+//! rounding of `x`, the division of the output into blocks for the threads,
+//! and the choice between the two block kernels.
 //!
-//! Why: an AMX unit multiplies a 16 × 32 bf16 tile by a 32 × 16 one into a
-//! 16 × 16 f32 tile in one instruction (`tdpbf16ps`), about eight times the
-//! multiply-add rate of AVX-512 f32 on the same core, which is what PyTorch's
-//! bf16 path uses on these machines.
+//! Why: both instruction sets multiply pairs of bf16 values into f32 sums at
+//! twice (`vdpbf16ps`, [`avx512bf16`]) or about eight
+//! times (`tdpbf16ps`, [`amx`]) the multiply-add rate of f32 on
+//! the same core, and PyTorch's bf16 path uses them on these machines; the
+//! bf16 weights also halve the bytes streamed per batch.
 //!
 //! Numerics: `x` is rounded to bf16 (nearest, ties to even, as PyTorch's
 //! conversion), `W` is stored in bf16, every product is exact in f32 and sums
-//! accumulate in f32. The result stays f32.
+//! accumulate in f32. The result stays f32. The two kernels add the same
+//! products in different orders, so they agree to f32 rounding, not bit for
+//! bit.
 //!
 //! Layout of `W` (`[n, k]`): `k` is padded with zeros to a multiple of 32
 //! (`kp`), `n` to a multiple of 32 (two 16-column panels per column group).
 //! Panel `q` holds, for every pair of consecutive `k` (`kp / 2` rows), its 16
-//! columns × 2 values: 64 bytes per row, the layout `tdpbf16ps` reads its
-//! second operand in, so one k-block of 32 is one contiguous 1 KiB tile.
-//! `x` is converted per call into bf16 rows of `kp` (rows padded to 32).
+//! columns × 2 values: 64 bytes per row, the operand layout of both
+//! `vdpbf16ps` (one row is one register) and `tdpbf16ps` (16 rows are one
+//! tile). `x` is converted per call into bf16 rows of `kp` (rows padded to
+//! 32).
 //!
-//! Register blocking: a unit of work is one column group (32 columns) × 32
-//! rows, four f32 accumulator tiles (tmm0–3), two tiles of `x` (tmm4–5) and
-//! two of `W` (tmm6–7) per k-block.
-//!
-//! Instructions are written with `asm!`: Rust has no stable AMX intrinsics.
-//! Linux grants the tile state once per process (`cpu::isa`); the kernel
-//! loads the tile configuration once per thread.
+//! Work division: a unit is one column group (32 columns) × 32 rows, one
+//! 32 × 32 block of `y`; the first thread to need a row block of `x`
+//! rounds it for all.
+
+mod amx;
+mod avx512bf16;
 
 use super::{for_each_unit, SharedOut};
 use crate::engine::cpu::isa::{self, Isa};
-use std::arch::asm;
-use std::cell::Cell;
 
-/// Columns per panel and rows per tile.
+/// Columns per panel and rows per AMX tile.
 const T: usize = 16;
-/// `k` per tile (bf16 values per 64-byte tile row).
+/// `k` per AMX tile (bf16 values per 64-byte tile row); `kp` is a multiple.
 const KB: usize = 32;
 /// Rows and columns of one unit's output block.
 pub(crate) const BLOCK: usize = 2 * T;
 
-/// Whether the bf16 tiles run in this process: the active instruction set
-/// is [`Isa::Amx`] (which implies the tile state was granted).
-pub(crate) fn available() -> bool {
-    isa::active() == Isa::Amx
+/// The instructions a 32 × 32 block of bf16 products runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bf16Kernel {
+    /// AVX512-BF16 `vdpbf16ps`: 16 lanes, each the sum of two products.
+    DotPairs,
+    /// AMX-BF16 `tdpbf16ps` on 16 × 16 f32 tiles.
+    Tiles,
 }
 
-/// The tile configuration every unit uses: palette 1, eight tiles of 16
-/// rows × 64 bytes.
-#[repr(C, align(64))]
-struct TileConfig([u8; 64]);
+impl Bf16Kernel {
+    /// The kernel of the active instruction set, if it has one: AMX tiles
+    /// on [`Isa::Amx`], pairs on [`Isa::Avx512Bf16`].
+    pub(crate) fn active() -> Option<Bf16Kernel> {
+        Bf16Kernel::of(isa::active())
+    }
 
-impl TileConfig {
-    fn all_full() -> TileConfig {
-        let mut c = [0u8; 64];
-        c[0] = 1; // palette
-        for t in 0..8 {
-            c[16 + 2 * t] = 64; // bytes per row (u16, little-endian)
-            c[48 + t] = T as u8; // rows
+    /// The kernel `isa` runs bf16 blocks on, if any.
+    pub(crate) fn of(isa: Isa) -> Option<Bf16Kernel> {
+        match isa {
+            Isa::Amx => Some(Bf16Kernel::Tiles),
+            Isa::Avx512Bf16 => Some(Bf16Kernel::DotPairs),
+            _ => None,
         }
-        TileConfig(c)
+    }
+
+    /// One 32 × 32 block: `out = x_block · W_groupᵀ` over all of `kp`,
+    /// stored as 32 rows of 32 f32 `ld` floats apart.
+    ///
+    /// # Safety
+    /// The CPU runs this kernel (its instruction set is active or below the
+    /// active one); for [`Bf16Kernel::Tiles`] this thread is configured
+    /// ([`amx::configure_thread`]); `x` holds 32 rows of `kp` bf16;
+    /// `w` two panels of `kp / 2` rows of 32 bf16, 64-byte aligned; `out`
+    /// is valid for those writes.
+    unsafe fn block(self, x: &[u16], kp: usize, w: &[u16], out: *mut f32, ld: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match self {
+                Bf16Kernel::Tiles => amx::block(x, kp, w, out, ld),
+                Bf16Kernel::DotPairs => avx512bf16::block(x, kp, w, out, ld),
+            }
+        }
     }
 }
 
-/// Loads the tile configuration in this thread if it has not been yet.
-///
-/// # Safety
-/// [`available`] must have returned true.
-unsafe fn configure_thread() {
-    thread_local!(static DONE: Cell<bool> = const { Cell::new(false) });
-    DONE.with(|done| {
-        if !done.get() {
-            let cfg = TileConfig::all_full();
-            // SAFETY: a valid palette-1 configuration; the caller checked AMX.
-            unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
-            done.set(true);
-        }
-    });
+/// Whether bf16 projections run on one of the kernels in this process.
+pub(crate) fn available() -> bool {
+    Bf16Kernel::active().is_some()
 }
 
 /// `f32 → bf16` bits, nearest with ties to even (NaN stays a quiet NaN).
@@ -146,22 +160,28 @@ impl Bf16Panels {
     ///
     /// Panics unless [`available`].
     pub(crate) fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_t_on(Bf16Kernel::active(), x, m)
+    }
+
+    /// [`Bf16Panels::matmul_t`] on `kernel` (panics if `None` or if the CPU
+    /// cannot run it).
+    pub(crate) fn matmul_t_on(&self, kernel: Option<Bf16Kernel>, x: &[f32], m: usize) -> Vec<f32> {
         let n = self.n;
         let mut y: Vec<f32> = Vec::with_capacity(m * n);
         let out = SharedOut(y.as_mut_ptr());
-        self.for_each_unit_of(x, m, 1, |buf, xblock, rb, g| {
+        self.for_each_unit_of(kernel, x, m, 1, |kernel, buf, xblock, rb, g| {
             let (row, col) = (rb * BLOCK, g * BLOCK);
             let (rows, cols) = (BLOCK.min(m - row), BLOCK.min(n - col));
-            // SAFETY (both branches): AMX runs here (`for_each_unit_of`);
+            // SAFETY (both branches): `kernel` runs here (`for_each_unit_of`);
             // rows `row..row + rows`, columns `col..col + cols` of `y`
             // belong to this unit alone.
             if (rows, cols) == (BLOCK, BLOCK) {
                 // A whole block goes straight into `y`.
-                unsafe { block(xblock, self.kp, self.group(g), out.at(row * n + col), n) };
+                unsafe { kernel.block(xblock, self.kp, self.group(g), out.at(row * n + col), n) };
                 return;
             }
             let buf = &mut buf[0];
-            unsafe { block(xblock, self.kp, self.group(g), buf.as_mut_ptr(), BLOCK) };
+            unsafe { kernel.block(xblock, self.kp, self.group(g), buf.as_mut_ptr(), BLOCK) };
             for r in 0..rows {
                 unsafe {
                     std::ptr::copy_nonoverlapping(
@@ -183,6 +203,7 @@ impl Bf16Panels {
     /// valid part `rows × cols`). Each block is handed out once.
     pub(crate) fn for_each_block(
         &self,
+        kernel: Option<Bf16Kernel>,
         x: &[f32],
         m: usize,
         mats: &[&Bf16Panels],
@@ -193,35 +214,42 @@ impl Bf16Panels {
             mats.iter().all(|w| (w.n, w.k) == (n, self.k)),
             "matrices differ in shape"
         );
-        self.for_each_unit_of(x, m, mats.len(), |bufs, xblock, rb, g| {
+        self.for_each_unit_of(kernel, x, m, mats.len(), |kernel, bufs, xblock, rb, g| {
             for (w, buf) in mats.iter().zip(bufs.iter_mut()) {
-                // SAFETY: AMX runs here (`for_each_unit_of`); `buf` is 32 × 32.
-                unsafe { block(xblock, self.kp, w.group(g), buf.as_mut_ptr(), BLOCK) };
+                // SAFETY: `kernel` runs here (`for_each_unit_of`); `buf` is 32 × 32.
+                unsafe { kernel.block(xblock, self.kp, w.group(g), buf.as_mut_ptr(), BLOCK) };
             }
             let (row, col) = (rb * BLOCK, g * BLOCK);
             f(row, col, BLOCK.min(m - row), BLOCK.min(n - col), bufs);
         });
     }
 
-    /// Calls `f(buffers, x_block, row_block, column_group)` once for every
-    /// 32 × 32 block of the `[m, n]` output, on the pool's threads, each
-    /// thread with `buffers` 32 × 32 f32 scratch blocks and its tiles
-    /// configured. `x_block` is row block `row_block` of `x` in bf16 (32
+    /// Calls `f(kernel, buffers, x_block, row_block, column_group)` once
+    /// for every 32 × 32 block of the `[m, n]` output, on the pool's
+    /// threads, each thread with `buffers` 32 × 32 f32 scratch blocks (and
+    /// its tiles configured, for [`Bf16Kernel::Tiles`]). Panics unless
+    /// `kernel` is `Some` and the CPU runs it. `x_block` is row block `row_block` of `x` in bf16 (32
     /// rows of `kp`), converted by the first unit that needs it, so the
     /// conversion is shared by the threads too.
     fn for_each_unit_of(
         &self,
+        kernel: Option<Bf16Kernel>,
         x: &[f32],
         m: usize,
         buffers: usize,
-        f: impl Fn(&mut [[f32; BLOCK * BLOCK]], &[u16], usize, usize) + Sync,
+        f: impl Fn(Bf16Kernel, &mut [[f32; BLOCK * BLOCK]], &[u16], usize, usize) + Sync,
     ) {
         use std::sync::atomic::{AtomicU8, Ordering};
         let (n, k, kp) = (self.n, self.k, self.kp);
         assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
+        let kernel = kernel.expect("no bf16 kernel runs in this process");
+        let runs = match kernel {
+            Bf16Kernel::Tiles => isa::active() == Isa::Amx,
+            Bf16Kernel::DotPairs => isa::active() >= Isa::Avx512Bf16,
+        };
         assert!(
-            available(),
-            "AMX-BF16 tiles are not available to this process"
+            runs,
+            "the {kernel:?} bf16 kernel does not run in this process"
         );
         if m == 0 || n == 0 {
             return;
@@ -245,8 +273,8 @@ impl Bf16Panels {
                         for r in lo..hi {
                             // SAFETY: row `r` of `xb` is written by this unit
                             // alone (it won the exchange), read by others only
-                            // after the release below; AMX-BF16 CPUs have
-                            // AVX512-BF16 (`cpu::isa` checks both).
+                            // after the release below; both kernels' CPUs
+                            // have AVX512-BF16 (`cpu::isa` checks it).
                             unsafe {
                                 let dst = std::slice::from_raw_parts_mut(base.add(r * kp), k);
                                 round_row(&x[r * k..(r + 1) * k], dst);
@@ -262,9 +290,11 @@ impl Bf16Panels {
                 }
                 // SAFETY: row block `rb` is converted (above) and no longer written.
                 let xblock = unsafe { std::slice::from_raw_parts(base.add(lo * kp), BLOCK * kp) };
-                // SAFETY: AMX was checked above.
-                unsafe { configure_thread() };
-                f(bufs, xblock, rb, g);
+                if kernel == Bf16Kernel::Tiles {
+                    // SAFETY: AMX runs here (asserted above).
+                    unsafe { amx::configure_thread() };
+                }
+                f(kernel, bufs, xblock, rb, g);
             },
         );
     }
@@ -292,63 +322,5 @@ unsafe fn round_row(src: &[f32], dst: &mut [u16]) {
                 std::mem::transmute::<__m256bh, __m256i>(h),
             );
         }
-    }
-}
-
-/// One 32 × 32 block: `out = x_block · W_groupᵀ` over all of `kp`, stored
-/// as 32 rows of 32 f32 `ld` floats apart.
-///
-/// # Safety
-/// AMX is available and this thread configured ([`configure_thread`]);
-/// `x` holds 32 rows of `kp` bf16; `w` two panels of `kp / 2` rows of 32
-/// bf16, 64-byte aligned; `out` is valid for those writes.
-unsafe fn block(x: &[u16], kp: usize, w: &[u16], out: *mut f32, ld: usize) {
-    debug_assert!(x.len() >= BLOCK * kp && w.len() >= 2 * kp * T);
-    let (xs, ws) = (kp * 2, 64usize); // row strides in bytes
-    let (x0, x1) = (x.as_ptr(), x[T * kp..].as_ptr());
-    let (w0, w1) = (w.as_ptr(), w[kp * T..].as_ptr());
-    // SAFETY: every load stays in `x` (rows 0..32, values kb·32..kb·32+32)
-    // and `w` (rows kb·16..kb·16+16 of each panel); stores fill `out`.
-    unsafe {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
-        for kb in 0..kp / KB {
-            asm!(
-                "tileloadd tmm4, [{x0} + {xs}*1]",
-                "tileloadd tmm5, [{x1} + {xs}*1]",
-                "tileloadd tmm6, [{w0} + {ws}*1]",
-                "tileloadd tmm7, [{w1} + {ws}*1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                x0 = in(reg) x0.add(kb * KB),
-                x1 = in(reg) x1.add(kb * KB),
-                w0 = in(reg) w0.add(kb * T * KB),
-                w1 = in(reg) w1.add(kb * T * KB),
-                xs = in(reg) xs,
-                ws = in(reg) ws,
-                options(nostack, readonly)
-            );
-        }
-        let o = out;
-        let os = ld * 4; // bytes per output row
-        asm!(
-            "tilestored [{c00} + {os}*1], tmm0",
-            "tilestored [{c01} + {os}*1], tmm1",
-            "tilestored [{c10} + {os}*1], tmm2",
-            "tilestored [{c11} + {os}*1], tmm3",
-            c00 = in(reg) o,
-            c01 = in(reg) o.add(T),
-            c10 = in(reg) o.add(T * ld),
-            c11 = in(reg) o.add(T * ld + T),
-            os = in(reg) os,
-            options(nostack)
-        );
     }
 }
