@@ -28,13 +28,14 @@ def flops_per_token(model_dir):
     return 2 * layers * (attn + mlp)
 
 
-def isa_of(engine, torch_isa, precision):
+def isa_of(engine, torch_isa, precision, peak):
     """The instruction set whose peak an engine's throughput is compared to:
-    in bf16 the machine's bf16 peak (its AMX tiles, when it has them: both
-    sides' bf16 matmuls run there), in f32 the vector width the engine ran."""
+    in bf16 the machine's bf16 peak (its AMX tiles when it has them, else
+    AVX512-BF16: both sides' bf16 matmuls run there), in f32 the vector
+    width the engine ran."""
     last = engine.split(" ")[-1]
     if precision == "16":
-        return "amx"
+        return "amx" if "amx" in peak else "avx512bf16"
     if last in ("avx512", "avx2"):
         return last
     if engine.startswith("cd-worker"):
@@ -82,7 +83,7 @@ def main():
     for (engine, batch), g in groups.items():
         best = max(g["tps"])
         eff = "n/a"
-        isa = isa_of(engine, args.torch_isa, args.precision)
+        isa = isa_of(engine, args.torch_isa, args.precision, peak)
         if fpt:
             gf = best * fpt / 1e9
             eff = f"{gf:.0f}"
