@@ -1,8 +1,9 @@
 //! The AVX2 + FMA micro-kernel (8 f32 lanes, 16 ymm registers): 6 × 16
 //! register tiles over one panel, and the 8-lane exponential for the gated
-//! MLP's SiLU and the log-softmax normaliser.
+//! MLP's SiLU and GELU and the log-softmax normaliser.
 
 use super::NR;
+use crate::engine::activation::Act;
 use std::arch::x86_64::*;
 
 /// Rows of `y` per tile.
@@ -98,21 +99,30 @@ unsafe fn kernel<const R: usize>(
     }
 }
 
-/// `dst[j] = silu(g[j]) · u[j]` for `j < cols` of one tile row,
-/// `silu(x) = x / (1 + e⁻ˣ)` with the exponential from [`exp8`] and an IEEE
-/// division, 8 lanes at a time.
+/// `dst[j] = act(g[j]) · u[j]` for `j < cols` of one tile row, both gates
+/// as `x / (1 + e⁻ᶻ)` with the exponential from [`exp8`] and an IEEE
+/// division (`z` as in `super::act_times`), 8 lanes at a time.
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA; `g` and `u` hold 16 floats; `dst` must be
 /// valid for `cols ≤ 16` writes.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn silu_times(g: *const f32, u: *const f32, dst: *mut f32, cols: usize) {
+pub(super) unsafe fn act_times(act: Act, g: *const f32, u: *const f32, dst: *mut f32, cols: usize) {
     let mut y = [_mm256_setzero_ps(); 2];
     for (h, v) in y.iter_mut().enumerate() {
         // SAFETY: `g` and `u` hold 16 floats (the caller's contract).
         unsafe {
             let x = _mm256_loadu_ps(g.add(8 * h));
-            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+            let z = match act {
+                Act::Silu => x,
+                Act::GeluTanh => {
+                    let c = _mm256_set1_ps;
+                    let x2 = _mm256_mul_ps(x, x);
+                    let inner = _mm256_fmadd_ps(c(super::GELU_CUBIC), x2, c(1.0));
+                    _mm256_mul_ps(_mm256_mul_ps(c(super::GELU_2C), x), inner)
+                }
+            };
+            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), z));
             let s = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e));
             *v = _mm256_mul_ps(s, _mm256_loadu_ps(u.add(8 * h)));
         }

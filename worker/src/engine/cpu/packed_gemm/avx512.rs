@@ -1,6 +1,6 @@
 //! The AVX-512F micro-kernel (16 f32 lanes, 32 zmm registers): 8 × 48
 //! register tiles over three adjacent panels, and the 16-lane exponential for
-//! the gated MLP's SiLU and the log-softmax normaliser.
+//! the gated MLP's SiLU and GELU and the log-softmax normaliser.
 //!
 //! Why 8 × 48: per step along `k` the kernel loads one row of each of three
 //! panels and multiplies it with 8 broadcast values of `x` into 24
@@ -12,6 +12,7 @@
 //! the row addresses are computed once per four broadcasts.
 
 use super::NR;
+use crate::engine::activation::Act;
 use std::arch::x86_64::*;
 
 /// Rows of `y` per tile.
@@ -129,20 +130,29 @@ unsafe fn kernel<const R: usize, const P: usize>(
     }
 }
 
-/// `dst[j] = silu(g[j]) · u[j]` for `j < cols` of one tile row,
-/// `silu(x) = x / (1 + e⁻ˣ)` with the exponential from [`exp16`] and an IEEE
-/// division, 16 lanes at once (the same arithmetic as the AVX2 version, lane
-/// for lane).
+/// `dst[j] = act(g[j]) · u[j]` for `j < cols` of one tile row, 16 lanes at
+/// once, both gates as `x / (1 + e⁻ᶻ)` with the exponential from [`exp16`]
+/// and an IEEE division (`z` as in `super::act_times`; the same
+/// arithmetic as the AVX2 version, lane for lane).
 ///
 /// # Safety
 /// The CPU must have AVX-512F; `g` and `u` hold 16 floats; `dst` must be
 /// valid for `cols ≤ 16` writes.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn silu_times(g: *const f32, u: *const f32, dst: *mut f32, cols: usize) {
+pub(super) unsafe fn act_times(act: Act, g: *const f32, u: *const f32, dst: *mut f32, cols: usize) {
     // SAFETY: 16 floats in `g` and `u`, `cols` writes to `dst` (masked).
     unsafe {
         let x = _mm512_loadu_ps(g);
-        let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        let z = match act {
+            Act::Silu => x,
+            Act::GeluTanh => {
+                let c = _mm512_set1_ps;
+                let x2 = _mm512_mul_ps(x, x);
+                let inner = _mm512_fmadd_ps(c(super::GELU_CUBIC), x2, c(1.0));
+                _mm512_mul_ps(_mm512_mul_ps(c(super::GELU_2C), x), inner)
+            }
+        };
+        let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), z));
         let s = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e));
         let y = _mm512_mul_ps(s, _mm512_loadu_ps(u));
         _mm512_mask_storeu_ps(dst, lanes(cols), y);

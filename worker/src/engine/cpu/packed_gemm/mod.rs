@@ -69,6 +69,12 @@ const EXP_POLY: [f32; 6] = [
     0.166_666_65,
     0.5,
 ];
+/// GELU's tanh form as a sigmoid: `z = GELU_2C · x · (1 + GELU_CUBIC · x²)`
+/// (`2·√(2/π)` and the cubic coefficient of `gelu_pytorch_tanh`).
+#[cfg(target_arch = "x86_64")]
+const GELU_2C: f32 = 1.595_769;
+#[cfg(target_arch = "x86_64")]
+const GELU_CUBIC: f32 = 0.044_715;
 /// Floats in the largest register tile (AVX-512's 8 × 48).
 const MAX_TILE: usize = 12 * 2 * NR;
 
@@ -318,18 +324,11 @@ fn matmul_gated_on(
             // alone (`for_each_tile` hands each tile out once).
             let dst = out.at((r + rr) * n + p * NR);
             let (tg, tu) = (&tg[rr * ld..][..ld], &tu[rr * ld..][..ld]);
-            if let Act::Silu = gate {
-                for c0 in (0..cols).step_by(NR) {
-                    let (g16, u16) = (&tg[c0..c0 + NR], &tu[c0..c0 + NR]);
-                    // SAFETY: the CPU runs `isa`; `dst` has `cols` elements
-                    // of this tile's, `c0 + min(16, cols − c0)` of them here.
-                    unsafe { silu_times(isa, g16, u16, dst.add(c0), NR.min(cols - c0)) };
-                }
-                continue;
-            }
-            for j in 0..cols {
-                // SAFETY: as above.
-                unsafe { dst.add(j).write(gate.apply(tg[j]) * tu[j]) };
+            for c0 in (0..cols).step_by(NR) {
+                let (g16, u16) = (&tg[c0..c0 + NR], &tu[c0..c0 + NR]);
+                // SAFETY: the CPU runs `isa`; `dst` has `cols` elements
+                // of this tile's, `c0 + min(16, cols − c0)` of them here.
+                unsafe { act_times(isa, gate, g16, u16, dst.add(c0), NR.min(cols - c0)) };
             }
         }
     });
@@ -384,24 +383,18 @@ fn matmul_gated_bf16_on(
             );
             // Row `row + r`, columns `col..col + cols`: this block's alone.
             let dst = out.at((row + r) * n + col);
-            if let Act::Silu = gate {
-                for c0 in (0..cols).step_by(NR) {
-                    // SAFETY: both bf16 kernels imply AVX-512F; 16 floats from `c0` in
-                    // each block row; `dst` has `cols` elements of this block's.
-                    unsafe {
-                        avx512::silu_times(
-                            gr[c0..].as_ptr(),
-                            ur[c0..].as_ptr(),
-                            dst.add(c0),
-                            NR.min(cols - c0),
-                        )
-                    };
-                }
-                continue;
-            }
-            for j in 0..cols {
-                // SAFETY: as above.
-                unsafe { dst.add(j).write(gate.apply(gr[j]) * ur[j]) };
+            for c0 in (0..cols).step_by(NR) {
+                // SAFETY: both bf16 kernels imply AVX-512F; 16 floats from `c0` in
+                // each block row; `dst` has `cols` elements of this block's.
+                unsafe {
+                    avx512::act_times(
+                        gate,
+                        gr[c0..].as_ptr(),
+                        ur[c0..].as_ptr(),
+                        dst.add(c0),
+                        NR.min(cols - c0),
+                    )
+                };
             }
         }
     });
@@ -444,24 +437,27 @@ unsafe fn tile(
     }
 }
 
-/// `dst[j] = silu(g[j]) · u[j]` for `j < cols ≤ 16` of one tile row, with
-/// `isa`'s vector exponential.
+/// `dst[j] = act(g[j]) · u[j]` for `j < cols ≤ 16` of one tile row, with
+/// `isa`'s vector exponential: both gates are `x / (1 + e⁻ᶻ)`, with `z = x`
+/// for SiLU and `z = 2·√(2/π)·(x + 0.044715·x³)` for GELU's tanh form
+/// (`½·(1 + tanh(t)) = 1 / (1 + e⁻²ᵗ)`, so no tanh is needed; equal to
+/// candle's `silu` and tanh `gelu` to f32 rounding).
 ///
 /// # Safety
 /// The CPU runs `isa`; `g` and `u` hold 16 floats; `dst` is valid for `cols`
 /// writes.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_unsafe, unused_variables))]
-unsafe fn silu_times(isa: Isa, g: &[f32], u: &[f32], dst: *mut f32, cols: usize) {
+unsafe fn act_times(isa: Isa, act: Act, g: &[f32], u: &[f32], dst: *mut f32, cols: usize) {
     assert!(g.len() >= NR && u.len() >= NR && cols <= NR);
     // SAFETY: forwarded from the caller.
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
-                avx512::silu_times(g.as_ptr(), u.as_ptr(), dst, cols)
+                avx512::act_times(act, g.as_ptr(), u.as_ptr(), dst, cols)
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::silu_times(g.as_ptr(), u.as_ptr(), dst, cols),
+            Isa::Avx2 => avx2::act_times(act, g.as_ptr(), u.as_ptr(), dst, cols),
             _ => unreachable!("no packed kernel for {isa} (asserted by the callers)"),
         }
     }

@@ -312,14 +312,23 @@ fn bf16_kernels_match_the_triple_loop_on_bf16_inputs() {
                 worst <= 1e-5 * scale,
                 "{kernel:?} [{m}, {n}, {k}]: worst {worst:e} against {scale:e}"
             );
-            let gated = matmul_gated_bf16_on(Some(kernel), &packed, &up, Act::Silu, &x, m);
-            for (i, v) in gated.iter().enumerate() {
-                let a = want[i];
-                let want = a / (1.0 + (-a).exp()) * want_u[i];
-                assert!(
-                    (*v as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                    "{kernel:?} gated [{m}, {n}, {k}] element {i}: {v} against {want}"
-                );
+            for gate in [Act::Silu, Act::GeluTanh] {
+                let gated = matmul_gated_bf16_on(Some(kernel), &packed, &up, gate, &x, m);
+                for (i, v) in gated.iter().enumerate() {
+                    let a = want[i];
+                    let act = match gate {
+                        Act::Silu => a / (1.0 + (-a).exp()),
+                        Act::GeluTanh => {
+                            let c = (2.0 / std::f64::consts::PI).sqrt();
+                            0.5 * a * (1.0 + (c * (a + 0.044715 * a * a * a)).tanh())
+                        }
+                    };
+                    let want = act * want_u[i];
+                    assert!(
+                        (*v as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "{kernel:?} {gate:?} [{m}, {n}, {k}] element {i}: {v} against {want}"
+                    );
+                }
             }
         }
     }
