@@ -18,7 +18,7 @@
 # peak of the instruction set that engine ran, and the ratios of each
 # cd-worker configuration's best to HF's best.
 #
-# Knobs: BENCH_BATCHES (batch sizes), BENCH_REPEAT (rounds, default 3),
+# Knobs: BENCH_GGUF (another model than SmolLM2-135M), BENCH_BATCHES (batch sizes), BENCH_REPEAT (rounds, default 3),
 # BENCH_ISAS (cd-worker's CPU kernels, each run as its own engine: e.g.
 # "avx512 avx2"; default "auto", the best the CPU has), BENCH_HF_ISAS (HF's,
 # "auto" and/or "avx2": torch, oneDNN and MKL held to AVX2, the peer of an
@@ -43,7 +43,8 @@ DATA=${CD_SHARED_DATASETS:-../shared/datasets}/cd/stsa.binary.train
 CD_CACHE=${CD_CACHE:-$HOME/.cache/concept-depth}
 WORK=${BENCH_WORK:-$CD_CACHE/bench-extract}
 mkdir -p "$WORK"
-GGUF=${CD_SMOLLM2_GGUF:-$(bash scripts/fetch-models.sh smollm2)}
+# BENCH_GGUF benchmarks another GGUF (e.g. Gemma-3-270m: "$CD_GEMMA3_GGUF").
+GGUF=${BENCH_GGUF:-${CD_SMOLLM2_GGUF:-$(bash scripts/fetch-models.sh smollm2)}}
 
 # BENCH_PROFILE=dev uses the dev build (dependencies, candle included, are
 # compiled at opt-level 3 there too; only our own crate is unoptimised).
@@ -63,7 +64,8 @@ for line in sys.stdin:
     print(json.dumps({"text": text, "label": int(label)}))' > "$WORK/texts.jsonl"
 
 # One f32 HF directory both sides load (dequantized from the GGUF once).
-HFDIR="$WORK/smollm2-f32"
+HFDIR="$WORK/$(basename "$GGUF" .gguf)-f32"
+[[ -z ${BENCH_GGUF:-} ]] && HFDIR="$WORK/smollm2-f32" # the name earlier runs cached
 HFDIR=${BENCH_HF_DIR:-$HFDIR}
 if [[ ! -f "$HFDIR/model.safetensors" ]]; then
   "$PY" scripts/bench_extract_hf.py convert --gguf "$GGUF" --out "$HFDIR" >&2
