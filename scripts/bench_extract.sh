@@ -64,9 +64,9 @@ for line in sys.stdin:
     print(json.dumps({"text": text, "label": int(label)}))' > "$WORK/texts.jsonl"
 
 # One f32 HF directory both sides load (dequantized from the GGUF once).
-HFDIR="$WORK/$(basename "$GGUF" .gguf)-f32"
-[[ -z ${BENCH_GGUF:-} ]] && HFDIR="$WORK/smollm2-f32" # the name earlier runs cached
-HFDIR=${BENCH_HF_DIR:-$HFDIR}
+# SmolLM2 keeps the directory name earlier runs cached its conversion under.
+NAME=$([[ -n ${BENCH_GGUF:-} ]] && basename "$GGUF" .gguf || echo smollm2)
+HFDIR=${BENCH_HF_DIR:-$WORK/$NAME-f32}
 if [[ ! -f "$HFDIR/model.safetensors" ]]; then
   "$PY" scripts/bench_extract_hf.py convert --gguf "$GGUF" --out "$HFDIR" >&2
 fi

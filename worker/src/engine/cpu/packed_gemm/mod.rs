@@ -358,13 +358,13 @@ pub(crate) fn matmul_gated_bf16(
     x: &[f32],
     m: usize,
 ) -> Vec<f32> {
-    matmul_gated_bf16_on(bf16::Bf16Kernel::active(), g, u, gate, x, m)
+    matmul_gated_bf16_on(bf16::Bf16Kernel::required(), g, u, gate, x, m)
 }
 
 /// [`matmul_gated_bf16`] on `kernel`.
 #[cfg(target_arch = "x86_64")]
 fn matmul_gated_bf16_on(
-    kernel: Option<bf16::Bf16Kernel>,
+    kernel: bf16::Bf16Kernel,
     g: &bf16::Bf16Panels,
     u: &bf16::Bf16Panels,
     gate: Act,

@@ -266,11 +266,9 @@ fn bf16_rounding_matches_the_half_crate() {
 /// the `vdpbf16ps` pairs there too (their CPUs have AVX512-BF16).
 #[cfg(target_arch = "x86_64")]
 fn bf16_kernels_here() -> Vec<bf16::Bf16Kernel> {
-    let isa = isa::active();
-    [Isa::Amx, Isa::Avx512Bf16]
+    bf16::Bf16Kernel::ALL
         .into_iter()
-        .filter(|&k| k <= isa)
-        .filter_map(bf16::Bf16Kernel::of)
+        .filter(|k| k.runs_here())
         .collect()
 }
 
@@ -306,14 +304,14 @@ fn bf16_kernels_match_the_triple_loop_on_bf16_inputs() {
         let up = bf16::Bf16Panels::pack(&bf16_bits(&u), n, k);
         let want_u = reference(&round(x.clone()), &u, m, n, k);
         for &kernel in &kernels {
-            let y = packed.matmul_t_on(Some(kernel), &x, m);
+            let y = packed.matmul_t_on(kernel, &x, m);
             let (worst, scale) = worst_error(&y, &want);
             assert!(
                 worst <= 1e-5 * scale,
                 "{kernel:?} [{m}, {n}, {k}]: worst {worst:e} against {scale:e}"
             );
             for gate in [Act::Silu, Act::GeluTanh] {
-                let gated = matmul_gated_bf16_on(Some(kernel), &packed, &up, gate, &x, m);
+                let gated = matmul_gated_bf16_on(kernel, &packed, &up, gate, &x, m);
                 for (i, v) in gated.iter().enumerate() {
                     let a = want[i];
                     let act = match gate {

@@ -50,27 +50,40 @@ pub(crate) enum Bf16Kernel {
 }
 
 impl Bf16Kernel {
+    /// Every kernel, best first.
+    pub(crate) const ALL: [Bf16Kernel; 2] = [Bf16Kernel::Tiles, Bf16Kernel::DotPairs];
+
+    /// The instruction set this kernel is the bf16 kernel of; a process
+    /// whose active set is that one or better can run it.
+    fn isa(self) -> Isa {
+        match self {
+            Bf16Kernel::Tiles => Isa::Amx,
+            Bf16Kernel::DotPairs => Isa::Avx512Bf16,
+        }
+    }
+
+    /// Whether this process can run the kernel.
+    pub(crate) fn runs_here(self) -> bool {
+        self.isa() <= isa::active()
+    }
+
     /// The kernel of the active instruction set, if it has one: AMX tiles
     /// on [`Isa::Amx`], pairs on [`Isa::Avx512Bf16`].
     pub(crate) fn active() -> Option<Bf16Kernel> {
-        Bf16Kernel::of(isa::active())
+        let active = isa::active();
+        Bf16Kernel::ALL.into_iter().find(|k| k.isa() == active)
     }
 
-    /// The kernel `isa` runs bf16 blocks on, if any.
-    pub(crate) fn of(isa: Isa) -> Option<Bf16Kernel> {
-        match isa {
-            Isa::Amx => Some(Bf16Kernel::Tiles),
-            Isa::Avx512Bf16 => Some(Bf16Kernel::DotPairs),
-            _ => None,
-        }
+    /// [`Bf16Kernel::active`], for callers that checked [`available`].
+    pub(crate) fn required() -> Bf16Kernel {
+        Bf16Kernel::active().expect("no bf16 kernel runs in this process (see `bf16::available`)")
     }
 
     /// One 32 × 32 block: `out = x_block · W_groupᵀ` over all of `kp`,
     /// stored as 32 rows of 32 f32 `ld` floats apart.
     ///
     /// # Safety
-    /// The CPU runs this kernel (its instruction set is active or below the
-    /// active one); for [`Bf16Kernel::Tiles`] this thread is configured
+    /// [`Bf16Kernel::runs_here`]; for [`Bf16Kernel::Tiles`] this thread is configured
     /// ([`amx::configure_thread`]); `x` holds 32 rows of `kp` bf16;
     /// `w` two panels of `kp / 2` rows of 32 bf16, 64-byte aligned; `out`
     /// is valid for those writes.
@@ -160,16 +173,16 @@ impl Bf16Panels {
     ///
     /// Panics unless [`available`].
     pub(crate) fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
-        self.matmul_t_on(Bf16Kernel::active(), x, m)
+        self.matmul_t_on(Bf16Kernel::required(), x, m)
     }
 
-    /// [`Bf16Panels::matmul_t`] on `kernel` (panics if `None` or if the CPU
-    /// cannot run it).
-    pub(crate) fn matmul_t_on(&self, kernel: Option<Bf16Kernel>, x: &[f32], m: usize) -> Vec<f32> {
+    /// [`Bf16Panels::matmul_t`] on `kernel` (panics unless it
+    /// [runs here](Bf16Kernel::runs_here)).
+    pub(crate) fn matmul_t_on(&self, kernel: Bf16Kernel, x: &[f32], m: usize) -> Vec<f32> {
         let n = self.n;
         let mut y: Vec<f32> = Vec::with_capacity(m * n);
         let out = SharedOut(y.as_mut_ptr());
-        self.for_each_unit_of(kernel, x, m, 1, |kernel, buf, xblock, rb, g| {
+        self.for_each_unit_of(kernel, x, m, 1, |buf, xblock, rb, g| {
             let (row, col) = (rb * BLOCK, g * BLOCK);
             let (rows, cols) = (BLOCK.min(m - row), BLOCK.min(n - col));
             // SAFETY (both branches): `kernel` runs here (`for_each_unit_of`);
@@ -203,7 +216,7 @@ impl Bf16Panels {
     /// valid part `rows × cols`). Each block is handed out once.
     pub(crate) fn for_each_block(
         &self,
-        kernel: Option<Bf16Kernel>,
+        kernel: Bf16Kernel,
         x: &[f32],
         m: usize,
         mats: &[&Bf16Panels],
@@ -214,7 +227,7 @@ impl Bf16Panels {
             mats.iter().all(|w| (w.n, w.k) == (n, self.k)),
             "matrices differ in shape"
         );
-        self.for_each_unit_of(kernel, x, m, mats.len(), |kernel, bufs, xblock, rb, g| {
+        self.for_each_unit_of(kernel, x, m, mats.len(), |bufs, xblock, rb, g| {
             for (w, buf) in mats.iter().zip(bufs.iter_mut()) {
                 // SAFETY: `kernel` runs here (`for_each_unit_of`); `buf` is 32 × 32.
                 unsafe { kernel.block(xblock, self.kp, w.group(g), buf.as_mut_ptr(), BLOCK) };
@@ -224,31 +237,26 @@ impl Bf16Panels {
         });
     }
 
-    /// Calls `f(kernel, buffers, x_block, row_block, column_group)` once
+    /// Calls `f(buffers, x_block, row_block, column_group)` once
     /// for every 32 × 32 block of the `[m, n]` output, on the pool's
     /// threads, each thread with `buffers` 32 × 32 f32 scratch blocks (and
     /// its tiles configured, for [`Bf16Kernel::Tiles`]). Panics unless
-    /// `kernel` is `Some` and the CPU runs it. `x_block` is row block `row_block` of `x` in bf16 (32
+    /// `kernel` [runs here](Bf16Kernel::runs_here). `x_block` is row block `row_block` of `x` in bf16 (32
     /// rows of `kp`), converted by the first unit that needs it, so the
     /// conversion is shared by the threads too.
     fn for_each_unit_of(
         &self,
-        kernel: Option<Bf16Kernel>,
+        kernel: Bf16Kernel,
         x: &[f32],
         m: usize,
         buffers: usize,
-        f: impl Fn(Bf16Kernel, &mut [[f32; BLOCK * BLOCK]], &[u16], usize, usize) + Sync,
+        f: impl Fn(&mut [[f32; BLOCK * BLOCK]], &[u16], usize, usize) + Sync,
     ) {
         use std::sync::atomic::{AtomicU8, Ordering};
         let (n, k, kp) = (self.n, self.k, self.kp);
         assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
-        let kernel = kernel.expect("no bf16 kernel runs in this process");
-        let runs = match kernel {
-            Bf16Kernel::Tiles => isa::active() == Isa::Amx,
-            Bf16Kernel::DotPairs => isa::active() >= Isa::Avx512Bf16,
-        };
         assert!(
-            runs,
+            kernel.runs_here(),
             "the {kernel:?} bf16 kernel does not run in this process"
         );
         if m == 0 || n == 0 {
@@ -294,7 +302,7 @@ impl Bf16Panels {
                     // SAFETY: AMX runs here (asserted above).
                     unsafe { amx::configure_thread() };
                 }
-                f(kernel, bufs, xblock, rb, g);
+                f(bufs, xblock, rb, g);
             },
         );
     }
