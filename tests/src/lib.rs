@@ -21,11 +21,12 @@ pub mod fixtures;
 use anyhow::{anyhow, bail, Context, Result};
 use cd_proto::v1::coordinator_client::CoordinatorClient;
 use cd_proto::v1::SweepStatusResponse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The workspace root (the parent of this crate's directory).
@@ -174,11 +175,77 @@ pub fn smollm2_gguf() -> Option<PathBuf> {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the kernel does not hand
-/// it out again immediately).
+/// Environment for the processes a test starts: an error ends with its
+/// message and causes, not a backtrace that would push them out of the log
+/// tails a failing test prints.
+pub const NO_BACKTRACES: [(&str, &str); 2] = [("RUST_BACKTRACE", "0"), ("RUST_LIB_BACKTRACE", "0")];
+
+/// A TCP port on 127.0.0.1 that nothing listens on, for a server this test
+/// starts (and may restart on the same port).
+///
+/// The port is drawn at random from outside the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`): a port from that range, bound
+/// and released, can be taken as the local end of any process's next outgoing
+/// connection before the server it was picked for binds it, and that server
+/// then fails with "address in use". Ports outside the range are only taken
+/// by explicit binds. A process never hands out the same port twice.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
-    l.local_addr().expect("local address").port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().expect("port registry poisoned");
+    let candidates = ports_outside_the_ephemeral_range();
+    for _ in 0..10_000 {
+        let port = match &candidates {
+            Some(range) => {
+                let span = u64::from(range.end() - range.start()) + 1;
+                range.start() + (random_u64() % span) as u16
+            }
+            // No room outside the range: let the kernel pick one.
+            None => TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("binding an ephemeral port")
+                .port(),
+        };
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            return port;
+        }
+    }
+    panic!("no free TCP port on 127.0.0.1 after 10000 tries");
+}
+
+/// The larger run of non-privileged ports below or above the kernel's
+/// ephemeral range, or `None` when neither has 1000 ports.
+fn ports_outside_the_ephemeral_range() -> Option<std::ops::RangeInclusive<u16>> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_else(|_| "32768 60999".into());
+    let mut bounds = text
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u16>().ok());
+    let (low, high) = (bounds.next()?, bounds.next()?);
+    let below = 10_000..=low.saturating_sub(1);
+    let above = high.saturating_add(1)..=u16::MAX;
+    let len = |r: &std::ops::RangeInclusive<u16>| r.end().saturating_sub(*r.start());
+    let best = if len(&below) >= len(&above) {
+        below
+    } else {
+        above
+    };
+    (len(&best) >= 1000).then_some(best)
+}
+
+/// A random number from the standard library's randomly keyed hasher (seeded
+/// per process, so concurrent test processes draw different ports).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 /// Poll `check` every 50 ms until it returns `Some`, or fail after `timeout`.
@@ -540,6 +607,7 @@ impl Cluster {
                 ]
             }))
             .envs(self.storage_env())
+            .envs(NO_BACKTRACES)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path())
@@ -549,10 +617,30 @@ impl Cluster {
             .spawn()
             .context("starting cd-coordinator")?;
         self.coordinator = Some(child);
-        self.wait_for_status("the coordinator to answer", Duration::from_secs(60), |_| {
-            true
-        })?;
-        Ok(())
+        // An exit (a bind or storage error) fails at once, with its message.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.status().is_ok() {
+                return Ok(());
+            }
+            let exited = self
+                .coordinator
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                bail!(
+                    "cd-coordinator exited ({status}) before answering\n{}",
+                    self.logs()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "timed out after 60s waiting for the coordinator to answer\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Kill the coordinator with SIGKILL.
@@ -624,6 +712,7 @@ impl Cluster {
             .args(extra)
             .envs(self.storage_env())
             .env_remove("CD_TOKEN")
+            .envs(NO_BACKTRACES)
             .env("RUST_LOG", "info,cd_worker=debug")
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path())

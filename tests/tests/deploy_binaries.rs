@@ -5,12 +5,12 @@
 
 mod deploy_support;
 
-use cd_tests::unpinned_dataset_standins;
+use cd_tests::{free_port, unpinned_dataset_standins};
 use deploy_support::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -117,14 +117,6 @@ fn shipped_grids_validate_with_the_coordinators_settings() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// `GET path` over plain HTTP/1.1; the status code, or `None` if nothing answers.
