@@ -590,7 +590,7 @@ impl Cluster {
         let log_path = self.coordinator_log(self.coordinator_starts);
         self.coordinator_starts += 1;
         let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(&bins().coordinator)
+        let mut child = Command::new(&bins().coordinator)
             .arg("--grid")
             .arg(&self.grid_path)
             .args(["--listen", &format!("127.0.0.1:{}", self.grpc_port)])
@@ -616,30 +616,21 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .context("starting cd-coordinator")?;
-        self.coordinator = Some(child);
-        // An exit (a bind or storage error) fails at once, with its message.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        // An exit (a bind or storage error) fails the wait at once, with its
+        // message: `Some(None)` is an answer, `Some(Some(status))` an exit.
+        let outcome = wait_for("the coordinator to answer", Duration::from_secs(60), || {
             if self.status().is_ok() {
-                return Ok(());
+                return Some(None);
             }
-            let exited = self
-                .coordinator
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                bail!(
-                    "cd-coordinator exited ({status}) before answering\n{}",
-                    self.logs()
-                );
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "timed out after 60s waiting for the coordinator to answer\n{}",
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            child.try_wait().ok().flatten().map(Some)
+        });
+        self.coordinator = Some(child);
+        match outcome.with_context(|| self.logs())? {
+            None => Ok(()),
+            Some(status) => bail!(
+                "cd-coordinator exited ({status}) before answering\n{}",
+                self.logs()
+            ),
         }
     }
 
