@@ -83,18 +83,8 @@ unsafe fn kernel<const R: usize>(
             step(&mut acc, kk);
             kk += 1;
         }
-        if cols == NR {
-            for (r, row) in acc.iter().enumerate() {
-                _mm256_storeu_ps(c.add(r * ldc), row[0]);
-                _mm256_storeu_ps(c.add(r * ldc + 8), row[1]);
-            }
-        } else {
-            let mut buf = [0f32; NR];
-            for (r, row) in acc.iter().enumerate() {
-                _mm256_storeu_ps(buf.as_mut_ptr(), row[0]);
-                _mm256_storeu_ps(buf.as_mut_ptr().add(8), row[1]);
-                std::ptr::copy_nonoverlapping(buf.as_ptr(), c.add(r * ldc), cols);
-            }
+        for (r, row) in acc.iter().enumerate() {
+            store_row(row, c.add(r * ldc), cols);
         }
     }
 }
@@ -128,14 +118,27 @@ pub(super) unsafe fn act_times(act: Act, g: *const f32, u: *const f32, dst: *mut
         }
     }
     // SAFETY: `dst` is valid for `cols` writes (the caller's contract).
+    unsafe { store_row(&y, dst, cols) }
+}
+
+/// Stores the first `cols ≤ 16` lanes of a 16-lane row (two vectors) at
+/// `dst`: straight from the registers for a whole row, through a stack
+/// buffer for a partial one.
+///
+/// # Safety
+/// `dst` must be valid for `cols` writes; the CPU has AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_row(row: &[__m256; 2], dst: *mut f32, cols: usize) {
+    // SAFETY: at most `cols` floats reach `dst` (the caller's contract).
     unsafe {
         if cols == NR {
-            _mm256_storeu_ps(dst, y[0]);
-            _mm256_storeu_ps(dst.add(8), y[1]);
+            _mm256_storeu_ps(dst, row[0]);
+            _mm256_storeu_ps(dst.add(8), row[1]);
         } else {
             let mut buf = [0f32; NR];
-            _mm256_storeu_ps(buf.as_mut_ptr(), y[0]);
-            _mm256_storeu_ps(buf.as_mut_ptr().add(8), y[1]);
+            _mm256_storeu_ps(buf.as_mut_ptr(), row[0]);
+            _mm256_storeu_ps(buf.as_mut_ptr().add(8), row[1]);
             std::ptr::copy_nonoverlapping(buf.as_ptr(), dst, cols);
         }
     }
