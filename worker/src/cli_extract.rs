@@ -325,12 +325,17 @@ fn run_inner(args: &ExtractArgs) -> Result<(), Failure> {
     write_features(&args.out, &file).map_err(|e| fail(EXIT_OTHER)(anyhow::Error::new(e)))?;
     let (n, l, d) = feats.data.dim();
     eprintln!(
-        "wrote {} ([{n}, {l}, {d}] {}), {n} texts, {tokens} tokens in {secs:.2}s ({:.1} texts/s, {:.0} tokens/s; CPU kernels {})",
+        "wrote {} ([{n}, {l}, {d}] {}), {n} texts, {tokens} tokens in {secs:.2}s ({:.1} texts/s, {:.0} tokens/s; CPU kernels {}{})",
         args.out.display(),
         args.dtype.as_str(),
         n as f64 / secs.max(1e-9),
         tokens as f64 / secs.max(1e-9),
-        crate::engine::cpu::isa::active()
+        crate::engine::cpu::isa::active(),
+        // A blocking other than the default, as the variables set it.
+        match crate::engine::cpu::blocking::Blocking::active().label() {
+            label if label.is_empty() => label,
+            label => format!(" {label}"),
+        }
     );
     Ok(())
 }

@@ -68,6 +68,11 @@ fn main() -> Result<()> {
             std::process::exit(cd_proto::exit::worker::CONFIG)
         }
     }
+    // So does a blocking variable that is not a valid value.
+    if let Err(e) = cd_worker::engine::cpu::blocking::check_env() {
+        eprintln!("error: {e}");
+        std::process::exit(cd_proto::exit::worker::CONFIG)
+    }
     let code = match cli.command {
         Some(Command::Extract(args)) => cd_worker::cli_extract::run(args)?,
         Some(Command::Probe(args)) => cd_worker::cli_probe::run(args)?,

@@ -373,7 +373,9 @@ fn read_features(path: &Path) -> Vec<f32> {
 /// attention and norms) against candle's generic operations on right-padded
 /// batches (`CD_CPU_KERNELS=0`), for every tiny architecture (GQA, biases,
 /// `1 + w` norms, q/k norms, sliding windows) and every instruction set this
-/// CPU runs (`CD_CPU_ISA`): equal within f32 rounding.
+/// CPU runs (`CD_CPU_ISA`): equal within f32 rounding; and the best set
+/// under another blocking (`CD_CPU_K_CHUNK`, `CD_CPU_ROW_BLOCK_KIB`):
+/// equal bit for bit.
 #[test]
 fn cpu_kernels_match_candles_generic_padded_path() {
     let tmp = tempfile::tempdir().unwrap();
@@ -413,6 +415,12 @@ fn cpu_kernels_match_candles_generic_padded_path() {
                     settings.push(vec![("CD_CPU_KERNELS", "1"), ("CD_CPU_ISA", isa.name())]);
                 }
             }
+            // The best set again under the smallest blocking (chunks of 4
+            // steps along k, one unit of rows per block): the same bits.
+            let best = settings.len() - 1;
+            let mut blocked = settings[best].clone();
+            blocked.extend([("CD_CPU_K_CHUNK", "4"), ("CD_CPU_ROW_BLOCK_KIB", "1")]);
+            settings.push(blocked);
             let mut runs = Vec::new();
             for (i, env) in settings.iter().enumerate() {
                 let out = tmp.path().join(format!("features-{i}.safetensors"));
@@ -436,6 +444,12 @@ fn cpu_kernels_match_candles_generic_padded_path() {
                 assert!(o.status.success(), "{name} {env:?}: {}", stderr(&o));
                 runs.push(read_features(&out));
             }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&runs[best]),
+                bits(&runs[best + 1]),
+                "{name} {site} {pooling}: a blocking changed the features"
+            );
             let generic = &runs[0];
             let scale = generic.iter().fold(0f32, |m, v| m.max(v.abs()));
             for (ours, env) in runs.iter().zip(&settings).skip(1) {
@@ -455,7 +469,8 @@ fn cpu_kernels_match_candles_generic_padded_path() {
 
 /// `CD_CPU_ISA` naming an unknown set, or one this CPU lacks, stops the
 /// worker with a configuration error (exit 2) that names the variable,
-/// before it reads anything; a set it has runs.
+/// before it reads anything, as does a malformed blocking variable
+/// (`CD_CPU_K_CHUNK`, `CD_CPU_ROW_BLOCK_KIB`); a set it has runs.
 #[test]
 fn an_instruction_set_the_cpu_cannot_run_is_a_configuration_error() {
     let tmp = tempfile::tempdir().unwrap();
@@ -489,6 +504,27 @@ fn an_instruction_set_the_cpu_cannot_run_is_a_configuration_error() {
         let o = run("avx512");
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         assert!(stderr(&o).contains("it supports at most"), "{}", stderr(&o));
+    }
+    // A blocking variable that is not a valid value stops it the same way.
+    for (var, value, expected) in [
+        (
+            "CD_CPU_K_CHUNK",
+            "250",
+            "CD_CPU_K_CHUNK=\"250\": expected `off` or a positive multiple of 4",
+        ),
+        (
+            "CD_CPU_ROW_BLOCK_KIB",
+            "4M",
+            "CD_CPU_ROW_BLOCK_KIB=\"4M\": expected a positive whole number of KiB",
+        ),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_cd-worker"))
+            .args(args)
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(expected), "{}", stderr(&o));
     }
     // A set the CPU has gets past the check to the next error: the input.
     let o = run("generic");

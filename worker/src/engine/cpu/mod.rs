@@ -10,7 +10,8 @@
 //!   (`CD_CPU_ISA`), and the `CD_CPU_KERNELS` switch, read once.
 //! - [`packed_gemm`]: projections on weights packed once at load (f32
 //!   panels; bf16 panels for `vdpbf16ps` or AMX tiles), the fused gated
-//!   MLP, vector exponentials.
+//!   MLP, vector exponentials; [`blocking`]: how the f32 products walk
+//!   their operands (`CD_CPU_ROW_BLOCK_KIB`, `CD_CPU_K_CHUNK`), read once.
 //! - [`attention`]: softmax attention straight from the projections' row
 //!   layout, texts packed end to end kept apart by [`Segment`]s.
 //! - [`rows`]: residual adds and RMSNorm, row by row.
@@ -27,6 +28,7 @@ pub(crate) mod packed_gemm;
 pub(crate) mod rows;
 
 pub(crate) use attention::Segment;
+pub use packed_gemm::blocking;
 
 use crate::engine::activation::Act;
 use candle_core::{DType, Layout, Storage, Tensor};

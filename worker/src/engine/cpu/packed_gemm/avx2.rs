@@ -2,7 +2,7 @@
 //! register tiles over one panel, and the 8-lane exponential for the gated
 //! MLP's SiLU and GELU and the log-softmax normaliser.
 
-use super::NR;
+use super::{TileOp, NR};
 use crate::engine::activation::Act;
 use std::arch::x86_64::*;
 
@@ -13,50 +13,54 @@ const MR: usize = 6;
 /// row count.
 ///
 /// # Safety
-/// `a` holds `rows` rows of `k`; `b` holds `k` rows of 16 (64-byte aligned);
-/// `c` points at a `rows × cols` block with row stride `ldc`, `cols ≤ 16`;
+/// `t` satisfies [`TileOp`]'s contract with `t.rows ≤ 6`, `t.cols ≤ 16`;
 /// the CPU has AVX2 and FMA.
-pub(super) unsafe fn tile(
-    rows: usize,
-    a: *const f32,
-    k: usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-) {
-    debug_assert!(rows <= MR && cols <= NR);
+pub(super) unsafe fn tile(t: &TileOp) {
+    debug_assert!(t.rows <= MR && t.cols <= NR);
     // SAFETY: forwarded from the caller.
     unsafe {
-        match rows {
-            6 => kernel::<6>(a, k, b, c, ldc, cols),
-            5 => kernel::<5>(a, k, b, c, ldc, cols),
-            4 => kernel::<4>(a, k, b, c, ldc, cols),
-            3 => kernel::<3>(a, k, b, c, ldc, cols),
-            2 => kernel::<2>(a, k, b, c, ldc, cols),
-            1 => kernel::<1>(a, k, b, c, ldc, cols),
+        match t.rows {
+            6 => kernel::<6>(t),
+            5 => kernel::<5>(t),
+            4 => kernel::<4>(t),
+            3 => kernel::<3>(t),
+            2 => kernel::<2>(t),
+            1 => kernel::<1>(t),
             _ => unreachable!("AVX2 tiles have 1..=6 rows"),
         }
     }
 }
 
-/// `R × 16` tile: `c[r][j] = Σ_kk a[r·k + kk] · b[kk·16 + j]` for `j < cols`.
+/// `R × 16` tile: `c[r][j] (+)= Σ_{kk < kc} a[r·lda + kk] · b[kk·16 + j]`
+/// for `j < cols` (see [`TileOp`]).
 ///
 /// # Safety
 /// See [`tile`].
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel<const R: usize>(
-    a: *const f32,
-    k: usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-) {
+unsafe fn kernel<const R: usize>(t: &TileOp) {
+    let TileOp {
+        a,
+        lda,
+        kc,
+        b,
+        c,
+        ldc,
+        cols,
+        accumulate,
+        ..
+    } = *t;
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
-    // SAFETY: all reads stay within `a` (R rows of k) and `b` (k rows of 16),
-    // all writes within the caller's `R × cols` block of `c`.
+    // SAFETY: all reads stay within `a` (R rows of kc at stride lda), `b`
+    // (kc rows of 16) and the caller's `R × cols` block of `c`, all writes
+    // within that block.
     unsafe {
+        if accumulate {
+            // The sums over the earlier chunks of k: the same chain of
+            // multiply-adds goes on, so chunking changes no bit.
+            for (r, row) in acc.iter_mut().enumerate() {
+                *row = load_row(c.add(r * ldc), cols);
+            }
+        }
         // Panel rows are 64-byte aligned, so aligned loads apply (and, in
         // builds with debug assertions, compile to plain loads rather than
         // the byte copies `loadu` goes through there).
@@ -64,7 +68,7 @@ unsafe fn kernel<const R: usize>(
             let b0 = _mm256_load_ps(b.add(kk * NR));
             let b1 = _mm256_load_ps(b.add(kk * NR + 8));
             for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*a.add(r * k + kk));
+                let av = _mm256_broadcast_ss(&*a.add(r * lda + kk));
                 row[0] = _mm256_fmadd_ps(av, b0, row[0]);
                 row[1] = _mm256_fmadd_ps(av, b1, row[1]);
             }
@@ -72,14 +76,14 @@ unsafe fn kernel<const R: usize>(
         // Four steps per iteration, as in the AVX-512 kernel: the row
         // addresses are computed once for four broadcasts each.
         let mut kk = 0;
-        while kk + 4 <= k {
+        while kk + 4 <= kc {
             step(&mut acc, kk);
             step(&mut acc, kk + 1);
             step(&mut acc, kk + 2);
             step(&mut acc, kk + 3);
             kk += 4;
         }
-        while kk < k {
+        while kk < kc {
             step(&mut acc, kk);
             kk += 1;
         }
@@ -140,6 +144,29 @@ unsafe fn store_row(row: &[__m256; 2], dst: *mut f32, cols: usize) {
             _mm256_storeu_ps(buf.as_mut_ptr(), row[0]);
             _mm256_storeu_ps(buf.as_mut_ptr().add(8), row[1]);
             std::ptr::copy_nonoverlapping(buf.as_ptr(), dst, cols);
+        }
+    }
+}
+
+/// The first `cols ≤ 16` floats at `src` as a 16-lane row (two vectors),
+/// the lanes past `cols` zero: the inverse of [`store_row`].
+///
+/// # Safety
+/// `src` must be valid for `cols` reads; the CPU has AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load_row(src: *const f32, cols: usize) -> [__m256; 2] {
+    // SAFETY: at most `cols` floats are read from `src` (the caller's contract).
+    unsafe {
+        if cols == NR {
+            [_mm256_loadu_ps(src), _mm256_loadu_ps(src.add(8))]
+        } else {
+            let mut buf = [0f32; NR];
+            std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), cols);
+            [
+                _mm256_loadu_ps(buf.as_ptr()),
+                _mm256_loadu_ps(buf.as_ptr().add(8)),
+            ]
         }
     }
 }

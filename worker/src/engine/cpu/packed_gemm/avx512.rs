@@ -11,7 +11,7 @@
 //! (two panels) and ~81 % for 6 × 64 (four panels); k is unrolled by four so
 //! the row addresses are computed once per four broadcasts.
 
-use super::NR;
+use super::{TileOp, NR};
 use crate::engine::activation::Act;
 use std::arch::x86_64::*;
 
@@ -28,39 +28,30 @@ fn lanes(cols: usize) -> __mmask16 {
 /// row count and panel count.
 ///
 /// # Safety
-/// `a` holds `rows` rows of `k`; `b` holds `ceil(cols / 16)` consecutive
-/// panels of `k` rows of 16 (64-byte aligned); `c` points at a `rows × cols`
-/// block with row stride `ldc`, `cols ≤ 48`; the CPU has AVX-512F.
-pub(super) unsafe fn tile(
-    rows: usize,
-    a: *const f32,
-    k: usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-) {
-    debug_assert!(rows <= MR && cols <= 3 * NR);
+/// `t` satisfies [`TileOp`]'s contract with `t.rows ≤ 8`, `t.cols ≤ 48`;
+/// the CPU has AVX-512F.
+pub(super) unsafe fn tile(t: &TileOp) {
+    debug_assert!(t.rows <= MR && t.cols <= 3 * NR);
     macro_rules! by_rows {
         ($np:literal) => {
-            match rows {
-                8 => kernel::<8, $np>(a, k, b, c, ldc, cols),
-                7 => kernel::<7, $np>(a, k, b, c, ldc, cols),
-                6 => kernel::<6, $np>(a, k, b, c, ldc, cols),
-                5 => kernel::<5, $np>(a, k, b, c, ldc, cols),
-                4 => kernel::<4, $np>(a, k, b, c, ldc, cols),
-                3 => kernel::<3, $np>(a, k, b, c, ldc, cols),
-                2 => kernel::<2, $np>(a, k, b, c, ldc, cols),
-                1 => kernel::<1, $np>(a, k, b, c, ldc, cols),
+            match t.rows {
+                8 => kernel::<8, $np>(t),
+                7 => kernel::<7, $np>(t),
+                6 => kernel::<6, $np>(t),
+                5 => kernel::<5, $np>(t),
+                4 => kernel::<4, $np>(t),
+                3 => kernel::<3, $np>(t),
+                2 => kernel::<2, $np>(t),
+                1 => kernel::<1, $np>(t),
                 _ => unreachable!("AVX-512 tiles have 1..=8 rows"),
             }
         };
     }
     // SAFETY: forwarded from the caller; a tile of ≤ 16 columns reads one panel.
     unsafe {
-        if cols > 2 * NR {
+        if t.cols > 2 * NR {
             by_rows!(3)
-        } else if cols > NR {
+        } else if t.cols > NR {
             by_rows!(2)
         } else {
             by_rows!(1)
@@ -68,34 +59,50 @@ pub(super) unsafe fn tile(
     }
 }
 
-/// `R × 16·P` tile: `c[r][16p + j] = Σ_kk a[r·k + kk] · b[p·16k + kk·16 + j]`
-/// for `16p + j < cols`.
+/// `R × 16·P` tile: `c[r][16p + j] (+)= Σ_{kk < kc} a[r·lda + kk] ·
+/// b[p·ldb + kk·16 + j]` for `16p + j < cols` (see [`TileOp`]).
 ///
 /// # Safety
 /// See [`tile`]; `b` holds `P` panels.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel<const R: usize, const P: usize>(
-    a: *const f32,
-    k: usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-) {
+unsafe fn kernel<const R: usize, const P: usize>(t: &TileOp) {
+    let TileOp {
+        a,
+        lda,
+        kc,
+        b,
+        ldb,
+        c,
+        ldc,
+        cols,
+        accumulate,
+        ..
+    } = *t;
     let mut acc = [[_mm512_setzero_ps(); P]; R];
-    let panel = k * NR;
-    // SAFETY: all reads stay within `a` (R rows of k) and `b` (P panels of k
-    // rows of 16, aligned), all writes within the caller's `R × cols` block.
+    // Lanes of panel `p` inside the tile's `cols`.
+    let width = |p: usize| cols.saturating_sub(p * NR).min(NR);
+    // SAFETY: all reads stay within `a` (R rows of kc at stride lda), `b`
+    // (P panels of kc rows of 16 at stride ldb, aligned) and the caller's
+    // `R × cols` block of `c`, all writes within that block.
     unsafe {
+        if accumulate {
+            // The sums over the earlier chunks of k: the same chain of
+            // multiply-adds goes on, so chunking changes no bit.
+            for (r, row) in acc.iter_mut().enumerate() {
+                for (p, v) in row.iter_mut().enumerate() {
+                    *v = _mm512_maskz_loadu_ps(lanes(width(p)), c.add(r * ldc + p * NR));
+                }
+            }
+        }
         // One step along k: row `kk` of each panel times column `kk` of
         // the tile's rows of `a`.
         let step = |acc: &mut [[__m512; P]; R], kk: usize| {
             let mut bv = [_mm512_setzero_ps(); P];
             for (p, v) in bv.iter_mut().enumerate() {
-                *v = _mm512_load_ps(b.add(p * panel + kk * NR));
+                *v = _mm512_load_ps(b.add(p * ldb + kk * NR));
             }
             for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*a.add(r * k + kk));
+                let av = _mm512_set1_ps(*a.add(r * lda + kk));
                 for (acc, b) in row.iter_mut().zip(&bv) {
                     *acc = _mm512_fmadd_ps(av, *b, *acc);
                 }
@@ -105,21 +112,21 @@ unsafe fn kernel<const R: usize, const P: usize>(
         // once for four broadcasts each (constant offsets), which keeps the
         // integer work that shares ports with the FMA units small.
         let mut kk = 0;
-        while kk + 4 <= k {
+        while kk + 4 <= kc {
             step(&mut acc, kk);
             step(&mut acc, kk + 1);
             step(&mut acc, kk + 2);
             step(&mut acc, kk + 3);
             kk += 4;
         }
-        while kk < k {
+        while kk < kc {
             step(&mut acc, kk);
             kk += 1;
         }
         for (r, row) in acc.iter().enumerate() {
             for (p, v) in row.iter().enumerate() {
                 let at = c.add(r * ldc + p * NR);
-                let n = cols.saturating_sub(p * NR).min(NR);
+                let n = width(p);
                 if n == NR {
                     _mm512_storeu_ps(at, *v);
                 } else {

@@ -21,8 +21,9 @@
 //! - AVX-512: 8 rows × 3 adjacent panels (48 columns) in 24 of the 32 zmm
 //!   registers, three panel loads and eight broadcasts per 24 multiply-adds.
 //!
-//! Blocking: a panel, once loaded, serves every row of `x` in the block,
-//! and blocks are large (4 MiB of `x`), so a batch of short texts reads each
+//! Blocking ([`blocking`], a per-process setting that changes no result): a
+//! panel, once loaded, serves every row of `x` in the block, and blocks are
+//! large (by default 4 MiB of `x`), so a batch of short texts reads each
 //! weight from memory once per call: with L2-sized blocks the weights, which
 //! do not fit in cache, were streamed again for every block, and that cost
 //! more than keeping `x` in L2 saved. Threads take units of one tile's
@@ -34,6 +35,7 @@
 
 use super::isa::{self, Isa};
 use crate::engine::activation::Act;
+pub use blocking::Blocking;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -41,13 +43,12 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod bf16;
+pub mod blocking;
 #[cfg(test)]
 mod tests;
 
 /// Columns of one panel.
 const NR: usize = 16;
-/// Bytes of `x` one row block may occupy (see the module's note on blocking).
-const ROW_BLOCK_BYTES: usize = 4 << 20;
 /// Rows of `x` per unit of work handed to a thread (a multiple of every
 /// kernel's tile rows).
 const UNIT_ROWS: usize = 48;
@@ -75,8 +76,6 @@ const EXP_POLY: [f32; 6] = [
 const GELU_2C: f32 = 1.595_769;
 #[cfg(target_arch = "x86_64")]
 const GELU_CUBIC: f32 = 0.044_715;
-/// Floats in the largest register tile (AVX-512's 8 × 48).
-const MAX_TILE: usize = 12 * 2 * NR;
 
 /// The register tile of an instruction set's micro-kernel.
 #[derive(Debug, Clone, Copy)]
@@ -124,39 +123,132 @@ pub(crate) fn for_each_unit<S>(
     });
 }
 
-/// Calls `f(state, panel, row, tile_rows, cols)` exactly once for every
-/// tile of an `[m, n]` output with inner dimension `k`: a tile is rows
-/// `row..row + tile_rows` (at most `geo.rows`) by columns `16·panel..16·panel +
-/// cols` (`cols ≤ 16 · geo.panels`). Row blocks run one after another (see
-/// the module's note on blocking); within a block, units of one tile's
-/// panels × [`UNIT_ROWS`] rows go to the pool's threads ([`for_each_unit`]),
-/// unit `u` being column group `u / groups`, so a thread's next unit mostly
-/// reuses the panels in cache.
+/// One register tile's pass over one chunk of `k`, as [`for_each_tile`]
+/// hands it out.
+#[derive(Debug, Clone, Copy)]
+struct TileStep {
+    /// The tile's first panel (columns `16·panel..`).
+    panel: usize,
+    /// Columns of the tile (`≤ 16 · geo.panels`).
+    cols: usize,
+    /// The tile's first row of `y` (and of `x`).
+    row: usize,
+    /// Rows of the tile (`≤ geo.rows`).
+    rows: usize,
+    /// The tile's rows relative to its unit's first row (`< UNIT_ROWS`).
+    unit_row: usize,
+    /// The chunk of `k`: steps `first..first + len`.
+    first: usize,
+    len: usize,
+    /// Whether this is the tile's last chunk (its sums are final).
+    last: bool,
+}
+
+/// Calls `f(state, step)` for every tile of an `[m, n]` output with inner
+/// dimension `k` and every chunk of `k` ([`Blocking::k_chunks`]), each
+/// tile's chunks in `k` order: a tile is rows `row..row + rows` (at most
+/// `geo.rows`) by columns `16·panel..16·panel + cols` (`cols ≤ 16 ·
+/// geo.panels`). Row blocks of `blocking.row_block_bytes` of `x` run one
+/// after another (see the module's note on blocking); within a block, units
+/// of one tile's panels × [`UNIT_ROWS`] rows go to the pool's threads
+/// ([`for_each_unit`]), unit `u` being column group `u / groups`, so a
+/// thread's next unit mostly reuses the panels in cache. Within a unit, each
+/// chunk passes over all of the unit's tiles before the next chunk starts
+/// (with one chunk: tile after tile). Every tile belongs to one unit, so one
+/// thread sees all of a tile's chunks.
 fn for_each_tile<S>(
-    m: usize,
-    n: usize,
-    k: usize,
+    (m, n, k): (usize, usize, usize),
     geo: Geometry,
+    blocking: Blocking,
     init: impl Fn() -> S + Sync,
-    f: impl Fn(&mut S, usize, usize, usize, usize) + Sync,
+    f: impl Fn(&mut S, TileStep) + Sync,
 ) {
     let cols_per_tile = NR * geo.panels;
     let n_col_groups = n.div_ceil(cols_per_tile);
-    let rows_per_block = (ROW_BLOCK_BYTES / (k.max(1) * 4) / UNIT_ROWS * UNIT_ROWS).max(UNIT_ROWS);
+    let rows_per_block =
+        (blocking.row_block_bytes / (k.max(1) * 4) / UNIT_ROWS * UNIT_ROWS).max(UNIT_ROWS);
+    let n_chunks = blocking.k_chunks(k).count();
     for row0 in (0..m).step_by(rows_per_block) {
         let rows = rows_per_block.min(m - row0);
         let groups = rows.div_ceil(UNIT_ROWS);
         for_each_unit(n_col_groups * groups, &init, |state, u| {
             let (c, g) = (u / groups, u % groups);
             let cols = cols_per_tile.min(n - c * cols_per_tile);
-            let end = rows.min((g + 1) * UNIT_ROWS);
-            let mut r = g * UNIT_ROWS;
-            while r < end {
-                let tile_rows = geo.rows.min(end - r);
-                f(state, c * geo.panels, row0 + r, tile_rows, cols);
-                r += tile_rows;
+            let (unit0, end) = (g * UNIT_ROWS, rows.min((g + 1) * UNIT_ROWS));
+            for (i, (first, len)) in blocking.k_chunks(k).enumerate() {
+                let mut r = unit0;
+                while r < end {
+                    let tile_rows = geo.rows.min(end - r);
+                    let step = TileStep {
+                        panel: c * geo.panels,
+                        cols,
+                        row: row0 + r,
+                        rows: tile_rows,
+                        unit_row: r - unit0,
+                        first,
+                        len,
+                        last: i + 1 == n_chunks,
+                    };
+                    f(state, step);
+                    r += tile_rows;
+                }
             }
         });
+    }
+}
+
+/// One register tile's work for an instruction set's micro-kernel:
+/// `c[r][j] (+)= Σ_{kk < kc} a[r·lda + kk] · b[⌊j/16⌋·ldb + kk·16 + j mod 16]`
+/// for `r < rows`, `j < cols`, added to what `c` holds when `accumulate`
+/// (the sums over the earlier chunks of `k`).
+///
+/// Contract (the kernels' safety condition): `a` is valid for `rows` rows
+/// of `kc` floats at stride `lda`; `b` points at `ceil(cols / 16)` panels
+/// of `kc` rows of 16 floats at stride `ldb`, every row 64-byte aligned; `c`
+/// is valid for a `rows × cols` block at row stride `ldc` that no one else
+/// touches meanwhile; `rows` and `cols` fit the kernel's tile.
+#[derive(Clone, Copy)]
+pub(super) struct TileOp {
+    rows: usize,
+    a: *const f32,
+    lda: usize,
+    kc: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    accumulate: bool,
+}
+
+impl TileOp {
+    /// The work of `step` for `x` (`[m, k]`, row-major) times the tile's
+    /// panels `b` (as [`PackedMatrix::tile_panels`] gives them, `k` rows of
+    /// 16 per panel), into `c` at row stride `ldc`. Panics if `x` or `b` do
+    /// not cover the step.
+    fn new(step: &TileStep, x: &[f32], k: usize, b: &[f32], (c, ldc): (*mut f32, usize)) -> Self {
+        let TileStep {
+            row,
+            rows,
+            first,
+            len,
+            cols,
+            ..
+        } = *step;
+        assert!(first + len <= k && x.len() >= (row + rows) * k);
+        assert!(b.len() >= cols.div_ceil(NR) * k * NR);
+        TileOp {
+            rows,
+            a: x[row * k + first..].as_ptr(),
+            lda: k,
+            kc: len,
+            b: b[first * NR..].as_ptr(),
+            ldb: k * NR,
+            c,
+            ldc,
+            cols,
+            accumulate: first > 0,
+        }
     }
 }
 
@@ -233,11 +325,17 @@ impl PackedMatrix {
     /// Panics if `x.len() != m * k` or if the packed kernels do not run here
     /// (check [`PackedMatrix::supported`] first).
     pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
-        self.matmul_t_on(isa::active(), x, m)
+        self.matmul_t_on(isa::active(), Blocking::active(), x, m)
+    }
+
+    /// [`PackedMatrix::matmul_t`] with `blocking` instead of the process's
+    /// (the same bits, at another speed: see [`blocking`]).
+    pub fn matmul_t_blocked(&self, blocking: Blocking, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_t_on(isa::active(), blocking, x, m)
     }
 
     /// [`PackedMatrix::matmul_t`] through `isa`'s kernel.
-    fn matmul_t_on(&self, isa: Isa, x: &[f32], m: usize) -> Vec<f32> {
+    fn matmul_t_on(&self, isa: Isa, blocking: Blocking, x: &[f32], m: usize) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
         assert_runs(isa);
@@ -247,23 +345,23 @@ impl PackedMatrix {
         // Not zeroed: the tiles below write every element (see the end).
         let mut y: Vec<f32> = Vec::with_capacity(m * n);
         let out = SharedOut(y.as_mut_ptr());
-        let geo = Geometry::of(isa);
         for_each_tile(
-            m,
-            n,
-            k,
-            geo,
+            (m, n, k),
+            Geometry::of(isa),
+            blocking,
             || (),
-            |_, p, r, tile_rows, cols| {
-                let b = self.tile_panels(p, cols);
-                let a = &x[r * k..(r + tile_rows) * k];
-                // SAFETY: each tile of `y` is handed out once (`for_each_tile`),
-                // `a` holds `tile_rows` full rows and `b` the tile's panels, and
+            |_, step| {
+                let b = self.tile_panels(step.panel, step.cols);
+                let c = out.at(step.row * n + step.panel * NR);
+                let op = TileOp::new(&step, x, k, b, (c, n));
+                // SAFETY: each tile of `y` goes to one thread, its chunks in k
+                // order (`for_each_tile`); `TileOp::new` checked `x` and `b`;
                 // the CPU runs `isa` (asserted above).
-                unsafe { tile(isa, tile_rows, a, k, b, out.at(r * n + p * NR), n, cols) };
+                unsafe { tile(isa, &op) };
             },
         );
-        // SAFETY: `for_each_tile` covers every (row, column); all were written.
+        // SAFETY: `for_each_tile` covers every (row, column) and each tile's
+        // first chunk writes (rather than adds to) its block: all written.
         unsafe { y.set_len(m * n) };
         y
     }
@@ -280,12 +378,13 @@ pub(crate) fn matmul_gated(
     x: &[f32],
     m: usize,
 ) -> Vec<f32> {
-    matmul_gated_on(isa::active(), g, u, gate, x, m)
+    matmul_gated_on(isa::active(), Blocking::active(), g, u, gate, x, m)
 }
 
 /// [`matmul_gated`] through `isa`'s kernels.
 fn matmul_gated_on(
     isa: Isa,
+    blocking: Blocking,
     g: &PackedMatrix,
     u: &PackedMatrix,
     gate: Act,
@@ -308,22 +407,41 @@ fn matmul_gated_on(
     let out = SharedOut(y.as_mut_ptr());
     let geo = Geometry::of(isa);
     let ld = NR * geo.panels;
-    let tiles = || ([0f32; MAX_TILE], [0f32; MAX_TILE]);
-    for_each_tile(m, n, k, geo, tiles, |(tg, tu), p, r, tile_rows, cols| {
-        let a = &x[r * k..(r + tile_rows) * k];
-        // SAFETY: the tiles go to this thread's buffers (rows of `ld`,
-        // `MAX_TILE` floats); `a` holds `tile_rows` rows of k and the slices
-        // the tile's panels; the CPU runs `isa` (asserted above).
+    // Per thread, one unit of each product (its sums carried between the
+    // chunks of k), combined before it is stored.
+    let units = || (vec![0f32; UNIT_ROWS * ld], vec![0f32; UNIT_ROWS * ld]);
+    for_each_tile((m, n, k), geo, blocking, units, |(tg, tu), step| {
+        let (at, cols) = (step.unit_row * ld, step.cols);
+        let og = TileOp::new(
+            &step,
+            x,
+            k,
+            g.tile_panels(step.panel, cols),
+            (tg[at..].as_mut_ptr(), ld),
+        );
+        let ou = TileOp::new(
+            &step,
+            x,
+            k,
+            u.tile_panels(step.panel, cols),
+            (tu[at..].as_mut_ptr(), ld),
+        );
+        assert!(tg.len() >= at + step.rows * ld);
+        // SAFETY: the tiles go to this thread's unit buffers (`UNIT_ROWS`
+        // rows of `ld`, checked above); `TileOp::new` checked `x` and the
+        // panels; the CPU runs `isa` (asserted above).
         unsafe {
-            let (bg, bu) = (g.tile_panels(p, cols), u.tile_panels(p, cols));
-            tile(isa, tile_rows, a, k, bg, tg.as_mut_ptr(), ld, cols);
-            tile(isa, tile_rows, a, k, bu, tu.as_mut_ptr(), ld, cols);
+            tile(isa, &og);
+            tile(isa, &ou);
         }
-        for rr in 0..tile_rows {
-            // Row `r + rr`, columns `16p..16p + cols` of `y`: this tile's
-            // alone (`for_each_tile` hands each tile out once).
-            let dst = out.at((r + rr) * n + p * NR);
-            let (tg, tu) = (&tg[rr * ld..][..ld], &tu[rr * ld..][..ld]);
+        if !step.last {
+            return;
+        }
+        for rr in 0..step.rows {
+            // Row `row + rr`, columns `16·panel..16·panel + cols` of `y`: this
+            // tile's alone (`for_each_tile` hands each tile to one thread).
+            let dst = out.at((step.row + rr) * n + step.panel * NR);
+            let (tg, tu) = (&tg[at + rr * ld..][..ld], &tu[at + rr * ld..][..ld]);
             for c0 in (0..cols).step_by(NR) {
                 let (g16, u16) = (&tg[c0..c0 + NR], &tu[c0..c0 + NR]);
                 // SAFETY: the CPU runs `isa`; `dst` has `cols` elements
@@ -403,35 +521,19 @@ fn matmul_gated_bf16_on(
     y
 }
 
-/// One tile of `y` through `isa`'s micro-kernel.
+/// One tile's chunk through `isa`'s micro-kernel.
 ///
 /// # Safety
-/// `a` holds `rows` rows of `k`; `b` holds the `ceil(cols / 16)` panels of
-/// the tile (`k` rows of 16 each, 64-byte aligned); `c` points at a
-/// `rows × cols` block with row stride `ldc`; `rows` and `cols` fit `isa`'s
-/// tile; the CPU runs `isa`.
-#[allow(clippy::too_many_arguments)]
+/// `op` satisfies [`TileOp`]'s contract for `isa`'s tile; the CPU runs `isa`.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_unsafe, unused_variables))]
-unsafe fn tile(
-    isa: Isa,
-    rows: usize,
-    a: &[f32],
-    k: usize,
-    b: &[f32],
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-) {
-    debug_assert!(a.len() >= rows * k && b.len() >= cols.div_ceil(NR) * k * NR);
+unsafe fn tile(isa: Isa, op: &TileOp) {
     // SAFETY: forwarded from the caller.
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
-                avx512::tile(rows, a.as_ptr(), k, b.as_ptr(), c, ldc, cols)
-            }
+            Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => avx512::tile(op),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::tile(rows, a.as_ptr(), k, b.as_ptr(), c, ldc, cols),
+            Isa::Avx2 => avx2::tile(op),
             _ => unreachable!("no packed kernel for {isa} (asserted by the callers)"),
         }
     }

@@ -78,7 +78,7 @@ fn matches_the_triple_loop_on_edge_shapes() {
             let w = matrix(n, k, 7 + n as u64);
             let packed = PackedMatrix::pack(&w, n, k);
             assert_eq!((packed.out_features(), packed.in_features()), (n, k));
-            let y = packed.matmul_t_on(isa, &x, m);
+            let y = packed.matmul_t_on(isa, Blocking::default(), &x, m);
             let want = reference(&x, &w, m, n, k);
             let (worst, scale) = worst_error(&y, &want);
             // f32 accumulation over k terms: a few ulps times sqrt(k).
@@ -107,8 +107,8 @@ fn every_instruction_set_gives_the_same_bits() {
             .map(|&isa| {
                 (
                     isa,
-                    packed.matmul_t_on(isa, &x, m),
-                    matmul_gated_on(isa, &g, &u, Act::Silu, &x, m),
+                    packed.matmul_t_on(isa, Blocking::default(), &x, m),
+                    matmul_gated_on(isa, Blocking::default(), &g, &u, Act::Silu, &x, m),
                 )
             })
             .collect();
@@ -126,6 +126,59 @@ fn every_instruction_set_gives_the_same_bits() {
 }
 
 #[test]
+fn every_blocking_gives_the_same_bits() {
+    // Row blocks and k chunks only reorder which tile runs when; each output
+    // stays one chain of multiply-adds along k, carried exactly between
+    // chunks, so the bits must not move. Shapes: k shorter than a chunk,
+    // k not a multiple of 4 or of the chunk, row blocks of one unit (48 rows)
+    // and partial units, tiles narrower than a panel.
+    let blockings = [
+        Blocking::default(),
+        Blocking::parse("k_chunk=4").unwrap(),
+        Blocking::parse("k_chunk=64").unwrap(),
+        Blocking::parse("k_chunk=256,row_block_kib=1").unwrap(),
+        Blocking::parse("row_block_kib=200").unwrap(),
+    ];
+    let shapes = [
+        (1, 1, 1),
+        (7, 33, 101),
+        (50, 17, 576),
+        (130, 40, 250),
+        (97, 48, 1536),
+    ];
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for isa in kernels_here() {
+        for &(m, n, k) in &shapes {
+            let x = matrix(m, k, 5 + k as u64);
+            let (g, u) = (
+                PackedMatrix::pack(&matrix(n, k, 6), n, k),
+                PackedMatrix::pack(&matrix(n, k, 8), n, k),
+            );
+            let want = reference(&x, &matrix(n, k, 6), m, n, k);
+            let base = g.matmul_t_on(isa, Blocking::default(), &x, m);
+            let (worst, scale) = worst_error(&base, &want);
+            assert!(
+                worst <= 1e-5 * scale,
+                "{isa} [{m}, {n}, {k}]: {worst:e} of {scale:e}"
+            );
+            let base_gated =
+                matmul_gated_on(isa, Blocking::default(), &g, &u, Act::GeluTanh, &x, m);
+            for b in &blockings[1..] {
+                let label = b.label();
+                let y = g.matmul_t_on(isa, *b, &x, m);
+                assert_eq!(bits(&y), bits(&base), "{isa} {label} on [{m}, {n}, {k}]");
+                let gated = matmul_gated_on(isa, *b, &g, &u, Act::GeluTanh, &x, m);
+                assert_eq!(
+                    bits(&gated),
+                    bits(&base_gated),
+                    "{isa} {label} gated on [{m}, {n}, {k}]"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn gated_product_matches_the_unfused_computation() {
     for isa in kernels_here() {
         for &(m, n, k) in &[(1, 5, 7), (13, 40, 64), (90, 33, 576), (25, 70, 96)] {
@@ -134,7 +187,7 @@ fn gated_product_matches_the_unfused_computation() {
             let (gr, ur) = (reference(&x, &g, m, n, k), reference(&x, &u, m, n, k));
             let (gp, up) = (PackedMatrix::pack(&g, n, k), PackedMatrix::pack(&u, n, k));
             for gate in [Act::Silu, Act::GeluTanh] {
-                let y = matmul_gated_on(isa, &gp, &up, gate, &x, m);
+                let y = matmul_gated_on(isa, Blocking::default(), &gp, &up, gate, &x, m);
                 for (i, v) in y.iter().enumerate() {
                     let (a, b) = (gr[i], ur[i]);
                     let act = match gate {
@@ -220,16 +273,26 @@ fn log_softmax_normaliser_agrees_across_instruction_sets() {
 fn empty_inputs_give_empty_or_zero_outputs() {
     for isa in kernels_here() {
         let packed = PackedMatrix::pack(&matrix(3, 4, 1), 3, 4);
-        assert!(packed.matmul_t_on(isa, &[], 0).is_empty());
+        assert!(packed
+            .matmul_t_on(isa, Blocking::default(), &[], 0)
+            .is_empty());
         let zero_k = PackedMatrix::pack(&[], 5, 0);
-        assert_eq!(zero_k.matmul_t_on(isa, &[], 2), vec![0f32; 10]);
+        assert_eq!(
+            zero_k.matmul_t_on(isa, Blocking::default(), &[], 2),
+            vec![0f32; 10]
+        );
     }
 }
 
 #[test]
 #[should_panic(expected = "cannot run on this CPU")]
 fn the_generic_path_has_no_packed_kernel() {
-    PackedMatrix::pack(&matrix(3, 4, 1), 3, 4).matmul_t_on(Isa::Generic, &matrix(1, 4, 2), 1);
+    PackedMatrix::pack(&matrix(3, 4, 1), 3, 4).matmul_t_on(
+        Isa::Generic,
+        Blocking::default(),
+        &matrix(1, 4, 2),
+        1,
+    );
 }
 
 /// bf16 bits of `v`, rounded by the `half` crate (the reference rounding).
