@@ -34,7 +34,10 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     // A `CD_CPU_ISA` this CPU cannot honour stops the run: a benchmark
     // labelled with an instruction set must have used it.
-    if let Err(e) = cd_worker::engine::cpu::isa::check_env() {
+    // So does a blocking variable that is not a valid value.
+    let isa = cd_worker::engine::cpu::isa::check_env().map_err(|e| e.to_string());
+    let blocking = cd_worker::engine::cpu::blocking::check_env().map_err(|e| e.to_string());
+    if let Err(e) = isa.and(blocking) {
         eprintln!("error: {e}");
         std::process::exit(cd_proto::exit::worker::CONFIG)
     }

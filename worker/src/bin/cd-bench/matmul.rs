@@ -6,9 +6,16 @@
 //! prints GFLOP/s (`2mnk / seconds`) per kernel as Markdown rows, plus the
 //! largest difference between the two results. `scripts/bench_matmul.sh`
 //! runs PyTorch's `linear` on the same shapes in the same run.
+//!
+//! With `--blockings`, the packed kernel runs under each blocking given
+//! (row block size, k chunks: `cpu::blocking`), round after round in the
+//! same process so that drift in the machine's speed reaches all of them,
+//! and the table gives each one's median GFLOP/s and its ratio to the
+//! first; their results must agree bit for bit.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
+use cd_worker::engine::cpu::blocking::Blocking;
 use cd_worker::engine::PackedMatrix;
 use clap::Args;
 use std::time::{Duration, Instant};
@@ -29,6 +36,36 @@ pub struct MatmulArgs {
     /// when run with one thread).
     #[arg(long)]
     pub cpu_time: bool,
+    /// Blockings of the packed kernel to compare, `;`-separated, each
+    /// `default` or `row_block_kib=N,k_chunk=N|off` (e.g.
+    /// `default;k_chunk=256;row_block_kib=1024`); the first is the baseline.
+    #[arg(long)]
+    pub blockings: Option<String>,
+    /// Rounds over the blockings (each round times every blocking for
+    /// `--seconds / --rounds`).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+}
+
+/// `--blockings`: the blockings in order, or why one is not valid.
+fn parse_blockings(text: &str) -> Result<Vec<Blocking>> {
+    let blockings = text
+        .split(';')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| Blocking::parse(s).map_err(|e| anyhow::anyhow!("--blockings: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    if blockings.is_empty() {
+        bail!("--blockings: expected at least one blocking, e.g. `default;k_chunk=256`");
+    }
+    Ok(blockings)
+}
+
+/// How a blocking is named in the table's header.
+fn blocking_name(b: &Blocking) -> String {
+    match b.label() {
+        label if label.is_empty() => "default".to_string(),
+        label => label,
+    }
 }
 
 /// Seconds of CPU time this process has used, all threads together.
@@ -94,6 +131,9 @@ pub fn run(args: MatmulArgs) -> Result<i32> {
             .collect(),
     };
     let budget = Duration::from_secs_f64(args.seconds);
+    if let Some(spec) = &args.blockings {
+        return compare_blockings(&shapes, &parse_blockings(spec)?, &args);
+    }
     let dev = Device::Cpu;
     println!("| m | n | k | candle GFLOP/s | packed GFLOP/s | packed / candle | max rel. diff |");
     println!("|---|---|---|---|---|---|---|");
@@ -127,4 +167,72 @@ pub fn run(args: MatmulArgs) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// `--blockings`: the packed kernel under each blocking, interleaved over
+/// `args.rounds` rounds; prints the median GFLOP/s of each and the ratios
+/// to the first. Fails if two blockings give different bits.
+fn compare_blockings(
+    shapes: &[(usize, usize, usize)],
+    blockings: &[Blocking],
+    args: &MatmulArgs,
+) -> Result<i32> {
+    let rounds = args.rounds.max(1);
+    let slice = Duration::from_secs_f64(args.seconds / rounds as f64);
+    let names: Vec<String> = blockings.iter().map(blocking_name).collect();
+    let mut header = vec!["m".to_string(), "n".into(), "k".into()];
+    header.extend(names.iter().map(|n| format!("{n} GFLOP/s")));
+    header.extend(names[1..].iter().map(|n| format!("{n} / {}", names[0])));
+    println!("| {} |", header.join(" | "));
+    println!("|{}", "---|".repeat(header.len()));
+    let dev = Device::Cpu;
+    for &(m, n, k) in shapes {
+        let x = Tensor::randn(0f32, 1., (m, k), &dev)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let w = Tensor::randn(0f32, 1., (n, k), &dev)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let packed = PackedMatrix::pack(&w, n, k);
+        let first = packed.matmul_t_blocked(blockings[0], &x, m);
+        for (b, name) in blockings.iter().zip(&names).skip(1) {
+            if packed.matmul_t_blocked(*b, &x, m) != first {
+                bail!(
+                    "[{m}, {n}, {k}]: blocking {name} gives other results than {}",
+                    names[0]
+                );
+            }
+        }
+        let mut per_call: Vec<Vec<f64>> = vec![Vec::new(); blockings.len()];
+        for _ in 0..rounds {
+            for (b, times) in blockings.iter().zip(&mut per_call) {
+                times.push(time_per_call(slice, args.cpu_time, || {
+                    std::hint::black_box(packed.matmul_t_blocked(*b, &x, m));
+                    Ok(())
+                })?);
+            }
+        }
+        let flops = 2.0 * (m * n * k) as f64;
+        let medians: Vec<f64> = per_call.iter_mut().map(|t| median(t)).collect();
+        let mut row = vec![m.to_string(), n.to_string(), k.to_string()];
+        row.extend(medians.iter().map(|t| format!("{:.1}", flops / t / 1e9)));
+        row.extend(
+            medians[1..]
+                .iter()
+                .map(|t| format!("{:.3}", medians[0] / t)),
+        );
+        println!("| {} |", row.join(" | "));
+    }
+    Ok(0)
+}
+
+/// The median of `values` (sorted in place; not empty).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
 }
