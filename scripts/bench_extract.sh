@@ -24,7 +24,11 @@
 # "auto" and/or "avx2": torch, oneDNN and MKL held to AVX2, the peer of an
 # AVX2-only machine), BENCH_PRECISION (32, or
 # 16 for bf16 on both sides), BENCH_THREADS (default 2), BENCH_SEED=0 to skip
-# HF's one-text-at-a-time run.
+# HF's one-text-at-a-time run, BENCH_BLOCKINGS (the packed kernels' blockings
+# to run each of our ISAs under, space-separated, each "default" or
+# "k_chunk=N", "row_block_kib=N" or both joined by a comma: e.g.
+# "default k_chunk=256 row_block_kib=1024"; each is its own engine,
+# labelled with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-256}
@@ -32,6 +36,7 @@ THREADS=${BENCH_THREADS:-2}
 PY=${BENCH_PYTHON:-python3}
 BATCHES=${BENCH_BATCHES:-"1 2 4 8 16 32"}
 ISAS=${BENCH_ISAS:-auto}
+BLOCKINGS=${BENCH_BLOCKINGS:-default}
 HF_ISAS=${BENCH_HF_ISAS:-auto}
 PRECISION=${BENCH_PRECISION:-32}
 case $PRECISION in
@@ -96,16 +101,33 @@ run_hf() { # mode batch [isa]
   "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); mode=" ".join(x for x in (r["mode"], sys.argv[3]) if x); print("\t".join([mode] + [str(r[k]) for k in ("batch_size", "texts", "tokens", "seconds", "tokens_per_s")]) + "\t" + sys.argv[2])' \
     "$WORK/hf.json" "$(rss "$WORK/hf.time")" "$label_isa" >> "$RESULTS"
 }
-run_ours() { # batch isa
-  CD_CPU_ISA=$2 /usr/bin/time -v "$BIN" extract --model "$HFDIR" --input "$WORK/texts.jsonl" --site residual \
+# A blocking spec ("default", "k_chunk=256,row_block_kib=1024") as the
+# environment variables that set it.
+blocking_env() {
+  local part
+  [[ $1 == default ]] && return
+  for part in ${1//,/ }; do
+    case ${part%%=*} in
+      k_chunk) echo "CD_CPU_K_CHUNK=${part#*=}" ;;
+      row_block_kib) echo "CD_CPU_ROW_BLOCK_KIB=${part#*=}" ;;
+      *) echo "BENCH_BLOCKINGS: $part is not k_chunk=N or row_block_kib=N" >&2; return 2 ;;
+    esac
+  done
+}
+for blocking in $BLOCKINGS; do blocking_env "$blocking" > /dev/null; done
+run_ours() { # batch isa [blocking]
+  local benv
+  benv=$(blocking_env "${3:-default}")
+  env $benv CD_CPU_ISA=$2 /usr/bin/time -v "$BIN" extract --model "$HFDIR" --input "$WORK/texts.jsonl" --site residual \
     --pooling last --precision "$PRECISION" --batch-size "$1" --out "$WORK/ours.safetensors" 2> "$WORK/ours.time"
   line=$(grep '^wrote ' "$WORK/ours.time")
-  # "wrote F ([n, l, d] f32), N texts, T tokens in Xs (a texts/s, b tokens/s; CPU kernels I)"
+  # "wrote F ([n, l, d] f32), N texts, T tokens in Xs (a texts/s, b tokens/s;
+  # CPU kernels I[ BLOCKING])"
   texts=$(sed -E 's/.*\), ([0-9]+) texts.*/\1/' <<<"$line")
   tokens=$(sed -E 's/.* ([0-9]+) tokens in.*/\1/' <<<"$line")
   secs=$(sed -E 's/.* tokens in ([0-9.]+)s.*/\1/' <<<"$line")
   tps=$(sed -E 's/.*, ([0-9.]+) tokens\/s.*/\1/' <<<"$line")
-  isa=$(sed -E 's/.*CPU kernels ([a-z0-9]+)\).*/\1/' <<<"$line")
+  isa=$(sed -E 's/.*CPU kernels ([^)]+)\).*/\1/' <<<"$line")
   label="cd-worker $isa"
   [[ ${CD_CPU_KERNELS:-1} == 0 ]] && label="cd-worker (candle ops)"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$1" "$texts" "$tokens" "$secs" "$tps" \
@@ -118,7 +140,9 @@ for round in $(seq "${BENCH_REPEAT:-3}"); do
   [[ ${BENCH_SEED:-1} == 1 ]] && run_hf seed 1
   for b in $BATCHES; do
     for isa in $ISAS; do
-      run_ours "$b" "$isa"
+      for blocking in $BLOCKINGS; do
+        run_ours "$b" "$isa" "$blocking"
+      done
     done
     # BENCH_CANDLE_MATMUL=1: also cd-worker with candle's generic CPU operations
     # instead of the engine's kernels (the same binary, CD_CPU_KERNELS=0), for an A/B.

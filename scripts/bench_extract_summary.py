@@ -33,13 +33,14 @@ def isa_of(engine, torch_isa, precision, peak):
     in bf16 the machine's bf16 peak (its AMX tiles when it has them, else
     AVX512-BF16: both sides' bf16 matmuls run there), in f32 the vector
     width the engine ran."""
-    last = engine.split(" ")[-1]
+    words = engine.split(" ")
     if precision == "16":
         return "amx" if "amx" in peak else "avx512bf16"
-    if last in ("avx512", "avx2"):
-        return last
     if engine.startswith("cd-worker"):
-        return None
+        # "cd-worker ISA[ BLOCKING]"
+        return words[1] if len(words) > 1 and words[1] in ("avx512", "avx2") else None
+    if words[-1] in ("avx512", "avx2"):
+        return words[-1]
     cap = torch_isa.upper()
     if cap.startswith("AVX512"):
         return "avx512"
@@ -103,7 +104,8 @@ def main():
 
     def peer(engine):
         """HF held to the same instruction set if it ran so, else HF as it is."""
-        isa = engine.split(" ", 1)[1] if " " in engine else ""
+        words = engine.split(" ")
+        isa = words[1] if len(words) > 1 else ""
         same = [h for h in hf_engines if h.endswith(" " + isa)]
         plain = [h for h in hf_engines if h.split(" ")[-1] not in ("avx2", "avx512")]
         return (same or plain or [None])[0]
