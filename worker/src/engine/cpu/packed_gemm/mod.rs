@@ -208,6 +208,8 @@ fn for_each_tile<S>(
 /// is valid for a `rows × cols` block at row stride `ldc` that no one else
 /// touches meanwhile; `rows` and `cols` fit the kernel's tile.
 #[derive(Clone, Copy)]
+// Only the x86-64 micro-kernels read it; elsewhere no packed kernel runs.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) struct TileOp {
     rows: usize,
     a: *const f32,
