@@ -533,6 +533,81 @@ fn an_instruction_set_the_cpu_cannot_run_is_a_configuration_error() {
     assert!(!out.exists());
 }
 
+/// `cd-bench matmul --blockings` times each blocking on each shape and
+/// prints one row per shape: a GFLOP/s column per blocking and a ratio to
+/// the first per other blocking (it also checks their bits agree); a
+/// malformed blocking is refused with the reason.
+#[test]
+fn cd_bench_compares_blockings_side_by_side() {
+    if Isa::detected() < Isa::Avx2 {
+        eprintln!("skipped: no packed kernel on this CPU");
+        return;
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_cd-bench"))
+        .args([
+            "matmul",
+            "--shapes",
+            "50,40,300;7,17,9",
+            "--seconds",
+            "0.06",
+            "--rounds",
+            "2",
+        ])
+        .args([
+            "--blockings",
+            "default;k_chunk=8;row_block_kib=1,k_chunk=off",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8(o.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "m",
+            "n",
+            "k",
+            "default GFLOP/s",
+            "k_chunk=8 GFLOP/s",
+            "row_block_kib=1 GFLOP/s",
+            "k_chunk=8 / default",
+            "row_block_kib=1 / default"
+        ],
+        "{table}"
+    );
+    assert_eq!(rows.len(), 4, "{table}");
+    for (row, shape) in rows[2..]
+        .iter()
+        .zip([["50", "40", "300"], ["7", "17", "9"]])
+    {
+        assert_eq!(row[..3], shape, "{table}");
+        for v in &row[3..] {
+            let v: f64 = v.parse().unwrap_or_else(|_| panic!("`{v}` in {table}"));
+            assert!(v > 0.0 && v.is_finite(), "{table}");
+        }
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_cd-bench"))
+        .args([
+            "matmul",
+            "--shapes",
+            "8,8,8",
+            "--blockings",
+            "default;kc=256",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("`kc=256` in `kc=256`: expected row_block_kib=N or k_chunk=N|off"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
 /// The commands a `--help` page lists under `Commands:`.
 fn listed_commands(bin: &str) -> Vec<String> {
     let out = Command::new(bin).arg("--help").output().unwrap();

@@ -194,9 +194,13 @@ fn compare_blockings(
             .flatten_all()?
             .to_vec1::<f32>()?;
         let packed = PackedMatrix::pack(&w, n, k);
-        let first = packed.matmul_t_blocked(blockings[0], &x, m);
+        let bits = |b: Blocking| -> Vec<u32> {
+            let y = packed.matmul_t_blocked(b, &x, m);
+            y.iter().map(|v| v.to_bits()).collect()
+        };
+        let first = bits(blockings[0]);
         for (b, name) in blockings.iter().zip(&names).skip(1) {
-            if packed.matmul_t_blocked(*b, &x, m) != first {
+            if bits(*b) != first {
                 bail!(
                     "[{m}, {n}, {k}]: blocking {name} gives other results than {}",
                     names[0]
