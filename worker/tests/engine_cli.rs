@@ -547,7 +547,7 @@ fn cd_bench_compares_blockings_side_by_side() {
         .args([
             "matmul",
             "--shapes",
-            "50,40,300;7,17,9",
+            "50,40,300;7,17,901",
             "--seconds",
             "0.06",
             "--rounds",
@@ -582,7 +582,7 @@ fn cd_bench_compares_blockings_side_by_side() {
     assert_eq!(rows.len(), 4, "{table}");
     for (row, shape) in rows[2..]
         .iter()
-        .zip([["50", "40", "300"], ["7", "17", "9"]])
+        .zip([["50", "40", "300"], ["7", "17", "901"]])
     {
         assert_eq!(row[..3], shape, "{table}");
         for v in &row[3..] {
