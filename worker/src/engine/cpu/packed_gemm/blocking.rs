@@ -110,19 +110,13 @@ impl Blocking {
         Blocking::resolve(rows, chunk).map_err(|e| e.to_string())
     }
 
-    /// The blocking the environment asks for.
-    pub fn from_env() -> Result<Self, BlockingError> {
-        let var = |name| std::env::var(name).ok();
-        Blocking::resolve(var(ROW_BLOCK_ENV).as_deref(), var(K_CHUNK_ENV).as_deref())
-    }
-
     /// The blocking this process uses (read once). A bad variable that the
     /// binary's start-up check ([`check_env`]) did not stop falls back to
     /// the default, loudly.
     pub fn active() -> Self {
         static ACTIVE: OnceLock<Blocking> = OnceLock::new();
         *ACTIVE.get_or_init(|| {
-            Blocking::from_env().unwrap_or_else(|e| {
+            check_env().unwrap_or_else(|e| {
                 tracing::error!("{e}; using the default blocking");
                 Blocking::default()
             })
@@ -156,10 +150,11 @@ impl Blocking {
     }
 }
 
-/// Checks both variables; binaries call it at start-up so a bad value stops
-/// them with a configuration error before any work.
+/// The blocking the environment asks for; binaries call it at start-up so a
+/// bad value stops them with a configuration error before any work.
 pub fn check_env() -> Result<Blocking, BlockingError> {
-    Blocking::from_env()
+    let var = |name| std::env::var(name).ok();
+    Blocking::resolve(var(ROW_BLOCK_ENV).as_deref(), var(K_CHUNK_ENV).as_deref())
 }
 
 #[cfg(test)]

@@ -137,11 +137,10 @@ struct TileStep {
     rows: usize,
     /// The tile's rows relative to its unit's first row (`< UNIT_ROWS`).
     unit_row: usize,
-    /// The chunk of `k`: steps `first..first + len`.
+    /// The chunk of `k`: steps `first..first + len` (the tile's last
+    /// chunk, whose sums are final, ends at `k`).
     first: usize,
     len: usize,
-    /// Whether this is the tile's last chunk (its sums are final).
-    last: bool,
 }
 
 /// Calls `f(state, step)` for every tile of an `[m, n]` output with inner
@@ -167,7 +166,6 @@ fn for_each_tile<S>(
     let n_col_groups = n.div_ceil(cols_per_tile);
     let rows_per_block =
         (blocking.row_block_bytes / (k.max(1) * 4) / UNIT_ROWS * UNIT_ROWS).max(UNIT_ROWS);
-    let n_chunks = blocking.k_chunks(k).count();
     for row0 in (0..m).step_by(rows_per_block) {
         let rows = rows_per_block.min(m - row0);
         let groups = rows.div_ceil(UNIT_ROWS);
@@ -175,7 +173,7 @@ fn for_each_tile<S>(
             let (c, g) = (u / groups, u % groups);
             let cols = cols_per_tile.min(n - c * cols_per_tile);
             let (unit0, end) = (g * UNIT_ROWS, rows.min((g + 1) * UNIT_ROWS));
-            for (i, (first, len)) in blocking.k_chunks(k).enumerate() {
+            for (first, len) in blocking.k_chunks(k) {
                 let mut r = unit0;
                 while r < end {
                     let tile_rows = geo.rows.min(end - r);
@@ -187,7 +185,6 @@ fn for_each_tile<S>(
                         unit_row: r - unit0,
                         first,
                         len,
-                        last: i + 1 == n_chunks,
                     };
                     f(state, step);
                     r += tile_rows;
@@ -414,21 +411,18 @@ fn matmul_gated_on(
     let units = || (vec![0f32; UNIT_ROWS * ld], vec![0f32; UNIT_ROWS * ld]);
     for_each_tile((m, n, k), geo, blocking, units, |(tg, tu), step| {
         let (at, cols) = (step.unit_row * ld, step.cols);
-        let og = TileOp::new(
-            &step,
-            x,
-            k,
-            g.tile_panels(step.panel, cols),
-            (tg[at..].as_mut_ptr(), ld),
-        );
-        let ou = TileOp::new(
-            &step,
-            x,
-            k,
-            u.tile_panels(step.panel, cols),
-            (tu[at..].as_mut_ptr(), ld),
-        );
-        assert!(tg.len() >= at + step.rows * ld);
+        // The step for one product, into this thread's unit buffer for it.
+        let op = |w: &PackedMatrix, unit: &mut [f32]| {
+            assert!(unit.len() >= at + step.rows * ld);
+            TileOp::new(
+                &step,
+                x,
+                k,
+                w.tile_panels(step.panel, cols),
+                (unit[at..].as_mut_ptr(), ld),
+            )
+        };
+        let (og, ou) = (op(g, tg), op(u, tu));
         // SAFETY: the tiles go to this thread's unit buffers (`UNIT_ROWS`
         // rows of `ld`, checked above); `TileOp::new` checked `x` and the
         // panels; the CPU runs `isa` (asserted above).
@@ -436,8 +430,8 @@ fn matmul_gated_on(
             tile(isa, &og);
             tile(isa, &ou);
         }
-        if !step.last {
-            return;
+        if step.first + step.len < k {
+            return; // sums over the later chunks of k still to come
         }
         for rr in 0..step.rows {
             // Row `row + rr`, columns `16·panel..16·panel + cols` of `y`: this
